@@ -1,0 +1,113 @@
+"""Flax NNX backbones for MUSCLE, built by name with `create_model`.
+
+Every model is called as ``model(images, *, train, dropout_key=None)`` on
+NHWC float images and returns a `ModelOutput`: float32 ``logits``
+``[batch, num_classes]`` and, when built with over-clustering heads,
+``overclustering_logits`` ``[heads, batch, factor * num_classes]`` (else
+None). ``train=True`` normalises with batch statistics and updates the
+BatchNorm running averages; ``train=False`` uses the running averages.
+Dropout is off by default; a model built with a dropout rate needs a
+``dropout_key`` in training, so a train step stays a pure function of its
+inputs. Conv and dense weights are Params named ``kernel``: weight decay can
+select them by that name.
+"""
+
+import types
+from collections.abc import Callable
+from typing import Any
+
+import jax.numpy as jnp
+from flax import nnx
+
+from muscle_jax.models.cnn13 import CNN13
+from muscle_jax.models.heads import ModelOutput, OutputHeads
+from muscle_jax.models.resnet import ResNet
+from muscle_jax.models.small import MLP, SmallCNN
+from muscle_jax.models.wide_resnet import WideResNet
+
+__all__ = [
+    "CNN13",
+    "MLP",
+    "ModelOutput",
+    "OutputHeads",
+    "ResNet",
+    "SmallCNN",
+    "WideResNet",
+    "create_model",
+    "list_models",
+]
+
+# name -> (class, keyword arguments the name fixes).
+_MODELS: types.MappingProxyType[str, tuple[Callable[..., nnx.Module], dict[str, Any]]] = (
+    types.MappingProxyType(
+        {
+            "wide_resnet": (WideResNet, {}),
+            "wrn28_2": (WideResNet, {"depth": 28, "width": 2}),
+            "wrn28_8": (WideResNet, {"depth": 28, "width": 8}),
+            "resnet18": (ResNet, {"stage_sizes": (2, 2, 2, 2)}),
+            "cnn13": (CNN13, {}),
+            "small_cnn": (SmallCNN, {}),
+            "mlp": (MLP, {}),
+        }
+    )
+)
+
+
+def list_models() -> tuple[str, ...]:
+    """Names that `create_model` accepts, sorted."""
+    return tuple(sorted(_MODELS))
+
+
+def create_model(
+    name: str,
+    *,
+    num_classes: int,
+    rngs: nnx.Rngs,
+    overclustering_heads: int = 0,
+    overclustering_factor: int = 5,
+    dtype: jnp.dtype = jnp.float32,
+    param_dtype: jnp.dtype = jnp.float32,
+    **model_kwargs: Any,
+) -> nnx.Module:
+    """Builds the model called ``name``.
+
+    Args:
+      name: one of `list_models()`. ``wrn28_2`` / ``wrn28_8`` are
+        ``wide_resnet`` with depth 28 and width 2 / 8.
+      num_classes: classifier outputs.
+      rngs: initialisation RNGs.
+      overclustering_heads: number of IIC over-clustering heads (0: none).
+      overclustering_factor: each such head has ``factor * num_classes`` outputs.
+      dtype: compute dtype (e.g. ``jnp.bfloat16`` on accelerators); logits
+        are float32 regardless.
+      param_dtype: parameter dtype.
+      **model_kwargs: passed to the model class, e.g. ``in_channels=1``,
+        ``width=4`` for ``wide_resnet``, ``stem="imagenet"`` for ``resnet18``,
+        ``input_shape=(8, 8, 1)`` (required) for ``mlp``.
+
+    Returns:
+      The model, an `nnx.Module`.
+
+    Raises:
+      ValueError: for an unknown name, or keyword arguments that contradict
+        what the name fixes (``wrn28_2`` with ``width=8``).
+    """
+    if name not in _MODELS:
+        raise ValueError(f"Unknown model {name!r}; known models: {', '.join(list_models())}.")
+    model_cls, fixed = _MODELS[name]
+    clashes = {key for key, value in fixed.items() if model_kwargs.get(key, value) != value}
+    if clashes:
+        raise ValueError(
+            f"Model {name!r} fixes {fixed}; got conflicting "
+            f"{ {key: model_kwargs[key] for key in sorted(clashes)} }. "
+            "Use the generic name to choose them."
+        )
+    return model_cls(
+        num_classes,
+        **{**model_kwargs, **fixed},
+        overclustering_heads=overclustering_heads,
+        overclustering_factor=overclustering_factor,
+        dtype=dtype,
+        param_dtype=param_dtype,
+        rngs=rngs,
+    )
