@@ -1,0 +1,40 @@
+"""The README's commands and snippet are what CI and users actually run."""
+
+import os
+import re
+import subprocess
+import sys
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+README = os.path.join(REPO, "README.md")
+
+
+def block_after(marker: str) -> str:
+    text = open(README).read()
+    match = re.search(re.escape(marker) + r"\s*```\w*\n(.*?)```", text, re.S)
+    assert match, f"no code block after {marker} in README.md"
+    return match.group(1)
+
+
+def test_losses_snippet_runs():
+    completed = subprocess.run(
+        [sys.executable, "-c", block_after("<!-- snippet: losses -->")],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert completed.returncode == 0, completed.stderr
+    assert "mutual_information" in completed.stdout
+
+
+def test_ci_runs_the_readme_test_command():
+    command = block_after("<!-- test-command -->").strip()
+    assert "pytest" in command and "pip install" in command
+    extracted = subprocess.run(
+        [os.path.join(REPO, ".ci", "readme-test-command"), README],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.strip()
+    assert extracted == command
+    assert "readme-test-command" in open(os.path.join(REPO, ".ci", "run")).read()
