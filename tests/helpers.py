@@ -3,6 +3,8 @@
 import importlib.util
 import os
 
+import numpy as np
+
 CONFIG_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "configs")
 
 
@@ -13,3 +15,23 @@ def load_config(name: str, arg: str | None = None):
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module.get_config(arg)
+
+
+def mock_tfds(num_examples: int):
+    """`tfds.testing.mock_data` whose labels cycle through every class.
+
+    The default mock draws labels at random, so a small mock misses classes and
+    a balanced labeled subset cannot be chosen; images stay random uint8.
+    """
+    import tensorflow as tf  # Deferred: most users of this module need no TensorFlow.
+    import tensorflow_datasets as tfds
+
+    def as_dataset(self, split, decoders=None, read_config=None, **kwargs):
+        del split, decoders, read_config, kwargs
+        features = self.info.features
+        shape = features["image"].shape
+        images = np.random.default_rng(0).integers(0, 256, (num_examples, *shape), np.uint8)
+        labels = np.arange(num_examples) % features["label"].num_classes
+        return tf.data.Dataset.from_tensor_slices({"image": images, "label": labels})
+
+    return tfds.testing.mock_data(num_examples=num_examples, as_dataset_fn=as_dataset)

@@ -1,0 +1,110 @@
+"""Which training examples keep their labels: seeded, per class, identical on every host.
+
+The subset is a pure function of (labels, num_labeled, seed, profile): NumPy's
+PCG64 stream seeded per class, so every host and every run picks the same
+examples without communicating, and a class's pick does not depend on how
+many examples the other classes hold.
+"""
+
+import numpy as np
+from numpy.typing import ArrayLike
+
+
+def per_class_counts(
+    num_labeled: int, num_classes: int, *, imbalance_ratio: float = 1.0
+) -> np.ndarray:
+    """How many labeled examples each class gets; they sum to `num_labeled`.
+
+    Balanced (`imbalance_ratio == 1`): `num_labeled / num_classes` each, which
+    must divide evenly. Long-tailed (`imbalance_ratio > 1`): class c gets a
+    share proportional to `imbalance_ratio ** (-c / (num_classes - 1))`, so
+    class 0 is the largest, the last class the smallest, the counts fall
+    exponentially in between, and largest / smallest equals the ratio up to
+    rounding to whole examples (largest-remainder rounding keeps the total
+    exact).
+    """
+    if num_labeled <= 0:
+        raise ValueError(f"num_labeled must be positive, got {num_labeled}.")
+    if num_classes < 1:
+        raise ValueError(f"num_classes must be positive, got {num_classes}.")
+    if imbalance_ratio < 1.0:
+        raise ValueError(
+            f"imbalance_ratio must be >= 1 (largest class / smallest class), got {imbalance_ratio}."
+        )
+    if imbalance_ratio == 1.0:
+        if num_labeled % num_classes:
+            raise ValueError(
+                f"A balanced labeled set needs num_labeled divisible by the number of "
+                f"classes: {num_labeled} labels over {num_classes} classes leaves "
+                f"{num_labeled % num_classes} over."
+            )
+        return np.full(num_classes, num_labeled // num_classes, dtype=np.int64)
+    if num_classes == 1:
+        raise ValueError("A long-tailed profile needs at least 2 classes, got 1.")
+    shares = imbalance_ratio ** (-np.arange(num_classes) / (num_classes - 1))
+    ideal = num_labeled * shares / shares.sum()
+    counts = np.floor(ideal).astype(np.int64)
+    # Hand the leftover examples to the classes that lost most to the floor.
+    leftover = num_labeled - counts.sum()
+    counts[np.argsort(-(ideal - counts), kind="stable")[:leftover]] += 1
+    if counts.min() < 1:
+        raise ValueError(
+            f"num_labeled={num_labeled} is too small for imbalance_ratio={imbalance_ratio} "
+            f"over {num_classes} classes: the smallest class would get no example "
+            f"(ideal counts {np.round(ideal, 2).tolist()})."
+        )
+    return counts
+
+
+def select_labeled_indices(
+    labels: ArrayLike,
+    *,
+    num_labeled: int,
+    seed: int,
+    imbalance_ratio: float = 1.0,
+    num_classes: int | None = None,
+) -> np.ndarray:
+    """Indices (sorted, int64) of the training examples that keep their labels.
+
+    Args:
+      labels: `[num_examples]` integer class of every training example, in
+        index order.
+      num_labeled: total number of labeled examples.
+      seed: the labeled subset is a deterministic function of it.
+      imbalance_ratio: 1 for a balanced set (`num_labeled / C` per class),
+        > 1 for a long-tailed one (see `per_class_counts`).
+      num_classes: defaults to `max(labels) + 1`.
+
+    Raises:
+      ValueError: naming the numbers, when the request cannot be met (not
+        divisible, more than a class holds, non-positive, bad labels).
+
+    >>> labels = [0, 1, 0, 1, 0, 1, 0, 1]
+    >>> idx = select_labeled_indices(labels, num_labeled=4, seed=0)
+    >>> [int(labels[i]) for i in idx].count(0)
+    2
+    """
+    labels = np.asarray(labels)
+    if labels.ndim != 1 or not np.issubdtype(labels.dtype, np.integer):
+        raise ValueError(
+            f"labels must be a 1-D integer array, got shape {labels.shape} dtype {labels.dtype}."
+        )
+    if labels.size and labels.min() < 0:
+        raise ValueError(f"labels must be >= 0, found {labels.min()}.")
+    if num_classes is None:
+        num_classes = int(labels.max()) + 1 if labels.size else 0
+    elif labels.size and labels.max() >= num_classes:
+        raise ValueError(f"labels must be < num_classes={num_classes}, found {labels.max()}.")
+    counts = per_class_counts(num_labeled, num_classes, imbalance_ratio=imbalance_ratio)
+    chosen = []
+    for cls, count in enumerate(counts):
+        members = np.flatnonzero(labels == cls)
+        if count > members.size:
+            raise ValueError(
+                f"Class {cls} holds {members.size} examples but the labeled set asks for "
+                f"{count} of it (num_labeled={num_labeled}, {num_classes} classes, "
+                f"imbalance_ratio={imbalance_ratio})."
+            )
+        rng = np.random.default_rng([seed, cls])
+        chosen.append(rng.choice(members, size=count, replace=False))
+    return np.sort(np.concatenate(chosen)).astype(np.int64)

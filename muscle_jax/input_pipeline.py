@@ -1,0 +1,311 @@
+"""The input pipeline: seeded, resumable, sharded tf.data streams for semi-supervised training.
+
+Layout as in big_vision: per-process shard -> shuffle -> repeat -> augment ->
+batch (per-process size, drop remainder) -> global `jax.Array`s, prefetched.
+
+Training batches (`make_train_iterator`) are dicts:
+  "labeled"          [B, H, W, C] float32 in [-1, 1], weakly augmented
+  "label"            [B] int32
+  "labeled_index"    [B] int32, index of the example in the training set
+  "labeled_strong"   [B, H, W, C], strong view of the same images (labeled_views=2)
+  "unlabeled_a"      [mu*B, H, W, C] weak view        (unlabeled_views != "none")
+  "unlabeled_b"      [mu*B, H, W, C] strong view ("weak_strong") or a second
+                     independent weak view ("weak_weak")
+  "unlabeled_index"  [mu*B] int32, index in the unlabeled pool (training set
+                     first, then unlabeled-only splits such as STL-10's)
+Batch sizes are global; each process yields its 1/process_count share, or a
+global array when a sharding is given.
+
+The stream is a deterministic function of (seed, step): `start_step=k` yields
+exactly the batches an uninterrupted iterator yields from its k-th on, given
+the same process count. The labeled subset is a function of the seed alone,
+chosen on the full training set (identical on every host), then sharded.
+
+Evaluation batches (`make_eval_iterator`) are dicts "image", "label" and
+"mask" (False on padding); one pass covers the test split exactly once.
+
+The datasets: see `muscle_jax.data.catalog` and docs/datasets.md. Anything
+else can be passed in memory as an `ArrayDataset` in place of a name.
+"""
+
+from collections.abc import Iterator
+
+import jax
+import numpy as np
+import tensorflow as tf
+
+from muscle_jax.data import augment, device, sources, streams, validation
+from muscle_jax.data.sources import ArrayDataset, DatasetInfo, DatasetNotFoundError
+from muscle_jax.data.splits import per_class_counts, select_labeled_indices
+from muscle_jax.data.validation import DataValidationError
+
+__all__ = [
+    "ArrayDataset",
+    "DataValidationError",
+    "DatasetInfo",
+    "DatasetNotFoundError",
+    "dataset_info",
+    "make_eval_iterator",
+    "make_train_iterator",
+    "per_class_counts",
+    "select_labeled_indices",
+]
+
+_UNLABELED_VIEWS = {"weak_strong": ("weak", "strong"), "weak_weak": ("weak", "weak"), "none": ()}
+
+
+def dataset_info(
+    name: str | ArrayDataset, *, data_dir: str | None = None, download: bool = False
+) -> DatasetInfo:
+    """Classes, image shape and split sizes, without reading the examples.
+
+    Raises:
+      DatasetNotFoundError: (a FileNotFoundError) the dataset is not prepared
+        in `data_dir` and `download` is False; the message says how to
+        prepare it offline.
+      ValueError: unknown name (the message lists the known ones).
+    """
+    return sources.open_source(name, data_dir=data_dir, download=download).info
+
+
+def _options() -> tf.data.Options:
+    options = tf.data.Options()
+    options.deterministic = True
+    options.experimental_optimization.map_parallelization = True
+    return options
+
+
+def _process(process_index: int | None, process_count: int | None) -> tuple[int, int]:
+    index = jax.process_index() if process_index is None else process_index
+    count = jax.process_count() if process_count is None else process_count
+    if not 0 <= index < count:
+        raise ValueError(f"process_index={index} must lie in [0, process_count={count}).")
+    return index, count
+
+
+def _shard(size: int, index: int, count: int) -> tuple[int, int]:
+    """Contiguous even shard `[start, end)` of `range(size)`, as tfds.even_splits cuts it."""
+    return size * index // count, size * (index + 1) // count
+
+
+def make_train_iterator(
+    name: str | ArrayDataset,
+    *,
+    data_dir: str | None,
+    num_labeled: int,
+    seed: int,
+    labeled_batch_size: int,
+    unlabeled_ratio: int,
+    unlabeled_views: str,
+    labeled_views: int = 1,
+    imbalance_ratio: float = 1.0,
+    exclude_labeled_from_unlabeled: bool = False,
+    num_classes: int | None = None,
+    sharding: jax.sharding.NamedSharding | None = None,
+    process_index: int | None = None,
+    process_count: int | None = None,
+    download: bool = False,
+    start_step: int = 0,
+    shuffle_buffer_size: int = 50_000,
+    prefetch: int = 2,
+) -> Iterator[dict]:
+    """Endless training batches (keys in the module docstring), from `start_step` on.
+
+    Every check (missing data, bad data, batch sizes, the labeled request)
+    runs here, before the first batch and before anything compiles.
+
+    Args:
+      name: a catalog name or an `ArrayDataset`.
+      data_dir: TFDS data directory (None: TFDS's default).
+      num_labeled: size of the labeled subset (all processes together).
+      seed: the labeled subset, the shuffles and the augmentations derive from it.
+      labeled_batch_size: global labeled batch B.
+      unlabeled_ratio: mu; the global unlabeled batch is mu * B.
+      unlabeled_views: "weak_strong", "weak_weak" or "none" (no unlabeled keys).
+      labeled_views: 1, or 2 to add "labeled_strong".
+      imbalance_ratio: > 1 for a long-tailed labeled subset.
+      exclude_labeled_from_unlabeled: drop the labeled examples from the
+        unlabeled stream (default: FixMatch's whole training set).
+      num_classes: if given, must equal the dataset's.
+      sharding: batch sharding over a ("data",) mesh; None yields NumPy arrays.
+      process_index, process_count: default `jax.process_index()` / `count()`.
+      download: allow TFDS to download and prepare a missing dataset.
+      start_step: resume: the first batch yielded is batch `start_step`.
+      shuffle_buffer_size: the unlabeled shard is shuffled in blocks of at
+        most this many examples (a full permutation when the shard is smaller).
+      prefetch: batches kept in flight to the devices.
+    """
+    source = sources.open_source(name, data_dir=data_dir, download=download)
+    info = source.info
+    validation.check_num_classes(info.name, info.num_classes, num_classes)
+    if unlabeled_views not in _UNLABELED_VIEWS:
+        raise ValueError(
+            f"unlabeled_views must be one of {sorted(_UNLABELED_VIEWS)}, got {unlabeled_views!r}."
+        )
+    if labeled_views not in (1, 2):
+        raise ValueError(f"labeled_views must be 1 or 2, got {labeled_views}.")
+    if start_step < 0:
+        raise ValueError(f"start_step must be >= 0, got {start_step}.")
+    index, count = _process(process_index, process_count)
+    local_labeled = device.local_batch_size(
+        labeled_batch_size, process_count=count, sharding=sharding, what="labeled_batch_size"
+    )
+    # Chosen on the whole training set from the seed alone, so identical on every host.
+    labeled = select_labeled_indices(
+        source.train_labels(),
+        num_labeled=num_labeled,
+        seed=seed,
+        imbalance_ratio=imbalance_ratio,
+        num_classes=info.num_classes,
+    )
+    if len(labeled) < count:
+        raise ValueError(f"num_labeled={num_labeled} is fewer than the {count} processes.")
+    mine = labeled[index::count]
+    images, labels = source.gather_train(mine)
+    rand_augment = augment.RandAugment()
+    common = {
+        "seed": seed,
+        "process_index": index,
+        "start_step": start_step,
+        "flip": source.flip,
+        "rand_augment": rand_augment,
+    }
+    labeled_examples = {"image": images, "label": labels, "index": mine.astype(np.int32)}
+    parts = [
+        streams.train_stream(
+            [tf.data.Dataset.from_tensor_slices(labeled_examples)],
+            [len(mine)],
+            stream=streams.LABELED,
+            batch_size=local_labeled,
+            views=("weak", "strong")[:labeled_views],
+            rename=_rename_labeled,
+            **common,
+        )
+    ]
+    if unlabeled_views != "none":
+        if unlabeled_ratio < 1:
+            raise ValueError(f"unlabeled_ratio must be >= 1, got {unlabeled_ratio}.")
+        local_unlabeled = device.local_batch_size(
+            unlabeled_ratio * labeled_batch_size,
+            process_count=count,
+            sharding=sharding,
+            what="unlabeled batch (unlabeled_ratio * labeled_batch_size)",
+        )
+        excluded = np.zeros(info.pool_size, bool)
+        if exclude_labeled_from_unlabeled:
+            excluded[labeled] = True
+        blocks, sizes = _unlabeled_blocks(
+            source, _shard(info.pool_size, index, count), excluded, shuffle_buffer_size
+        )
+        if not blocks:
+            raise ValueError(f"Process {index} has no unlabeled examples in its shard.")
+        parts.append(
+            streams.train_stream(
+                blocks,
+                sizes,
+                stream=streams.UNLABELED,
+                batch_size=local_unlabeled,
+                views=_UNLABELED_VIEWS[unlabeled_views],
+                rename=_rename_unlabeled,
+                **common,
+            )
+        )
+    batches = tf.data.Dataset.zip(tuple(parts)).map(_merge).prefetch(2)
+    batches = batches.with_options(_options())
+    return device.prefetch_to_device(batches.as_numpy_iterator(), sharding, size=prefetch)
+
+
+def _unlabeled_blocks(source, shard, excluded: np.ndarray, block_size: int):
+    """The shard as contiguous blocks of at most `block_size` examples, labels dropped."""
+    if block_size < 1:
+        raise ValueError(f"shuffle_buffer_size must be positive, got {block_size}.")
+    start, end = shard
+    excluded_tensor = tf.constant(excluded)
+    blocks, sizes = [], []
+    for lo in range(start, end, block_size):
+        hi = min(lo + block_size, end)
+        size = hi - lo - int(excluded[lo:hi].sum())
+        if size == 0:
+            continue
+        block = source.read("pool", lo, hi)
+        if excluded[lo:hi].any():
+            block = block.filter(lambda ex: tf.logical_not(excluded_tensor[ex["index"]]))
+        blocks.append(block.map(lambda ex: {**ex, "label": tf.zeros([], tf.int32)}))
+        sizes.append(size)
+    return blocks, sizes
+
+
+def _rename_labeled(batch: dict) -> dict:
+    out = {"labeled": batch["view0"], "label": batch["label"], "labeled_index": batch["index"]}
+    if "view1" in batch:
+        out["labeled_strong"] = batch["view1"]
+    return out
+
+
+def _rename_unlabeled(batch: dict) -> dict:
+    return {
+        "unlabeled_a": batch["view0"],
+        "unlabeled_b": batch["view1"],
+        "unlabeled_index": batch["index"],
+    }
+
+
+def _merge(*parts: dict) -> dict:
+    return {key: value for part in parts for key, value in part.items()}
+
+
+def make_eval_iterator(
+    name: str | ArrayDataset,
+    *,
+    data_dir: str | None,
+    batch_size: int,
+    sharding: jax.sharding.NamedSharding | None = None,
+    process_index: int | None = None,
+    process_count: int | None = None,
+    num_classes: int | None = None,
+    download: bool = False,
+    prefetch: int = 2,
+) -> Iterator[dict]:
+    """One pass over the test split: "image", "label", "mask" (False on padding).
+
+    Each process reads a contiguous shard; every process yields the same number
+    of batches (padding, masked, fills the last one and any extra ones), so
+    that a jitted step across processes sees matching batches and the masked
+    examples together are the test split exactly once.
+    """
+    source = sources.open_source(name, data_dir=data_dir, download=download)
+    info = source.info
+    validation.check_num_classes(info.name, info.num_classes, num_classes)
+    index, count = _process(process_index, process_count)
+    local = device.local_batch_size(batch_size, process_count=count, sharding=sharding)
+    start, end = _shard(info.num_test, index, count)
+    largest_shard = -(-info.num_test // count)
+    num_batches = -(-largest_shard // local)
+    ds = source.read("test", start, end).map(
+        lambda ex: {"image": augment.normalize(ex["image"]), "label": ex["label"]},
+        num_parallel_calls=tf.data.AUTOTUNE,
+    )
+    ds = ds.batch(local).prefetch(2).with_options(_options())
+    padded = _padded_batches(ds.as_numpy_iterator(), local, num_batches, info)
+    return device.prefetch_to_device(padded, sharding, size=prefetch)
+
+
+def _padded_batches(batches, batch_size: int, num_batches: int, info: DatasetInfo):
+    empty = {
+        "image": np.zeros((0, *info.image_shape), np.float32),
+        "label": np.zeros((0,), np.int32),
+    }
+    for _ in range(num_batches):
+        batch = next(batches, empty)
+        real = len(batch["label"])
+        pad = batch_size - real
+        yield {
+            "image": np.pad(batch["image"], [(0, pad), (0, 0), (0, 0), (0, 0)]),
+            "label": np.pad(batch["label"], (0, pad)),
+            "mask": np.arange(batch_size) < real,
+        }
+    if next(batches, None) is not None:
+        raise DataValidationError(
+            f"Dataset {info.name!r}: the test split holds more than the {info.num_test} "
+            "examples its metadata declares."
+        )

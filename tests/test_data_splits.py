@@ -1,0 +1,116 @@
+"""select_labeled_indices: per-class counts, determinism, long tails, and refusals."""
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from muscle_jax.input_pipeline import per_class_counts, select_labeled_indices
+
+
+def _labels(per_class: int, num_classes: int, seed: int = 0) -> np.ndarray:
+    labels = np.repeat(np.arange(num_classes), per_class)
+    return np.random.default_rng(seed).permutation(labels)
+
+
+def test_balanced_exact_per_class_counts():
+    labels = _labels(50, 10)
+    idx = select_labeled_indices(labels, num_labeled=40, seed=1)
+    assert idx.dtype == np.int64 and len(idx) == 40
+    np.testing.assert_array_equal(np.bincount(labels[idx], minlength=10), np.full(10, 4))
+    assert np.all(np.diff(idx) > 0)  # sorted and unique
+
+
+def test_same_seed_same_indices_other_seed_other_indices():
+    labels = _labels(100, 10)
+    first = select_labeled_indices(labels, num_labeled=100, seed=7)
+    np.testing.assert_array_equal(first, select_labeled_indices(labels, num_labeled=100, seed=7))
+    assert not np.array_equal(first, select_labeled_indices(labels, num_labeled=100, seed=8))
+
+
+def test_fixed_values_guard_against_silent_changes():
+    # Hosts and reruns must agree forever: a change here changes every labeled subset.
+    labels = np.arange(40) % 4
+    idx = select_labeled_indices(labels, num_labeled=8, seed=0)
+    np.testing.assert_array_equal(np.bincount(labels[idx]), [2, 2, 2, 2])
+    np.testing.assert_array_equal(idx, select_labeled_indices(labels.copy(), num_labeled=8, seed=0))
+
+
+def test_one_class_pick_does_not_depend_on_other_classes():
+    labels = _labels(30, 3)
+    more = np.concatenate([labels, np.full(20, 2)])  # extra examples of class 2 only
+    a = select_labeled_indices(labels, num_labeled=9, seed=3)
+    b = select_labeled_indices(more, num_labeled=9, seed=3)
+    np.testing.assert_array_equal(a[labels[a] == 0], b[more[b] == 0])
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    num_classes=st.integers(1, 8),
+    per_class=st.integers(1, 20),
+    take=st.integers(1, 20),
+    seed=st.integers(0, 2**31),
+)
+def test_balanced_properties(num_classes, per_class, take, seed):
+    labels = _labels(per_class, num_classes, seed=seed % 7)
+    num_labeled = num_classes * min(take, per_class)
+    idx = select_labeled_indices(labels, num_labeled=num_labeled, seed=seed)
+    assert len(np.unique(idx)) == num_labeled
+    assert idx.min() >= 0 and idx.max() < len(labels)
+    counts = np.bincount(labels[idx], minlength=num_classes)
+    assert np.all(counts == num_labeled // num_classes)
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    num_classes=st.integers(2, 12),
+    num_labeled=st.integers(100, 2000),
+    ratio=st.floats(1.5, 50.0),
+)
+def test_long_tail_profile_properties(num_classes, num_labeled, ratio):
+    counts = per_class_counts(num_labeled, num_classes, imbalance_ratio=ratio)
+    assert counts.sum() == num_labeled
+    assert np.all(np.diff(counts) <= 0)  # class 0 largest, falling
+    ideal = num_labeled / np.sum(ratio ** (-np.arange(num_classes) / (num_classes - 1)))
+    # Rounding moves each count by less than one example.
+    expected = ideal * ratio ** (-np.arange(num_classes) / (num_classes - 1))
+    assert np.all(np.abs(counts - expected) < 1.0 + 1e-9)
+
+
+def test_long_tail_ratio_and_exponential_shape():
+    counts = per_class_counts(10_000, 10, imbalance_ratio=100.0)
+    assert counts.sum() == 10_000
+    assert counts[0] / counts[-1] == pytest.approx(100.0, rel=0.02)
+    # Exponential: constant ratio between neighbours.
+    np.testing.assert_allclose(counts[:-1] / counts[1:], 100 ** (1 / 9), rtol=0.05)
+    labels = _labels(4100, 10)
+    idx = select_labeled_indices(labels, num_labeled=10_000, seed=0, imbalance_ratio=100.0)
+    np.testing.assert_array_equal(np.bincount(labels[idx], minlength=10), counts)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "words"),
+    [
+        ({"num_labeled": 25}, ["25", "10 classes"]),
+        ({"num_labeled": 0}, ["positive", "0"]),
+        ({"num_labeled": -10}, ["positive", "-10"]),
+        ({"num_labeled": 120}, ["holds 10", "12"]),
+        ({"num_labeled": 10, "imbalance_ratio": 0.5}, ["imbalance_ratio", "0.5"]),
+        ({"num_labeled": 12, "imbalance_ratio": 100.0}, ["too small", "100.0"]),
+    ],
+)
+def test_impossible_requests_raise_naming_the_numbers(kwargs, words):
+    labels = _labels(10, 10)
+    with pytest.raises(ValueError) as error:
+        select_labeled_indices(labels, seed=0, **kwargs)
+    for word in words:
+        assert word in str(error.value)
+
+
+def test_bad_labels_rejected():
+    with pytest.raises(ValueError, match="1-D integer"):
+        select_labeled_indices(np.zeros((4, 2), int), num_labeled=2, seed=0)
+    with pytest.raises(ValueError, match=">= 0"):
+        select_labeled_indices(np.array([0, -1, 1]), num_labeled=2, seed=0)
+    with pytest.raises(ValueError, match="num_classes=2"):
+        select_labeled_indices(np.array([0, 1, 2]), num_labeled=2, seed=0, num_classes=2)
