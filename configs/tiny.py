@@ -1,0 +1,35 @@
+"""Tiny MUSCLE run for tests: a small CNN on mock or digits-sized data, a few steps.
+
+Command (on the embedded digits data, about half a minute on 2 CPU cores):
+  python -m muscle_jax.main --config=configs/tiny.py --workdir=/tmp/muscle_tiny
+Expected accuracy: meaningless (tens of steps); this config exercises the code.
+Variants: --config=configs/tiny.py:method=mixmatch,mi=False,seed=1,dataset=cifar10
+"""
+
+from muscle_jax import config_defaults
+
+
+def get_config(arg=None):
+    arg = config_defaults.parse_arg(
+        arg, dataset="digits", num_labeled=40, method="fixmatch", mi=True, seed=0
+    )
+    config = config_defaults.base_config()
+    config.dataset = arg.dataset
+    config.num_classes = 10
+    config.num_labeled = arg.num_labeled
+    config.seed = arg.seed
+    config.model_name = "small_cnn"
+    config.model_kwargs.widths = (8, 16)
+    config.batch_size = 8
+    config.unlabeled_ratio = 2
+    config.eval_batch_size = 64
+    config.total_steps = 12
+    config.log_every_steps = 4
+    config.eval_every_steps = 6
+    config.checkpoint_every_steps = 6
+    config.keep_checkpoints = 2
+    config.optimizer.learning_rate = 0.05
+    config.ema_decay = 0.9
+    config.loss.threshold = 0.5
+    config_defaults.apply_method(config, arg.method, use_mi=arg.mi)
+    return config

@@ -1,0 +1,96 @@
+"""Every Orbax call of the project, behind one small class.
+
+A checkpoint holds two items: ``state`` (the train state pytree) and
+``meta`` (JSON: the evaluation history, and what the state must be
+compatible with). Orbax writes each step to a temporary directory and
+renames it when complete, so a run killed mid-write leaves no checkpoint
+that `latest_step` would return.
+"""
+
+import os
+from typing import Any
+
+import orbax.checkpoint as ocp
+
+
+class IncompatibleCheckpointError(ValueError):
+    """A checkpoint written by a run with another model or dataset."""
+
+
+class Checkpointer:
+    """Saves and restores train states in ``directory``, keeping the last ``max_to_keep``."""
+
+    def __init__(self, directory: str, *, max_to_keep: int, read_only: bool = False):
+        self.directory = os.path.abspath(directory)
+        options = ocp.CheckpointManagerOptions(
+            max_to_keep=max_to_keep,
+            create=not read_only,
+            read_only=read_only,
+            # Asynchronous saves overlap the write with training; the
+            # manager finishes one before it starts the next.
+            enable_async_checkpointing=not read_only,
+        )
+        self._manager = ocp.CheckpointManager(self.directory, options=options)
+
+    def latest_step(self) -> int | None:
+        return self._manager.latest_step()
+
+    def all_steps(self) -> list[int]:
+        return list(self._manager.all_steps())
+
+    def save(self, step: int, state: Any, meta: dict[str, Any], *, force: bool = False) -> bool:
+        """Starts saving ``state`` and ``meta`` as ``step``; returns whether it saves."""
+        return self._manager.save(
+            step,
+            args=ocp.args.Composite(
+                state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(meta)
+            ),
+            force=force,
+        )
+
+    def restore_meta(self, step: int | None = None) -> dict[str, Any]:
+        step = self.latest_step() if step is None else step
+        restored = self._manager.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))
+        return restored["meta"]
+
+    def restore(
+        self, abstract_state: Any, *, step: int | None = None, expected: dict[str, Any]
+    ) -> tuple[Any, dict[str, Any]]:
+        """Restores ``(state, meta)`` at ``step`` (default: latest) into ``abstract_state``.
+
+        ``expected`` holds what must match the run that wrote the checkpoint
+        (model, classes, ...); a mismatch raises before any array is read.
+        """
+        step = self.latest_step() if step is None else step
+        if step is None:
+            raise FileNotFoundError(f"No complete checkpoint in {self.directory}.")
+        meta = self.restore_meta(step)
+        check_compatible(meta.get("compatibility", {}), expected, where=self.directory)
+        restored = self._manager.restore(
+            step,
+            args=ocp.args.Composite(
+                state=ocp.args.StandardRestore(abstract_state), meta=ocp.args.JsonRestore()
+            ),
+        )
+        return restored["state"], restored["meta"]
+
+    def wait_until_finished(self) -> None:
+        self._manager.wait_until_finished()
+
+    def close(self) -> None:
+        self._manager.wait_until_finished()
+        self._manager.close()
+
+
+def check_compatible(found: dict[str, Any], expected: dict[str, Any], *, where: str) -> None:
+    mismatches = [
+        f"{key}: checkpoint has {found.get(key)!r}, this run has {value!r}"
+        for key, value in expected.items()
+        if found.get(key) != value
+    ]
+    if mismatches:
+        raise IncompatibleCheckpointError(
+            f"The checkpoint in {where} was written by an incompatible run ("
+            + "; ".join(mismatches)
+            + "). Use a new --workdir for this config, or the matching config to resume."
+        )

@@ -1,0 +1,44 @@
+"""Accuracy of the raw and EMA models over the whole test set, and its summary."""
+
+from collections.abc import Callable, Iterable
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from muscle_jax.models import ModelOutput
+
+
+def per_class_hits(
+    model: Callable[..., ModelOutput], batch: dict[str, jax.Array], num_classes: int
+) -> dict[str, jax.Array]:
+    """Correct predictions and example counts per class; padding rows count for nothing."""
+    logits = model(batch["image"], train=False).logits
+    mask = batch["mask"].astype(jnp.float32)
+    correct = (jnp.argmax(logits, -1) == batch["label"]).astype(jnp.float32) * mask
+    return {
+        "correct": jnp.zeros(num_classes).at[batch["label"]].add(correct),
+        "count": jnp.zeros(num_classes).at[batch["label"]].add(mask),
+    }
+
+
+def accumulate_hits(batches_of_hits: Iterable[dict[str, jax.Array]]) -> dict[str, np.ndarray]:
+    """Sums the per-batch results on the host (one transfer per batch, at eval time only)."""
+    totals: dict[str, np.ndarray] = {}
+    for hits in batches_of_hits:
+        for key, value in jax.device_get(hits).items():
+            totals[key] = totals.get(key, 0) + np.asarray(value, np.float64)
+    return totals
+
+
+def accuracies(correct: np.ndarray, count: np.ndarray) -> tuple[float, list[float | None]]:
+    """Overall accuracy and per-class accuracy (None for a class absent from the test set)."""
+    per_class = [float(c / n) if n else None for c, n in zip(correct, count)]
+    return float(correct.sum() / max(count.sum(), 1)), per_class
+
+
+def reported_accuracy(history: list[float], last: int) -> float:
+    """The protocol's figure: the median of the last ``last`` evaluations (all, if fewer)."""
+    if not history:
+        raise ValueError("No evaluation has run; set eval_every_steps <= total_steps.")
+    return float(np.median(history[-last:]))

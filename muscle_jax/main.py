@@ -1,0 +1,84 @@
+"""Command line: ``python -m muscle_jax.main --config=configs/digits.py --workdir=DIR``.
+
+Config variants come through the config's argument and field overrides:
+``--config=configs/cifar100.py:num_labeled=2500 --config.total_steps=1000``.
+The config is locked, so an unknown key is an error, not a silent default.
+"""
+
+import logging as std_logging
+import os
+import sys
+
+# TensorFlow is only the input pipeline here: keep it off the accelerators and quiet.
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import jax
+from absl import app, flags, logging
+from ml_collections import config_flags
+
+FLAGS = flags.FLAGS
+config_flags.DEFINE_config_file(
+    "config", None, "Path to a config file, with an optional :arg.", lock_config=True
+)
+flags.DEFINE_string("workdir", None, "Directory for checkpoints, summaries and results.json.")
+flags.DEFINE_bool(
+    "distributed",
+    False,
+    "Call jax.distributed.initialize() first (multi-host TPU pods and GPU clusters).",
+)
+flags.mark_flags_as_required(["config", "workdir"])
+
+
+def _hide_accelerators_from_tensorflow() -> None:
+    import tensorflow as tf  # Deferred: the import is slow and only main needs this.
+
+    tf.config.set_visible_devices([], "GPU")
+    tf.config.set_visible_devices([], "TPU")
+
+
+def _quiet_library_info_logs() -> None:
+    """Orbax logs several INFO lines per checkpoint; keep its warnings, drop the chatter."""
+
+    def keep(record) -> bool:
+        return record.levelno >= std_logging.WARNING or "/orbax/" not in record.pathname
+
+    logging.get_absl_logger().addFilter(keep)
+
+
+def main(argv):
+    if len(argv) > 1:
+        raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
+    _quiet_library_info_logs()
+    if FLAGS.distributed:
+        jax.distributed.initialize()
+    _hide_accelerators_from_tensorflow()
+    logging.info(
+        "JAX process %d/%d, %d local / %d global devices (%s).",
+        jax.process_index(),
+        jax.process_count(),
+        jax.local_device_count(),
+        jax.device_count(),
+        jax.devices()[0].platform,
+    )
+
+    from muscle_jax import train  # Deferred so --help answers without importing TF/JAX work.
+
+    try:
+        results = train.train_and_evaluate(FLAGS.config, FLAGS.workdir)
+    except (ValueError, OSError, FloatingPointError) as error:
+        # Bad input, an unusable workdir or a diverged run: the message says what to fix.
+        logging.error("%s: %s", type(error).__name__, error)
+        print(f"error: {error}", file=sys.stderr)
+        sys.exit(2)
+    if results["status"] == "completed":
+        print(
+            f"test accuracy (EMA, median of last {FLAGS.config.median_of_last_evals} evals): "
+            f"{results['accuracy']:.4f} after {results['steps']} steps; "
+            f"results in {os.path.join(FLAGS.workdir, 'results.json')}"
+        )
+    else:
+        print(f"stopped at step {results['step']} with a checkpoint; rerun to resume")
+
+
+if __name__ == "__main__":
+    app.run(main)

@@ -1,0 +1,433 @@
+"""MUSCLE training: train state, the jitted train and eval steps, and the loop.
+
+The pieces are small pure functions that tests use one by one:
+`create_train_state`, `train_step`, `eval_step`, `compile_steps`; the loop
+`train_and_evaluate` wires them to the input pipeline, the checkpointer and
+the metric writer.
+
+Parallelism is global-view `jax.jit` over a ``("data",)`` mesh: batches are
+sharded over the data axis, the state is replicated and donated, and XLA
+inserts the cross-device reductions (the MI joint included). The same code
+runs on one CPU device, N simulated ones, a GPU or a TPU slice.
+"""
+
+import functools
+import json
+import os
+from typing import Any
+
+import flax
+import jax
+import jax.numpy as jnp
+import ml_collections
+import optax
+from absl import logging
+from clu import metric_writers
+from flax import nnx
+from jax.sharding import NamedSharding
+from jax.sharding import PartitionSpec as P
+
+from muscle_jax import (
+    checkpointing,
+    config_validation,
+    evaluation,
+    input_pipeline,
+    models,
+    monitoring,
+    objective,
+    optim,
+    preemption,
+)
+from muscle_jax import (
+    workdir as workdir_lib,
+)
+
+COMPUTE_DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
+
+
+@flax.struct.dataclass
+class TrainState:
+    """Everything that changes during training; a pytree that Orbax saves whole.
+
+    There is no RNG state: step ``k`` uses ``fold_in(key(seed), k)``, so a
+    resumed run draws exactly the numbers an uninterrupted one would.
+    """
+
+    step: jax.Array
+    params: Any
+    batch_stats: Any
+    opt_state: Any
+    ema_params: Any
+    ema_batch_stats: Any
+
+
+# ---------------------------------------------------------------- building
+
+
+def build_model(config: ml_collections.ConfigDict, info: input_pipeline.DatasetInfo):
+    kwargs = dict(config.model_kwargs)
+    if config.model_name == "mlp":
+        kwargs.setdefault("input_shape", tuple(info.image_shape))
+    else:
+        kwargs.setdefault("in_channels", info.image_shape[-1])
+    return models.create_model(
+        config.model_name,
+        num_classes=config.num_classes,
+        # "rbg" compiles several times faster than threefry on CPU; initialisation
+        # stays a deterministic function of the seed.
+        rngs=nnx.Rngs(jax.random.key(config.seed, impl="rbg")),
+        overclustering_heads=config.overclustering_heads,
+        overclustering_factor=config.overclustering_factor,
+        dtype=COMPUTE_DTYPES[config.compute_dtype],
+        **kwargs,
+    )
+
+
+def create_train_state(
+    config: ml_collections.ConfigDict, info: input_pipeline.DatasetInfo
+) -> tuple[nnx.GraphDef, TrainState, optax.GradientTransformation]:
+    """Initialises the model from ``config.seed``; returns (graphdef, state, optimiser)."""
+
+    def initial_variables():
+        _, params, batch_stats = nnx.split(build_model(config, info), nnx.Param, nnx.BatchStat)
+        return params.to_pure_dict(), batch_stats.to_pure_dict()
+
+    graphdef = nnx.graphdef(nnx.eval_shape(lambda: build_model(config, info)))
+    # One compiled initialiser: run eagerly, every kernel's random init compiles on its own.
+    params, batch_stats = jax.jit(initial_variables)()
+    tx = optim.make_optimizer(config)
+    state = TrainState(
+        step=jnp.zeros((), jnp.int32),
+        params=params,
+        batch_stats=batch_stats,
+        opt_state=tx.init(params),
+        # Copies: the state is donated to the step, and one buffer cannot be donated twice.
+        ema_params=jax.tree.map(jnp.copy, params),
+        ema_batch_stats=jax.tree.map(jnp.copy, batch_stats),
+    )
+    return graphdef, state, tx
+
+
+def compatibility(config: ml_collections.ConfigDict) -> dict[str, Any]:
+    """What a checkpoint must share with this config to be restored into it."""
+    return {
+        "model_name": config.model_name,
+        "model_kwargs": json.loads(json.dumps(config.model_kwargs.to_dict())),
+        "num_classes": config.num_classes,
+        "overclustering_heads": config.overclustering_heads,
+        "overclustering_factor": config.overclustering_factor,
+        "optimizer": config.optimizer.name,
+    }
+
+
+# ---------------------------------------------------------------- steps
+
+
+def train_step(
+    state: TrainState,
+    batch: dict[str, jax.Array],
+    *,
+    graphdef: nnx.GraphDef,
+    tx: optax.GradientTransformation,
+    config: ml_collections.ConfigDict,
+) -> tuple[TrainState, dict[str, jax.Array]]:
+    """One optimisation step on the MUSCLE loss; pure, so it can be jitted and donated."""
+    key = jax.random.fold_in(jax.random.key(config.seed), state.step)
+    teacher = None
+    if config.loss.consistency == "mean_teacher":
+        teacher = nnx.merge(graphdef, state.ema_params, state.ema_batch_stats)
+
+    def loss_fn(params):
+        model = nnx.merge(graphdef, params, state.batch_stats)
+        loss, aux = objective.compute_loss(
+            model,
+            batch,
+            step=state.step,
+            key=key,
+            loss_config=config.loss,
+            num_classes=config.num_classes,
+            teacher=teacher,
+            dtype=COMPUTE_DTYPES[config.compute_dtype],
+        )
+        return loss, (aux, nnx.state(model, nnx.BatchStat).to_pure_dict())
+
+    (_, (aux, batch_stats)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
+    updates, opt_state = tx.update(grads, state.opt_state, state.params)
+    params = optax.apply_updates(state.params, updates)
+    decay = config.ema_decay
+
+    def ema(old, new):
+        return jax.tree.map(lambda o, n: decay * o + (1.0 - decay) * n, old, new)
+
+    new_state = TrainState(
+        step=state.step + 1,
+        params=params,
+        batch_stats=batch_stats,
+        opt_state=opt_state,
+        ema_params=ema(state.ema_params, params),
+        ema_batch_stats=ema(state.ema_batch_stats, batch_stats),
+    )
+    metrics = dict(aux)
+    metrics["grad_norm"] = optax.global_norm(grads)
+    metrics["learning_rate"] = optim.learning_rate_schedule(config)(state.step)
+    return new_state, metrics
+
+
+def eval_step(
+    state: TrainState,
+    batch: dict[str, jax.Array],
+    *,
+    graphdef: nnx.GraphDef,
+    num_classes: int,
+) -> dict[str, jax.Array]:
+    """Per-class hits of the EMA model and of the raw model on one eval batch."""
+    ema_model = nnx.merge(graphdef, state.ema_params, state.ema_batch_stats)
+    raw_model = nnx.merge(graphdef, state.params, state.batch_stats)
+    ema_hits = evaluation.per_class_hits(ema_model, batch, num_classes)
+    raw_hits = evaluation.per_class_hits(raw_model, batch, num_classes)
+    return {
+        "ema_correct": ema_hits["correct"],
+        "raw_correct": raw_hits["correct"],
+        "count": ema_hits["count"],
+    }
+
+
+def make_mesh(devices=None) -> jax.sharding.Mesh:
+    """A 1-D ``("data",)`` mesh over ``devices`` (default: all devices of all processes)."""
+    devices = jax.devices() if devices is None else list(devices)
+    return jax.make_mesh(
+        (len(devices),), ("data",), axis_types=(jax.sharding.AxisType.Auto,), devices=devices
+    )
+
+
+def compile_steps(graphdef, tx, config, mesh):
+    """The jitted train and eval steps for ``mesh``: data sharded, state replicated and donated."""
+    data = NamedSharding(mesh, P("data"))
+    replicated = NamedSharding(mesh, P())
+    jitted_train = jax.jit(
+        functools.partial(train_step, graphdef=graphdef, tx=tx, config=config),
+        in_shardings=(replicated, data),
+        out_shardings=(replicated, replicated),
+        donate_argnums=(0,),
+    )
+    jitted_eval = jax.jit(
+        functools.partial(eval_step, graphdef=graphdef, num_classes=config.num_classes),
+        in_shardings=(replicated, data),
+        out_shardings=replicated,
+    )
+    return jitted_train, jitted_eval
+
+
+# ---------------------------------------------------------------- the loop
+
+
+def unlabeled_views(config: ml_collections.ConfigDict) -> str:
+    """The views of each unlabeled image the loss needs from the input pipeline."""
+    if config.unlabeled_ratio == 0:
+        return "none"
+    if config.loss.consistency in ("mse", "mean_teacher", "mixmatch"):
+        return "weak_weak"
+    return "weak_strong"
+
+
+def images_per_step(config: ml_collections.ConfigDict) -> int:
+    labeled = config.batch_size * (2 if config.loss.mi_on_labeled else 1)
+    views = 0 if config.unlabeled_ratio == 0 else 2
+    return labeled + views * config.batch_size * config.unlabeled_ratio
+
+
+def _restore_or_initialise(config, state, checkpointer):
+    """Resumes from the workdir's latest checkpoint, else fine-tunes from ``init_from``."""
+    history = {"step": [], "ema_accuracy": [], "raw_accuracy": []}
+    expected = compatibility(config)
+    if checkpointer.latest_step() is not None:
+        state, meta = checkpointer.restore(state, expected=expected)
+        logging.info("Resumed from %s at step %d.", checkpointer.directory, int(state.step))
+        return state, meta["history"]
+    if config.init_from:
+        source = checkpointing.Checkpointer(config.init_from, max_to_keep=1, read_only=True)
+        restored, _ = source.restore(state, step=config.init_from_step, expected=expected)
+        # Fine-tuning keeps the weights and restarts everything else.
+        state = state.replace(
+            params=restored.params,
+            batch_stats=restored.batch_stats,
+            ema_params=jax.tree.map(jnp.copy, restored.params),
+            ema_batch_stats=jax.tree.map(jnp.copy, restored.batch_stats),
+        )
+        logging.info("Initialised the weights from %s.", source.directory)
+    return state, history
+
+
+def _evaluate(p_eval, state, config, sharding) -> dict[str, Any]:
+    batches = input_pipeline.make_eval_iterator(
+        config.dataset,
+        data_dir=config.data_dir,
+        batch_size=config.eval_batch_size,
+        sharding=sharding,
+        num_classes=config.num_classes,
+        download=config.download,
+    )
+    totals = evaluation.accumulate_hits(p_eval(state, batch) for batch in batches)
+    ema_accuracy, ema_per_class = evaluation.accuracies(totals["ema_correct"], totals["count"])
+    raw_accuracy, _ = evaluation.accuracies(totals["raw_correct"], totals["count"])
+    return {
+        "ema_accuracy": ema_accuracy,
+        "raw_accuracy": raw_accuracy,
+        "per_class_accuracy": ema_per_class,
+        "num_examples": int(totals["count"].sum()),
+    }
+
+
+def _metric_writer(workdir: str) -> metric_writers.MetricWriter:
+    """TensorBoard summaries from the first process; the progress line is logged separately."""
+    if jax.process_index() > 0:
+        return metric_writers.MultiWriter([])
+    return metric_writers.AsyncWriter(metric_writers.SummaryWriter(workdir))
+
+
+def _is_due(step: int, every: int, total: int) -> bool:
+    return step % every == 0 or step == total
+
+
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
+    """Trains and evaluates ``config`` in ``workdir``, resuming from it when it has checkpoints.
+
+    Returns the results written to ``WORKDIR/results.json``, or, when a
+    SIGTERM/SIGINT stopped the run early, ``{"status": "preempted", "step": k}``
+    after saving a checkpoint at step k.
+    """
+    # Everything that can be wrong with the inputs is checked before compiling.
+    config_validation.validate_config(
+        config, num_devices=jax.device_count(), num_processes=jax.process_count()
+    )
+    workdir = workdir_lib.prepare(workdir)
+    info = input_pipeline.dataset_info(
+        config.dataset, data_dir=config.data_dir, download=config.download
+    )
+    config_validation.validate_against_dataset(config, info)
+    checkpointer = checkpointing.Checkpointer(
+        os.path.join(workdir, "checkpoints"), max_to_keep=config.keep_checkpoints
+    )
+    graphdef, state, tx = create_train_state(config, info)
+    state, history = _restore_or_initialise(config, state, checkpointer)
+
+    mesh = make_mesh()
+    data_sharding = NamedSharding(mesh, P("data"))
+    state = jax.device_put(state, NamedSharding(mesh, P()))
+    start_step = int(state.step)
+    train_batches = input_pipeline.make_train_iterator(
+        config.dataset,
+        data_dir=config.data_dir,
+        num_labeled=config.num_labeled,
+        seed=config.seed,
+        labeled_batch_size=config.batch_size,
+        unlabeled_ratio=config.unlabeled_ratio,
+        unlabeled_views=unlabeled_views(config),
+        labeled_views=2 if config.loss.mi_on_labeled else 1,
+        imbalance_ratio=config.imbalance_ratio,
+        exclude_labeled_from_unlabeled=config.exclude_labeled_from_unlabeled,
+        num_classes=config.num_classes,
+        sharding=data_sharding,
+        download=config.download,
+        start_step=start_step,
+    )
+    p_train, p_eval = compile_steps(graphdef, tx, config, mesh)
+    writer = _metric_writer(workdir)
+    progress = monitoring.ProgressLine(
+        total_steps=config.total_steps,
+        images_per_step=images_per_step(config),
+        start_step=start_step,
+    )
+    if start_step == 0:
+        writer.write_hparams({k: v for k, v in flatten(config.to_dict()).items() if v is not None})
+
+    sums = None
+    stopped_by = None
+    last = None
+    with preemption.stop_on_signals() as stop:
+        for step in range(start_step, config.total_steps):
+            state, metrics = p_train(state, next(train_batches))
+            if sums is None:
+                sums = monitoring.empty_sums(metrics)
+            sums = monitoring.accumulate(sums, metrics, step)
+            done = step + 1
+            checkpoint_due = _is_due(done, config.checkpoint_every_steps, config.total_steps)
+            eval_due = _is_due(done, config.eval_every_steps, config.total_steps)
+            if stop.requested or checkpoint_due or eval_due or done % config.log_every_steps == 0:
+                # The only host sync between steps; raises on a NaN before anything is saved.
+                means = monitoring.summarise(sums)
+                sums = None
+                rate = progress.images_per_second(done)
+                writer.write_scalars(done, {**means, "images_per_second": rate})
+                logging.info(progress.format(done, means, rate))
+            if eval_due:
+                last = _evaluate(p_eval, state, config, data_sharding)
+                history["step"].append(done)
+                history["ema_accuracy"].append(last["ema_accuracy"])
+                history["raw_accuracy"].append(last["raw_accuracy"])
+                writer.write_scalars(
+                    done,
+                    {
+                        "eval/ema_accuracy": last["ema_accuracy"],
+                        "eval/raw_accuracy": last["raw_accuracy"],
+                    },
+                )
+                logging.info(
+                    "step %d: test accuracy EMA %.4f, raw %.4f",
+                    done,
+                    last["ema_accuracy"],
+                    last["raw_accuracy"],
+                )
+            if checkpoint_due or stop.requested:
+                checkpointer.save(
+                    done,
+                    state,
+                    {"history": history, "compatibility": compatibility(config)},
+                    force=True,
+                )
+            if stop.requested:
+                stopped_by = stop.signal_name
+                break
+    checkpointer.close()
+    writer.flush()
+
+    final_step = int(state.step)
+    if stopped_by is not None:
+        logging.warning(
+            "Stopped by %s at step %d with a checkpoint; rerun the same command to resume.",
+            stopped_by,
+            final_step,
+        )
+        return {"status": "preempted", "step": final_step}
+    if last is None or history["step"][-1] != final_step:
+        # Resumed at the end (nothing left to train): evaluate the final state once.
+        last = _evaluate(p_eval, state, config, data_sharding)
+    results = {
+        "status": "completed",
+        "accuracy": evaluation.reported_accuracy(
+            history["ema_accuracy"], config.median_of_last_evals
+        ),
+        "raw_accuracy": evaluation.reported_accuracy(
+            history["raw_accuracy"], config.median_of_last_evals
+        ),
+        "final_accuracy": last["ema_accuracy"],
+        "per_class_accuracy": last["per_class_accuracy"],
+        "num_test_examples": last["num_examples"],
+        "steps": final_step,
+        "history": history,
+        "config": json.loads(config.to_json()),
+    }
+    if jax.process_index() == 0:
+        workdir_lib.write_json(os.path.join(workdir, "results.json"), results)
+    return results
+
+
+def flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """``{"a": {"b": 1}}`` -> ``{"a.b": 1}``, for TensorBoard's hparams view."""
+    flat = {}
+    for key, value in tree.items():
+        if isinstance(value, dict):
+            flat.update(flatten(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
