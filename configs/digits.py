@@ -1,0 +1,80 @@
+"""MUSCLE (FixMatch + MI) on scikit-learn's digits: the default CPU-sized run, no data to prepare.
+
+Command (2 CPU cores, a few minutes):
+  python -m muscle_jax.main --config=configs/digits.py --workdir=/tmp/muscle_digits
+Variants:
+  --config=configs/digits.py:method=mixmatch,mi=False,num_labeled=50,seed=1
+  --config=configs/digits.py:total_steps=300      (a quick smoke run)
+  --config=configs/digits.py --config.loss.threshold=0.8
+
+Data: the `digits` dataset embedded in scikit-learn (1,797 real 8x8 grey images,
+10 classes; a fixed stratified split leaves 1,497 for training and 300 for
+test). Nothing to download or prepare.
+
+Expected accuracy (measured with this code, seed 0, one run each, on 2 CPU
+cores; EMA model, median of the last 5 evaluations, 300 test images so one
+image is 0.33 points):
+  default (FixMatch + MI, threshold 0.95)      99.0 %   about 2.5 min wall clock
+  mi=False (FixMatch alone)                    98.7 %   about 2 min
+  --config.loss.threshold=0.8 (FixMatch + MI)  98.7 %
+  method=supervised (100 labels only)          92.7 %
+With 100 labels digits is near its ceiling and hardly separates FixMatch
+from FixMatch + MI (one test image apart); fewer labels (num_labeled=30 or
+50) are the place to look.
+
+Choices (ours, for a tiny CNN and a tiny dataset, not the protocol):
+- 100 labels (10 per class), labeled batch 32, mu = 4: 32 + 2 * 128 = 288 8x8
+  images per step. Both batches and eval_batch_size are multiples of 8, so the
+  config also runs on 8 (simulated) devices.
+- total_steps = 1500, eval every 100, checkpoint every 500; the report is the
+  median of the last 5 evaluations (the protocol's 20 would reach back to the
+  first third of so short a run).
+- EMA decay 0.99 (0.999 averages over ~1000 steps, most of this run).
+- The protocol's FixMatch threshold 0.95 is kept: measured above, the small
+  CNN passes it for a third of the unlabeled batch by step 100 and for 84 %
+  by step 300, and 0.8 did no better.
+"""
+
+from muscle_jax import config_defaults
+
+# The numbers to tune after measuring, in one place.
+NUM_LABELED = 100
+BATCH_SIZE = 32
+UNLABELED_RATIO = 4
+TOTAL_STEPS = 1500
+EVAL_EVERY = 100
+CHECKPOINT_EVERY = 500
+
+
+def get_config(arg=None):
+    arg = config_defaults.parse_arg(
+        arg,
+        num_labeled=NUM_LABELED,
+        method="fixmatch",
+        mi=True,
+        seed=0,
+        imbalance_ratio=1.0,
+        total_steps=TOTAL_STEPS,
+    )
+    config = config_defaults.base_config()
+    config.dataset = "digits"
+    config.num_classes = 10
+    config.num_labeled = arg.num_labeled
+    config.imbalance_ratio = arg.imbalance_ratio
+    config.seed = arg.seed
+
+    config.model_name = "small_cnn"  # widths (32, 64, 128): 8x8 -> 4x4 -> 2x2.
+    config.batch_size = BATCH_SIZE
+    config.unlabeled_ratio = UNLABELED_RATIO
+
+    config.ema_decay = 0.99
+    # Kept from base_config(): lr 0.03 with the cosine decay, FixMatch threshold 0.95.
+
+    config.total_steps = arg.total_steps
+    config.log_every_steps = 50
+    config.eval_every_steps = min(EVAL_EVERY, arg.total_steps)
+    config.checkpoint_every_steps = min(CHECKPOINT_EVERY, arg.total_steps)
+    config.keep_checkpoints = 2
+    config.median_of_last_evals = 5
+    config_defaults.apply_method(config, arg.method, use_mi=arg.mi)
+    return config

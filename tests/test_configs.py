@@ -1,0 +1,380 @@
+"""Every config in configs/ loads, validates on 8 devices and keeps its defaults; bad configs fail.
+
+Configs are loaded the way ``ml_collections.config_flags`` loads them: the
+file imported by path, then ``get_config(arg)``.
+"""
+
+import dataclasses
+import importlib.util
+import os
+import pathlib
+import subprocess
+import sys
+import time
+
+import jax
+import ml_collections
+import pytest
+from flax import nnx
+
+from muscle_jax import config_defaults, models
+from muscle_jax.config_validation import ConfigError, validate_against_dataset, validate_config
+
+REPO = pathlib.Path(__file__).resolve().parents[1]
+CONFIG_DIR = REPO / "configs"
+CONFIG_FILES = sorted(path.name for path in CONFIG_DIR.glob("*.py"))
+NUM_DEVICES = 8  # tests/conftest.py simulates 8 CPU devices.
+
+# What each dataset config must train on: (dataset, num_classes, model_name).
+EXPECTED = {
+    "cifar10.py": ("cifar10", 10, "wrn28_2"),
+    "cifar100.py": ("cifar100", 100, "wrn28_8"),
+    "svhn.py": ("svhn_cropped", 10, "wrn28_2"),
+    "stl10.py": ("stl10", 10, "wide_resnet"),
+    "mini_imagenet.py": ("mini_imagenet", 100, "resnet18"),
+    "mnist.py": ("mnist", 10, "small_cnn"),
+    "digits.py": ("digits", 10, "small_cnn"),
+}
+# The configs that follow METHOD.md's training protocol unchanged.
+PROTOCOL_CONFIGS = ("cifar10.py", "cifar100.py", "svhn.py", "stl10.py", "mini_imagenet.py")
+
+# Published split sizes: (num_classes, labeled training images, image shape).
+DATASET_SIZES = {
+    "cifar10": (10, 50_000, (32, 32, 3)),
+    "cifar100": (100, 50_000, (32, 32, 3)),
+    "svhn_cropped": (10, 73_257, (32, 32, 3)),
+    "stl10": (10, 5_000, (96, 96, 3)),
+    "mini_imagenet": (100, 50_000, (84, 84, 3)),
+    "mnist": (10, 60_000, (28, 28, 1)),
+    "digits": (10, 1_497, (8, 8, 1)),
+}
+
+
+@dataclasses.dataclass(frozen=True)
+class FakeDatasetInfo:
+    """The attributes of `input_pipeline.DatasetInfo` that config validation reads."""
+
+    name: str
+    num_classes: int
+    num_train: int
+
+
+def fake_info(dataset: str) -> FakeDatasetInfo:
+    num_classes, num_train, _ = DATASET_SIZES[dataset]
+    return FakeDatasetInfo(dataset, num_classes, num_train)
+
+
+def load_config_module(filename: str):
+    path = CONFIG_DIR / filename
+    spec = importlib.util.spec_from_file_location(f"configs_under_test.{path.stem}", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def get_config(filename: str, arg: str | None = None) -> ml_collections.ConfigDict:
+    return load_config_module(filename).get_config(arg)
+
+
+def test_every_dataset_config_is_listed():
+    assert set(EXPECTED) | {"tiny.py"} == set(CONFIG_FILES)
+
+
+# ---------------------------------------------------------------- valid configs
+
+
+@pytest.mark.parametrize("filename", CONFIG_FILES)
+def test_default_config_validates_on_8_devices(filename):
+    config = get_config(filename)
+    validate_config(config, num_devices=NUM_DEVICES)
+    validate_config(config, num_devices=1)
+    assert config.model_name in models.list_models()
+
+
+@pytest.mark.parametrize("filename", sorted(EXPECTED))
+def test_default_config_trains_what_it_says(filename):
+    config = get_config(filename)
+    dataset, num_classes, model_name = EXPECTED[filename]
+    assert (config.dataset, config.num_classes, config.model_name) == (
+        dataset,
+        num_classes,
+        model_name,
+    )
+    validate_against_dataset(config, fake_info(dataset))
+    assert config.num_labeled % config.num_classes == 0  # a balanced labeled set.
+    assert config.loss.consistency == "fixmatch"
+    assert config.loss.mi_weight > 0
+    assert config.eval_every_steps <= config.total_steps
+    assert config.checkpoint_every_steps <= config.total_steps
+
+
+@pytest.mark.parametrize("filename", PROTOCOL_CONFIGS)
+def test_protocol_configs_keep_the_protocol(filename):
+    config = get_config(filename)
+    assert config.optimizer.name == "sgd"
+    assert config.optimizer.learning_rate == 0.03
+    assert config.optimizer.nesterov
+    assert config.optimizer.momentum == 0.9
+    assert config.optimizer.schedule == "cosine"
+    assert config.optimizer.warmup_steps == 0
+    assert config.optimizer.weight_decay == (1e-3 if filename == "cifar100.py" else 5e-4)
+    assert config.batch_size == 64
+    assert config.unlabeled_ratio == 7
+    assert config.total_steps == 2**20
+    assert config.ema_decay == 0.999
+    assert config.loss.threshold == 0.95
+    assert config.median_of_last_evals == 20
+
+
+def test_configs_set_only_what_differs_from_the_schema():
+    # The schema lives in config_defaults: a config adds no key of its own.
+    base = _flat_keys(config_defaults.base_config())
+    for filename in CONFIG_FILES:
+        extra = _flat_keys(get_config(filename)) - base
+        assert not {key for key in extra if not key.startswith("model_kwargs.")}, filename
+
+
+def _flat_keys(config, prefix=""):
+    keys = set()
+    for key, value in config.items():
+        if isinstance(value, ml_collections.ConfigDict):
+            keys |= _flat_keys(value, f"{prefix}{key}.")
+        else:
+            keys.add(f"{prefix}{key}")
+    return keys
+
+
+@pytest.mark.parametrize("filename", CONFIG_FILES)
+@pytest.mark.parametrize("method", config_defaults.METHODS)
+def test_method_variants_validate(filename, method):
+    for mi in (True, False):
+        config = get_config(filename, f"method={method},mi={mi}")
+        validate_config(config, num_devices=NUM_DEVICES)
+        expected_consistency = "none" if method == "supervised" else method
+        assert config.loss.consistency == expected_consistency
+        assert (config.loss.mi_weight > 0) == (mi and method != "supervised")
+        assert (config.unlabeled_ratio == 0) == (method == "supervised")
+
+
+@pytest.mark.parametrize("filename", sorted(EXPECTED))
+def test_other_label_counts_seeds_and_short_runs(filename):
+    default = get_config(filename)
+    info = fake_info(default.dataset)
+    fewer = default.num_labeled // 2 // default.num_classes * default.num_classes
+    arg = f"num_labeled={fewer},seed=3,total_steps=200,imbalance_ratio=10"
+    config = get_config(filename, arg)
+    validate_config(config, num_devices=NUM_DEVICES)
+    validate_against_dataset(config, info)
+    assert (config.num_labeled, config.seed, config.total_steps) == (fewer, 3, 200)
+    assert config.imbalance_ratio == 10.0
+    assert config.eval_every_steps <= 200 and config.checkpoint_every_steps <= 200
+
+
+def test_documented_variants():
+    assert get_config("mini_imagenet.py", "num_labeled=10000").num_labeled == 10_000
+    validate_against_dataset(
+        get_config("mini_imagenet.py", "num_labeled=10000"), fake_info("mini_imagenet")
+    )
+    assert get_config("mnist.py", "model=mlp").model_name == "mlp"
+    assert get_config("stl10.py", "num_labeled=1000").num_labeled == 1000
+    assert get_config("cifar100.py", "num_labeled=400").num_labeled == 400
+    assert get_config("cifar10.py", "num_labeled=40").num_labeled == 40
+
+
+@pytest.mark.parametrize("filename", sorted(EXPECTED))
+def test_model_builds_with_the_config_kwargs(filename):
+    config = get_config(filename)
+    if filename == "mnist.py":
+        config = get_config(filename, "model=mlp")  # small_cnn is covered by digits.
+    _, _, image_shape = DATASET_SIZES[config.dataset]
+    kwargs = dict(config.model_kwargs)
+    if config.model_name == "mlp":
+        kwargs.setdefault("input_shape", image_shape)
+    else:
+        kwargs.setdefault("in_channels", image_shape[-1])
+    # eval_shape: builds the module abstractly, without allocating WRN-28-8's weights.
+    model = nnx.eval_shape(
+        lambda: models.create_model(
+            config.model_name, num_classes=config.num_classes, rngs=nnx.Rngs(0), **kwargs
+        )
+    )
+    num_params = sum(x.size for x in jax.tree.leaves(nnx.state(model, nnx.Param)))
+    assert num_params > 0
+
+
+# ---------------------------------------------------------------- invalid configs
+
+
+def _error(config, num_devices=NUM_DEVICES) -> str:
+    with pytest.raises(ConfigError) as info:
+        validate_config(config, num_devices=num_devices)
+    return str(info.value)
+
+
+@pytest.mark.parametrize("steps", [0, -1])
+def test_non_positive_total_steps(steps):
+    config = get_config("cifar10.py")
+    config.total_steps = steps
+    assert f"total_steps={steps}" in _error(config)
+
+
+def test_batch_not_divisible_by_devices():
+    config = get_config("cifar10.py")
+    config.batch_size = 60
+    message = _error(config)
+    assert "batch_size=60" in message and "8 devices" in message
+    validate_config(config, num_devices=4)  # 60 and 420 split over 4 devices.
+
+
+def test_eval_batch_not_divisible_by_devices():
+    config = get_config("digits.py")
+    config.eval_batch_size = 100
+    assert "eval_batch_size=100" in _error(config)
+
+
+def test_more_labels_than_the_dataset_has():
+    config = get_config("cifar10.py", "num_labeled=60000")
+    with pytest.raises(ConfigError, match=r"num_labeled=60000 .*50000"):
+        validate_against_dataset(config, fake_info("cifar10"))
+
+
+def test_num_classes_mismatch():
+    config = get_config("cifar10.py")
+    config.num_classes = 100
+    validate_config(config, num_devices=NUM_DEVICES)  # fine on its own...
+    with pytest.raises(ConfigError, match=r"num_classes=100 .*'cifar10' has 10"):
+        validate_against_dataset(config, fake_info("cifar10"))  # ...not for CIFAR-10.
+
+
+def test_unknown_consistency():
+    config = get_config("cifar10.py")
+    config.loss.consistency = "fixmatch2"
+    assert "loss.consistency='fixmatch2'" in _error(config)
+
+
+def test_unknown_model_name():
+    config = get_config("cifar10.py")
+    config.model_name = "wrn28_3"
+    message = _error(config)
+    assert "model_name='wrn28_3'" in message and "wrn28_2" in message
+
+
+def test_ema_decay_one():
+    config = get_config("cifar10.py")
+    config.ema_decay = 1.0
+    assert "ema_decay=1.0" in _error(config)
+
+
+def test_no_unlabeled_batch_with_fixmatch():
+    config = get_config("cifar10.py")
+    config.unlabeled_ratio = 0
+    message = _error(config)
+    assert "unlabeled_ratio=0" in message and "'fixmatch'" in message
+
+
+def test_every_problem_is_reported_at_once():
+    config = get_config("cifar10.py")
+    config.total_steps = -5
+    config.ema_decay = 1.5
+    config.model_name = "nope"
+    message = _error(config)
+    for fragment in ("total_steps=-5", "ema_decay=1.5", "model_name='nope'"):
+        assert fragment in message
+
+
+@pytest.mark.parametrize(
+    ("arg", "fragments"),
+    [
+        ("num_labelled=250", ["num_labelled", "num_labeled"]),
+        ("num_labeled=abc", ["num_labeled", "'abc'", "int"]),
+        ("mi=maybe", ["mi", "'maybe'", "bool"]),
+        ("total_steps=1e3", ["total_steps", "'1e3'"]),
+        ("num_labeled", ["num_labeled", "key=value"]),
+        ("method=fixmatch2", ["fixmatch2", "mixmatch"]),
+    ],
+)
+@pytest.mark.parametrize("filename", ["cifar10.py", "digits.py"])
+def test_bad_variant_arg(filename, arg, fragments):
+    with pytest.raises(ValueError) as info:
+        get_config(filename, arg)
+    for fragment in fragments:
+        assert fragment in str(info.value)
+
+
+def test_bad_mnist_model_arg():
+    with pytest.raises(ValueError, match=r"model='resnet18'"):
+        get_config("mnist.py", "model=resnet18")
+
+
+def test_parse_arg_types():
+    arg = config_defaults.parse_arg(
+        "num_labeled=250, mi=False,imbalance_ratio=2.5,method=mixmatch",
+        num_labeled=4000,
+        mi=True,
+        imbalance_ratio=1.0,
+        method="fixmatch",
+    )
+    assert (arg.num_labeled, arg.mi, arg.imbalance_ratio, arg.method) == (
+        250,
+        False,
+        2.5,
+        "mixmatch",
+    )
+
+
+def test_locked_config_rejects_unknown_keys_and_wrong_types():
+    config = get_config("cifar10.py")
+    config.lock()
+    with pytest.raises((AttributeError, KeyError), match="totl_steps"):
+        config.totl_steps = 10
+    with pytest.raises((AttributeError, KeyError), match="learning_rat"):
+        config.optimizer.learning_rat = 0.1
+    with pytest.raises(TypeError):
+        config.total_steps = "ten"
+    config.total_steps = 10  # known keys stay writable.
+
+
+# ---------------------------------------------------------------- command line
+
+
+def _run_main(tmp_path, *flags, timeout=120):
+    env = dict(os.environ, JAX_PLATFORMS="cpu", CUDA_VISIBLE_DEVICES="", TF_CPP_MIN_LOG_LEVEL="3")
+    workdir = tmp_path / "workdir"
+    start = time.monotonic()
+    result = subprocess.run(
+        [sys.executable, "-m", "muscle_jax.main", *flags, f"--workdir={workdir}"],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+    return result, time.monotonic() - start, workdir
+
+
+def test_cli_rejects_negative_total_steps_before_compiling(tmp_path):
+    result, seconds, workdir = _run_main(
+        tmp_path, "--config=configs/tiny.py", "--config.total_steps=-1"
+    )
+    output = result.stdout + result.stderr
+    assert result.returncode != 0, output
+    assert "total_steps=-1" in output
+    assert seconds < 60, f"took {seconds:.0f} s to reject the config"
+    assert not (workdir / "checkpoints").exists()
+
+
+def test_cli_rejects_unknown_key(tmp_path):
+    result, _, workdir = _run_main(tmp_path, "--config=configs/tiny.py", "--config.no_such_key=1")
+    output = result.stdout + result.stderr
+    assert result.returncode != 0, output
+    assert "no_such_key" in output
+    assert not (workdir / "checkpoints").exists()
+
+
+def test_cli_rejects_bad_variant_arg(tmp_path):
+    result, _, workdir = _run_main(tmp_path, "--config=configs/digits.py:num_labelled=50")
+    output = result.stdout + result.stderr
+    assert result.returncode != 0, output
+    assert "num_labelled" in output
+    assert not (workdir / "checkpoints").exists()
