@@ -80,5 +80,22 @@ def main(argv):
         print(f"stopped at step {results['step']} with a checkpoint; rerun to resume")
 
 
+def parse_flags(argv):
+    """Parses the command line; a bad config key or value is one clear line, not a traceback."""
+    try:
+        return FLAGS(argv)
+    except (flags.Error, AttributeError, KeyError, TypeError, ValueError) as error:
+        # ml_collections reports an unknown override key as AttributeError/KeyError.
+        unknown_key = isinstance(error, (AttributeError, KeyError))
+        problem = f"unknown config key {error}" if unknown_key else str(error)
+        print(
+            f"error: bad command line: {problem}\n"
+            "Config keys and their defaults are in muscle_jax/config_defaults.py and the "
+            "config file's docstring; see --helpfull for the flags.",
+            file=sys.stderr,
+        )
+        sys.exit(2)
+
+
 if __name__ == "__main__":
-    app.run(main)
+    app.run(main, flags_parser=parse_flags)
