@@ -47,34 +47,22 @@ CHECKPOINT_EVERY = 500
 
 
 def get_config(arg=None):
-    arg = config_defaults.parse_arg(
+    config, variants = config_defaults.dataset_config(
         arg,
+        dataset="digits",
+        num_classes=10,
+        model_name="small_cnn",  # widths (32, 64, 128): 8x8 -> 4x4 -> 2x2.
         num_labeled=NUM_LABELED,
-        method="fixmatch",
-        mi=True,
-        seed=0,
-        imbalance_ratio=1.0,
         total_steps=TOTAL_STEPS,
     )
-    config = config_defaults.base_config()
-    config.dataset = "digits"
-    config.num_classes = 10
-    config.num_labeled = arg.num_labeled
-    config.imbalance_ratio = arg.imbalance_ratio
-    config.seed = arg.seed
-
-    config.model_name = "small_cnn"  # widths (32, 64, 128): 8x8 -> 4x4 -> 2x2.
     config.batch_size = BATCH_SIZE
     config.unlabeled_ratio = UNLABELED_RATIO
-
     config.ema_decay = 0.99
     # Kept from base_config(): lr 0.03 with the cosine decay, FixMatch threshold 0.95.
-
-    config.total_steps = arg.total_steps
     config.log_every_steps = 50
-    config.eval_every_steps = min(EVAL_EVERY, arg.total_steps)
-    config.checkpoint_every_steps = min(CHECKPOINT_EVERY, arg.total_steps)
+    config.eval_every_steps = min(EVAL_EVERY, variants.total_steps)
+    config.checkpoint_every_steps = min(CHECKPOINT_EVERY, variants.total_steps)
     config.keep_checkpoints = 2
     config.median_of_last_evals = 5
-    config_defaults.apply_method(config, arg.method, use_mi=arg.mi)
+    config_defaults.apply_method(config, variants.method, use_mi=variants.mi)
     return config

@@ -40,26 +40,9 @@ from muscle_jax import config_defaults
 
 
 def get_config(arg=None):
-    arg = config_defaults.parse_arg(
-        arg,
-        num_labeled=4000,
-        method="fixmatch",
-        mi=True,
-        seed=0,
-        imbalance_ratio=1.0,
-        total_steps=2**20,
+    config, variants = config_defaults.dataset_config(
+        arg, dataset="mini_imagenet", num_classes=100, model_name="resnet18", num_labeled=4000
     )
-    config = config_defaults.base_config()
-    config.dataset = "mini_imagenet"
-    config.num_classes = 100
-    config.num_labeled = arg.num_labeled
-    config.imbalance_ratio = arg.imbalance_ratio
-    config.seed = arg.seed
-    config.model_name = "resnet18"
     config.model_kwargs.stem = "cifar"
-
-    config.total_steps = arg.total_steps
-    config.eval_every_steps = min(config.eval_every_steps, arg.total_steps)
-    config.checkpoint_every_steps = min(config.checkpoint_every_steps, arg.total_steps)
-    config_defaults.apply_method(config, arg.method, use_mi=arg.mi)
+    config_defaults.apply_method(config, variants.method, use_mi=variants.mi)
     return config

@@ -43,28 +43,17 @@ MODELS = ("small_cnn", "mlp")
 
 
 def get_config(arg=None):
-    arg = config_defaults.parse_arg(
+    config, variants = config_defaults.dataset_config(
         arg,
+        dataset="mnist",
+        num_classes=10,
+        model_name="small_cnn",
         num_labeled=600,
-        method="fixmatch",
-        mi=True,
-        seed=0,
-        imbalance_ratio=1.0,
         total_steps=2**15,
         model="small_cnn",
     )
-    if arg.model not in MODELS:
-        raise ValueError(f"Config arg model={arg.model!r} is not one of {MODELS}.")
-    config = config_defaults.base_config()
-    config.dataset = "mnist"
-    config.num_classes = 10
-    config.num_labeled = arg.num_labeled
-    config.imbalance_ratio = arg.imbalance_ratio
-    config.seed = arg.seed
-    config.model_name = arg.model  # small_cnn: widths (32, 64, 128); mlp: 256-256.
-
-    config.total_steps = arg.total_steps
-    config.eval_every_steps = min(config.eval_every_steps, arg.total_steps)
-    config.checkpoint_every_steps = min(config.checkpoint_every_steps, arg.total_steps)
-    config_defaults.apply_method(config, arg.method, use_mi=arg.mi)
+    if variants.model not in MODELS:
+        raise ValueError(f"Config arg model={variants.model!r} is not one of {MODELS}.")
+    config.model_name = variants.model  # small_cnn: widths (32, 64, 128); mlp: 256-256.
+    config_defaults.apply_method(config, variants.method, use_mi=variants.mi)
     return config

@@ -40,27 +40,10 @@ from muscle_jax import config_defaults
 
 
 def get_config(arg=None):
-    arg = config_defaults.parse_arg(
-        arg,
-        num_labeled=5000,
-        method="fixmatch",
-        mi=True,
-        seed=0,
-        imbalance_ratio=1.0,
-        total_steps=2**20,
+    config, variants = config_defaults.dataset_config(
+        arg, dataset="stl10", num_classes=10, model_name="wide_resnet", num_labeled=5000
     )
-    config = config_defaults.base_config()
-    config.dataset = "stl10"
-    config.num_classes = 10
-    config.num_labeled = arg.num_labeled
-    config.imbalance_ratio = arg.imbalance_ratio
-    config.seed = arg.seed
-    config.model_name = "wide_resnet"
     config.model_kwargs.depth = 28
     config.model_kwargs.width = 2
-
-    config.total_steps = arg.total_steps
-    config.eval_every_steps = min(config.eval_every_steps, arg.total_steps)
-    config.checkpoint_every_steps = min(config.checkpoint_every_steps, arg.total_steps)
-    config_defaults.apply_method(config, arg.method, use_mi=arg.mi)
+    config_defaults.apply_method(config, variants.method, use_mi=variants.mi)
     return config

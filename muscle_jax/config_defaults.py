@@ -138,3 +138,45 @@ def apply_method(config: ml_collections.ConfigDict, method: str, *, use_mi: bool
         config.loss.consistency_rampup_steps = rampup_steps
     if not use_mi:
         config.loss.mi_weight = 0.0
+
+
+def dataset_config(
+    arg: str | None,
+    *,
+    dataset: str,
+    num_classes: int,
+    model_name: str,
+    num_labeled: int,
+    total_steps: int = 2**20,
+    **extra_variants,
+) -> tuple[ml_collections.ConfigDict, ml_collections.ConfigDict]:
+    """`base_config()` for one dataset, with the variants every config accepts.
+
+    Parses ``arg`` for ``num_labeled``, ``method``, ``mi``, ``seed``,
+    ``imbalance_ratio``, ``total_steps`` and the config's ``extra_variants``,
+    and returns ``(config, variants)``. The caller changes what its dataset
+    needs, then calls `apply_method` with ``variants.method`` and ``variants.mi``
+    (last, since the supervised baseline turns the unlabeled batch off).
+    """
+    variants = parse_arg(
+        arg,
+        num_labeled=num_labeled,
+        method="fixmatch",
+        mi=True,
+        seed=0,
+        imbalance_ratio=1.0,
+        total_steps=total_steps,
+        **extra_variants,
+    )
+    config = base_config()
+    config.dataset = dataset
+    config.num_classes = num_classes
+    config.model_name = model_name
+    config.num_labeled = variants.num_labeled
+    config.imbalance_ratio = variants.imbalance_ratio
+    config.seed = variants.seed
+    config.total_steps = variants.total_steps
+    # A short variant run still evaluates and checkpoints at its end.
+    config.eval_every_steps = min(config.eval_every_steps, variants.total_steps)
+    config.checkpoint_every_steps = min(config.checkpoint_every_steps, variants.total_steps)
+    return config, variants
