@@ -197,3 +197,11 @@ def test_sigterm_leaves_a_restorable_checkpoint(tmp_path):
     config.total_steps = steps[-1] + 2
     results = train.train_and_evaluate(config, str(workdir))
     assert results["steps"] == steps[-1] + 2
+
+
+def test_bfloat16_compute_keeps_float32_state_and_finite_loss():
+    config = load_config("tiny")
+    config.compute_dtype = "bfloat16"
+    state, metrics, _ = run_steps(config, train.make_mesh(jax.devices()[:1]), 2)
+    assert all(np.isfinite(float(value)) for value in metrics.values())
+    assert {leaf.dtype for leaf in jax.tree.leaves(state.params)} == {np.dtype("float32")}

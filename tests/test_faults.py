@@ -1,0 +1,205 @@
+"""Faults a long run meets: kill -9 at any moment, torn checkpoints, NaNs, bad workdirs.
+
+The kill tests run `python -m muscle_jax.main` in subprocesses, as a
+scheduler would, and compare the final results with an uninterrupted run.
+"""
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+
+import jax
+import numpy as np
+import pytest
+
+from muscle_jax import checkpointing, input_pipeline, monitoring, train, workdir
+from muscle_jax.config_validation import ConfigError
+
+from .helpers import load_config
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+# Two devices keep each subprocess cheap; every run in a comparison uses the same.
+ENV = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=2")
+TINY_FLAGS = ["--config=configs/tiny.py", "--config.checkpoint_every_steps=2"]
+
+
+def main_command(workdir_path):
+    return [sys.executable, "-m", "muscle_jax.main", *TINY_FLAGS, f"--workdir={workdir_path}"]
+
+
+def run_to_completion(workdir_path):
+    completed = subprocess.run(
+        main_command(workdir_path), cwd=REPO, env=ENV, capture_output=True, text=True, timeout=600
+    )
+    assert completed.returncode == 0, completed.stdout + completed.stderr
+    return json.loads((workdir_path / "results.json").read_text())
+
+
+def kill_after_line(workdir_path, marker, extra_delay):
+    """Starts a run, waits for ``marker`` in its log, then SIGKILLs it after ``extra_delay`` s."""
+    process = subprocess.Popen(
+        main_command(workdir_path),
+        cwd=REPO,
+        env=ENV,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    deadline = time.time() + 300
+    for line in process.stdout:
+        if marker in line or time.time() > deadline:
+            break
+    time.sleep(extra_delay)
+    process.send_signal(signal.SIGKILL)
+    process.wait(timeout=60)
+    return process.returncode
+
+
+def final_state(path, config=None):
+    config = config or load_config("tiny")
+    _, template, _ = train.create_train_state(config, input_pipeline.dataset_info("digits"))
+    reader = checkpointing.Checkpointer(str(path / "checkpoints"), max_to_keep=2, read_only=True)
+    state, _ = reader.restore(template, expected=train.compatibility(config))
+    return state
+
+
+@pytest.mark.slow
+def test_kill_9_at_several_moments_then_resume_equals_uninterrupted(tmp_path):
+    reference = run_to_completion(tmp_path / "reference")
+    reference_state = final_state(tmp_path / "reference")
+
+    run = tmp_path / "killed"
+    # Progress lines come at every checkpoint step (2, 4, ...), right before the
+    # loop starts an asynchronous checkpoint write, so a kill there lands
+    # mid-write; the delays move the kill around. Each run resumes before its marker.
+    for marker, delay in [("step 4/", 0.0), ("step 8/", 0.0), ("step 10/", 0.05)]:
+        returncode = kill_after_line(run, marker, delay)
+        assert returncode == -signal.SIGKILL
+    resumed = run_to_completion(run)
+
+    assert resumed["history"] == reference["history"]
+    assert resumed["accuracy"] == reference["accuracy"]
+    assert resumed["per_class_accuracy"] == reference["per_class_accuracy"]
+    for a, b in zip(jax.tree.leaves(final_state(run)), jax.tree.leaves(reference_state)):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_torn_checkpoint_is_never_loaded(tmp_path):
+    config = load_config("tiny")
+    config.total_steps = 6
+    config.checkpoint_every_steps = 2
+    train.train_and_evaluate(config, str(tmp_path))
+    checkpoints = tmp_path / "checkpoints"
+    # A write killed half-way: Orbax's temporary directory for step 8, with a truncated file.
+    torn = checkpoints / "8.orbax-checkpoint-tmp-1234"
+    shutil.copytree(checkpoints / "6", torn)
+    for file in sorted(torn.rglob("*")):
+        if file.is_file():
+            file.write_bytes(file.read_bytes()[: len(file.read_bytes()) // 2])
+    assert checkpointing.Checkpointer(str(checkpoints), max_to_keep=3).latest_step() == 6
+
+    config.total_steps = 8
+    results = train.train_and_evaluate(config, str(tmp_path))
+    assert results["steps"] == 8
+
+
+def test_nan_stops_the_run_naming_step_and_term(tmp_path):
+    config = load_config("tiny")
+    config.total_steps = 4
+    config.checkpoint_every_steps = 2
+    train.train_and_evaluate(config, str(tmp_path))
+    good = final_state(tmp_path, config)
+
+    # Resume with a learning rate that overflows the weights at once.
+    config.total_steps = 12
+    config.log_every_steps = 4
+    config.optimizer.learning_rate = 1e30
+    with pytest.raises(monitoring.NonFiniteLossError) as info:
+        train.train_and_evaluate(config, str(tmp_path))
+    message = str(info.value)
+    assert "became non-finite at step" in message
+    assert any(term in message for term in ("supervised", "total", "grad_norm"))
+    reader = checkpointing.Checkpointer(str(tmp_path / "checkpoints"), max_to_keep=2)
+    assert reader.latest_step() == 4
+    for a, b in zip(jax.tree.leaves(final_state(tmp_path, config)), jax.tree.leaves(good)):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_workdir_that_is_a_file_is_refused(tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("precious")
+    with pytest.raises(workdir.WorkdirError, match="not a directory"):
+        train.train_and_evaluate(load_config("tiny"), str(blocker))
+    with pytest.raises(workdir.WorkdirError, match="not writable"):
+        train.train_and_evaluate(load_config("tiny"), str(blocker / "below"))
+    assert blocker.read_text() == "precious"
+
+
+def test_full_disk_is_refused_before_training(tmp_path, monkeypatch):
+    monkeypatch.setattr(
+        workdir.shutil, "disk_usage", lambda path: shutil._ntuple_diskusage(10**9, 10**9, 1024)
+    )
+    with pytest.raises(workdir.WorkdirError, match="MiB free"):
+        train.train_and_evaluate(load_config("tiny"), str(tmp_path))
+    assert not (tmp_path / "checkpoints").exists()
+
+
+def test_incompatible_checkpoint_is_refused_and_left_alone(tmp_path):
+    config = load_config("tiny")
+    config.total_steps = 2
+    config.checkpoint_every_steps = 2
+    train.train_and_evaluate(config, str(tmp_path))
+    before = {p: p.stat().st_mtime_ns for p in tmp_path.rglob("*")}
+
+    other_model = load_config("tiny")
+    other_model.model_kwargs.widths = (16, 16)
+    with pytest.raises(checkpointing.IncompatibleCheckpointError, match="model_kwargs"):
+        train.train_and_evaluate(other_model, str(tmp_path))
+    other_classes = load_config("tiny")
+    other_classes.num_classes = 12
+    with pytest.raises(ConfigError, match="num_classes=12"):
+        train.train_and_evaluate(other_classes, str(tmp_path))
+    after = {p: p.stat().st_mtime_ns for p in tmp_path.rglob("*")}
+    assert after == before
+
+
+BAD_CONFIGS = [
+    ("dataset", "no_such_dataset", "no_such_dataset"),
+    ("batch_size", 0, "batch_size=0"),
+    ("num_labeled", 5000, "num_labeled=5000"),
+    ("unlabeled_ratio", -1, "unlabeled_ratio=-1"),
+    ("eval_batch_size", 7, "eval_batch_size=7"),
+    ("num_classes", 3, "num_classes=3"),
+    ("model_name", "resnet1000", "resnet1000"),
+    ("compute_dtype", "fp8", "fp8"),
+    ("total_steps", 0, "total_steps=0"),
+    ("ema_decay", 1.0, "ema_decay=1.0"),
+]
+
+
+def test_bad_inputs_fail_before_training_and_keep_earlier_outputs(tmp_path):
+    config = load_config("tiny")
+    config.total_steps = 2
+    config.checkpoint_every_steps = 2
+    config.eval_every_steps = 2
+    train.train_and_evaluate(config, str(tmp_path))
+    before = {p: p.stat().st_mtime_ns for p in tmp_path.rglob("*")}
+    for key, value, fragment in BAD_CONFIGS:
+        bad = load_config("tiny")
+        bad[key] = value
+        started = time.perf_counter()
+        with pytest.raises(ValueError) as info:
+            train.train_and_evaluate(bad, str(tmp_path))
+        assert fragment in str(info.value), (key, str(info.value))
+        # Refused before anything compiles.
+        assert time.perf_counter() - started < 5, key
+    missing = load_config("tiny", "dataset=cifar10")
+    missing.data_dir = str(tmp_path / "no_tfds_here")
+    with pytest.raises(FileNotFoundError, match="no_tfds_here"):
+        train.train_and_evaluate(missing, str(tmp_path))
+    after = {p: p.stat().st_mtime_ns for p in tmp_path.rglob("*")}
+    assert after == before
