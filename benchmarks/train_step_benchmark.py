@@ -44,18 +44,7 @@ def time_train_step(config, dataset, steps):
     graphdef, state, tx = train.create_train_state(config, info)
     mesh = train.make_mesh()
     sharding = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec("data"))
-    batch = next(
-        input_pipeline.make_train_iterator(
-            dataset,
-            data_dir=None,
-            num_labeled=config.num_labeled,
-            seed=0,
-            labeled_batch_size=config.batch_size,
-            unlabeled_ratio=config.unlabeled_ratio,
-            unlabeled_views="weak_strong",
-            sharding=sharding,
-        )
-    )
+    batch = next(train.make_train_batches(config, dataset=dataset, sharding=sharding))
     p_train, _ = train.compile_steps(graphdef, tx, config, mesh)
     state = jax.device_put(state, jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec()))
     start = time.perf_counter()
@@ -70,17 +59,7 @@ def time_train_step(config, dataset, steps):
 
 
 def time_pipeline(config, dataset, batches):
-    stream = input_pipeline.make_train_iterator(
-        dataset,
-        data_dir=None,
-        num_labeled=config.num_labeled,
-        seed=0,
-        labeled_batch_size=config.batch_size,
-        unlabeled_ratio=config.unlabeled_ratio,
-        unlabeled_views="weak_strong",
-        process_index=0,
-        process_count=1,
-    )
+    stream = train.make_train_batches(config, dataset=dataset)
     for _ in range(10):
         next(stream)
     start = time.perf_counter()

@@ -230,6 +230,26 @@ def unlabeled_views(config: ml_collections.ConfigDict) -> str:
     return "weak_strong"
 
 
+def make_train_batches(config, *, dataset=None, sharding=None, start_step: int = 0):
+    """The input pipeline's training stream for ``config`` (``dataset`` overrides its name)."""
+    return input_pipeline.make_train_iterator(
+        config.dataset if dataset is None else dataset,
+        data_dir=config.data_dir,
+        num_labeled=config.num_labeled,
+        seed=config.seed,
+        labeled_batch_size=config.batch_size,
+        unlabeled_ratio=config.unlabeled_ratio,
+        unlabeled_views=unlabeled_views(config),
+        labeled_views=2 if config.loss.mi_on_labeled else 1,
+        imbalance_ratio=config.imbalance_ratio,
+        exclude_labeled_from_unlabeled=config.exclude_labeled_from_unlabeled,
+        num_classes=config.num_classes,
+        sharding=sharding,
+        download=config.download,
+        start_step=start_step,
+    )
+
+
 def images_per_step(config: ml_collections.ConfigDict) -> int:
     labeled = config.batch_size * (2 if config.loss.mi_on_labeled else 1)
     views = 0 if config.unlabeled_ratio == 0 else 2
@@ -315,22 +335,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
     data_sharding = NamedSharding(mesh, P("data"))
     state = jax.device_put(state, NamedSharding(mesh, P()))
     start_step = int(state.step)
-    train_batches = input_pipeline.make_train_iterator(
-        config.dataset,
-        data_dir=config.data_dir,
-        num_labeled=config.num_labeled,
-        seed=config.seed,
-        labeled_batch_size=config.batch_size,
-        unlabeled_ratio=config.unlabeled_ratio,
-        unlabeled_views=unlabeled_views(config),
-        labeled_views=2 if config.loss.mi_on_labeled else 1,
-        imbalance_ratio=config.imbalance_ratio,
-        exclude_labeled_from_unlabeled=config.exclude_labeled_from_unlabeled,
-        num_classes=config.num_classes,
-        sharding=data_sharding,
-        download=config.download,
-        start_step=start_step,
-    )
+    train_batches = make_train_batches(config, sharding=data_sharding, start_step=start_step)
     p_train, p_eval = compile_steps(graphdef, tx, config, mesh)
     writer = _metric_writer(workdir)
     progress = monitoring.ProgressLine(

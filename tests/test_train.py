@@ -23,18 +23,7 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def first_batch(config):
-    batches = input_pipeline.make_train_iterator(
-        config.dataset,
-        data_dir=config.data_dir,
-        num_labeled=config.num_labeled,
-        seed=config.seed,
-        labeled_batch_size=config.batch_size,
-        unlabeled_ratio=config.unlabeled_ratio,
-        unlabeled_views=train.unlabeled_views(config),
-        labeled_views=2 if config.loss.mi_on_labeled else 1,
-        num_classes=config.num_classes,
-    )
-    return next(batches)
+    return next(train.make_train_batches(config))
 
 
 def run_steps(config, mesh, num_steps):
