@@ -6,6 +6,7 @@ scheduler would, and compare the final results with an uninterrupted run.
 
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -24,7 +25,12 @@ from .helpers import load_config
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # Two devices keep each subprocess cheap; every run in a comparison uses the same.
 ENV = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=2")
-TINY_FLAGS = ["--config=configs/tiny.py", "--config.checkpoint_every_steps=2"]
+KILL_TOTAL_STEPS = 24
+TINY_FLAGS = [
+    "--config=configs/tiny.py",
+    f"--config.total_steps={KILL_TOTAL_STEPS}",
+    "--config.checkpoint_every_steps=2",
+]
 
 
 def main_command(workdir_path):
@@ -39,8 +45,11 @@ def run_to_completion(workdir_path):
     return json.loads((workdir_path / "results.json").read_text())
 
 
-def kill_after_line(workdir_path, marker, extra_delay):
-    """Starts a run, waits for ``marker`` in its log, then SIGKILLs it after ``extra_delay`` s."""
+def kill_after_first_progress_line(workdir_path, extra_delay):
+    """Starts a run, waits for its first progress line, SIGKILLs it ``extra_delay`` s later.
+
+    Returns the exit code and the step that line reported (None if the run ended first).
+    """
     process = subprocess.Popen(
         main_command(workdir_path),
         cwd=REPO,
@@ -50,13 +59,16 @@ def kill_after_line(workdir_path, marker, extra_delay):
         text=True,
     )
     deadline = time.time() + 300
+    step = None
     for line in process.stdout:
-        if marker in line or time.time() > deadline:
+        match = re.search(rf"step (\d+)/{KILL_TOTAL_STEPS} \|", line)
+        if match or time.time() > deadline:
+            step = int(match.group(1)) if match else None
             break
     time.sleep(extra_delay)
     process.send_signal(signal.SIGKILL)
     process.wait(timeout=60)
-    return process.returncode
+    return process.returncode, step
 
 
 def final_state(path, config=None):
@@ -73,12 +85,18 @@ def test_kill_9_at_several_moments_then_resume_equals_uninterrupted(tmp_path):
     reference_state = final_state(tmp_path / "reference")
 
     run = tmp_path / "killed"
-    # Progress lines come at every checkpoint step (2, 4, ...), right before the
-    # loop starts an asynchronous checkpoint write, so a kill there lands
-    # mid-write; the delays move the kill around. Each run resumes before its marker.
-    for marker, delay in [("step 4/", 0.0), ("step 8/", 0.0), ("step 10/", 0.05)]:
-        returncode = kill_after_line(run, marker, delay)
+    # Progress lines come at every checkpoint step, right before the loop starts
+    # an asynchronous checkpoint write, so a kill there lands mid-write; the
+    # delays move the kill further into the write and the following steps.
+    killed_at = []
+    for delay in (0.0, 0.02, 0.1, 0.0):
+        returncode, step = kill_after_first_progress_line(run, delay)
+        if returncode == 0:
+            break  # Finished before the kill landed: nothing left to interrupt.
         assert returncode == -signal.SIGKILL
+        killed_at.append(step)
+    assert len(killed_at) >= 3, killed_at
+    print(f"killed after the progress lines of steps {killed_at}")
     resumed = run_to_completion(run)
 
     assert resumed["history"] == reference["history"]
