@@ -45,8 +45,8 @@ def run_to_completion(workdir_path):
     return json.loads((workdir_path / "results.json").read_text())
 
 
-def kill_after_first_progress_line(workdir_path, extra_delay):
-    """Starts a run, waits for its first progress line, SIGKILLs it ``extra_delay`` s later.
+def kill_after_progress_lines(workdir_path, count, extra_delay):
+    """Starts a run, waits for its ``count``-th progress line, SIGKILLs it ``extra_delay`` s later.
 
     Returns the exit code and the step that line reported (None if the run ended first).
     """
@@ -59,10 +59,11 @@ def kill_after_first_progress_line(workdir_path, extra_delay):
         text=True,
     )
     deadline = time.time() + 300
-    step = None
+    step, seen = None, 0
     for line in process.stdout:
         match = re.search(rf"step (\d+)/{KILL_TOTAL_STEPS} \|", line)
-        if match or time.time() > deadline:
+        seen += bool(match)
+        if seen == count or time.time() > deadline:
             step = int(match.group(1)) if match else None
             break
     time.sleep(extra_delay)
@@ -86,16 +87,17 @@ def test_kill_9_at_several_moments_then_resume_equals_uninterrupted(tmp_path):
 
     run = tmp_path / "killed"
     # Progress lines come at every checkpoint step, right before the loop starts
-    # an asynchronous checkpoint write, so a kill there lands mid-write; the
+    # an asynchronous checkpoint write, so a kill there lands mid-write; waiting
+    # for later lines lets each run resume from a newer checkpoint first, and the
     # delays move the kill further into the write and the following steps.
     killed_at = []
-    for delay in (0.0, 0.02, 0.1, 0.0):
-        returncode, step = kill_after_first_progress_line(run, delay)
+    for count, delay in ((1, 0.0), (3, 0.0), (2, 0.05), (3, 0.0)):
+        returncode, step = kill_after_progress_lines(run, count, delay)
         if returncode == 0:
             break  # Finished before the kill landed: nothing left to interrupt.
         assert returncode == -signal.SIGKILL
         killed_at.append(step)
-    assert len(killed_at) >= 3, killed_at
+    assert len(killed_at) >= 3 and max(killed_at) > min(killed_at), killed_at
     print(f"killed after the progress lines of steps {killed_at}")
     resumed = run_to_completion(run)
 
