@@ -4,13 +4,15 @@ All problems are collected and reported together, each with the key, the
 value and what would be valid, so one failed launch fixes every mistake.
 """
 
+import jax.numpy as jnp
 import ml_collections
 
 from muscle_jax import losses
 
 OPTIMIZERS = ("sgd", "adam")
 SCHEDULES = ("cosine", "constant")
-COMPUTE_DTYPES = ("float32", "bfloat16")
+# Config name -> compute dtype; the trainer reads the dtype from here too.
+COMPUTE_DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
 
 
 class ConfigError(ValueError):
@@ -81,7 +83,7 @@ def _check_choices(config) -> list[str]:
         "loss.mi_rampup": (config.loss.mi_rampup, losses.RAMPUP_KINDS),
         "optimizer.name": (config.optimizer.name, OPTIMIZERS),
         "optimizer.schedule": (config.optimizer.schedule, SCHEDULES),
-        "compute_dtype": (config.compute_dtype, COMPUTE_DTYPES),
+        "compute_dtype": (config.compute_dtype, tuple(COMPUTE_DTYPES)),
         "model_name": (config.model_name, models.list_models()),
     }
     return [

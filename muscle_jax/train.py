@@ -42,7 +42,7 @@ from muscle_jax import (
     workdir as workdir_lib,
 )
 
-COMPUTE_DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
+COMPUTE_DTYPES = config_validation.COMPUTE_DTYPES
 
 
 @flax.struct.dataclass
