@@ -38,13 +38,11 @@ class ConvBNAct(nnx.Module):
         param_dtype: jnp.dtype,
         rngs: nnx.Rngs,
     ):
-        self.conv = nnx.Conv(
+        self.conv = layers.conv(
             in_channels,
             out_channels,
-            (size, size),
+            size,
             padding=padding,
-            use_bias=False,
-            kernel_init=layers.conv_kernel_init,
             dtype=dtype,
             param_dtype=param_dtype,
             rngs=rngs,

@@ -8,12 +8,46 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from muscle_jax.models import conv as conv_lib
+
 # FixMatch draws conv kernels from N(0, 2 / (k * k * out_channels)): He-normal
 # over fan-out, not a truncated normal.
 conv_kernel_init = nnx.initializers.variance_scaling(2.0, "fan_out", "normal")
 dense_kernel_init = nnx.initializers.glorot_normal()
 
 LEAKY_RELU_SLOPE = 0.1
+
+
+def conv(
+    in_channels: int,
+    out_channels: int,
+    size: int,
+    stride: int = 1,
+    *,
+    padding: str | int = "SAME",
+    dtype: jnp.dtype,
+    param_dtype: jnp.dtype,
+    rngs: nnx.Rngs,
+) -> nnx.Conv:
+    """A bias-free ``size x size`` conv with the FixMatch init and the CPU-fast backward.
+
+    Bias-free because every conv output of these backbones reaches a
+    BatchNorm, which cancels a bias. `conv_lib.conv_general_dilated` is XLA's
+    convolution with a matmul backward pass on the CPU (see its module).
+    """
+    return nnx.Conv(
+        in_channels,
+        out_channels,
+        (size, size),
+        stride,
+        padding=padding,
+        use_bias=False,
+        kernel_init=conv_kernel_init,
+        conv_general_dilated=conv_lib.conv_general_dilated,
+        dtype=dtype,
+        param_dtype=param_dtype,
+        rngs=rngs,
+    )
 
 
 def leaky_relu(x: jax.Array) -> jax.Array:

@@ -38,14 +38,12 @@ def _conv(
     param_dtype: jnp.dtype,
     rngs: nnx.Rngs,
 ) -> nnx.Conv:
-    return nnx.Conv(
+    return layers.conv(
         cin,
         cout,
-        (size, size),
+        size,
         stride,
         padding=size // 2,
-        use_bias=False,
-        kernel_init=layers.conv_kernel_init,
         dtype=dtype,
         param_dtype=param_dtype,
         rngs=rngs,

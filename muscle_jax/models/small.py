@@ -54,14 +54,11 @@ class SmallCNN(nnx.Module):
         channels = in_channels
         for index, width in enumerate(widths):
             convs.append(
-                nnx.Conv(
+                layers.conv(
                     channels,
                     width,
-                    (3, 3),
+                    3,
                     1 if index == 0 else 2,
-                    padding="SAME",
-                    use_bias=False,
-                    kernel_init=layers.conv_kernel_init,
                     dtype=dtype,
                     param_dtype=param_dtype,
                     rngs=rngs,

@@ -39,14 +39,11 @@ class PreActBlock(nnx.Module):
         rngs: nnx.Rngs,
     ):
         def conv(cin: int, cout: int, size: int, conv_stride: int = 1) -> nnx.Conv:
-            return nnx.Conv(
+            return layers.conv(
                 cin,
                 cout,
-                (size, size),
+                size,
                 conv_stride,
-                padding="SAME",
-                use_bias=False,
-                kernel_init=layers.conv_kernel_init,
                 dtype=dtype,
                 param_dtype=param_dtype,
                 rngs=rngs,
@@ -133,13 +130,10 @@ class WideResNet(nnx.Module):
             rngs=rngs,
         )
         self.dropout_rate = dropout_rate
-        self.stem = nnx.Conv(
+        self.stem = layers.conv(
             in_channels,
             16,
-            (3, 3),
-            padding="SAME",
-            use_bias=False,
-            kernel_init=layers.conv_kernel_init,
+            3,
             dtype=dtype,
             param_dtype=param_dtype,
             rngs=rngs,
