@@ -14,6 +14,7 @@ runs on one CPU device, N simulated ones, a GPU or a TPU slice.
 import functools
 import json
 import os
+import time
 from typing import Any
 
 import flax
@@ -316,6 +317,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
     SIGTERM/SIGINT stopped the run early, ``{"status": "preempted", "step": k}``
     after saving a checkpoint at step k.
     """
+    started = time.perf_counter()
     # Everything that can be wrong with the inputs is checked before compiling.
     config_validation.validate_config(
         config, num_devices=jax.device_count(), num_processes=jax.process_count()
@@ -349,9 +351,15 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
     sums = None
     stopped_by = None
     last = None
+    first_step_done = None
     with preemption.stop_on_signals() as stop:
         for step in range(start_step, config.total_steps):
             state, metrics = p_train(state, next(train_batches))
+            if first_step_done is None:
+                # One wait, at the first step only: it splits start-up and
+                # compilation from the training loop in the reported timing.
+                jax.block_until_ready(metrics)
+                first_step_done = time.perf_counter()
             if sums is None:
                 sums = monitoring.empty_sums(metrics)
             sums = monitoring.accumulate(sums, metrics, step)
@@ -395,6 +403,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
                 break
     checkpointer.close()
     writer.flush()
+    loop_done = time.perf_counter()
 
     final_step = int(state.step)
     if stopped_by is not None:
@@ -419,12 +428,28 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
         "per_class_accuracy": last["per_class_accuracy"],
         "num_test_examples": last["num_examples"],
         "steps": final_step,
+        "timing": _timing(started, first_step_done, loop_done, final_step - start_step),
         "history": history,
         "config": json.loads(config.to_json()),
     }
     if jax.process_index() == 0:
         workdir_lib.write_json(os.path.join(workdir, "results.json"), results)
     return results
+
+
+def _timing(started: float, first_step_done: float | None, loop_done: float, steps: int):
+    """Seconds to the first step (start-up + compilation) and of the loop after it.
+
+    The loop's seconds include everything a run does between steps:
+    evaluation, logging, checkpoints and waiting for input.
+    """
+    if first_step_done is None:  # Nothing left to train: a resumed, finished run.
+        return {"seconds_to_first_step": None, "loop_seconds": 0.0, "loop_steps": 0}
+    return {
+        "seconds_to_first_step": round(first_step_done - started, 3),
+        "loop_seconds": round(loop_done - first_step_done, 3),
+        "loop_steps": steps - 1,
+    }
 
 
 def flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
