@@ -34,7 +34,7 @@ from jax import lax
 CONV_BACKWARD_CHOICES = ("auto", "matmul", "xla")
 _NHWC = ("NHWC", "HWIO", "NHWC")
 
-_conv_backward = os.environ.get("MUSCLE_JAX_CONV_BACKWARD", "auto")
+_conv_backward = "auto"
 
 
 def set_conv_backward(choice: str) -> None:
@@ -170,3 +170,6 @@ def _conv2d_bwd(strides, pads, residuals, dy):
 
 
 _conv2d.defvjp(_conv2d_fwd, _conv2d_bwd)
+
+# A bad value in the environment fails here, at import, before anything compiles.
+set_conv_backward(os.environ.get("MUSCLE_JAX_CONV_BACKWARD", "auto"))
