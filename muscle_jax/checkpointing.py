@@ -8,13 +8,22 @@ that `latest_step` would return.
 """
 
 import os
+import time
 from typing import Any
 
 import orbax.checkpoint as ocp
+from absl import logging
+
+# Where unreadable checkpoints are moved, beside the checkpoint directory.
+UNREADABLE_SUFFIX = ".unreadable"
 
 
 class IncompatibleCheckpointError(ValueError):
     """A checkpoint written by a run with another model or dataset."""
+
+
+class UnreadableCheckpointError(OSError):
+    """No checkpoint of the workdir could be read; the message names them and what to do."""
 
 
 class Checkpointer:
@@ -73,6 +82,48 @@ class Checkpointer:
             ),
         )
         return restored["state"], restored["meta"]
+
+    def restore_newest_readable(
+        self, abstract_state: Any, *, expected: dict[str, Any]
+    ) -> tuple[Any, dict[str, Any]]:
+        """Restores the newest checkpoint that can be read, moving unreadable ones aside.
+
+        A checkpoint that fails to load (a corrupt or truncated file) is
+        reported in one warning line, moved to ``DIR.unreadable/STEP-TIME``
+        (never deleted) and the next older one is tried. An incompatible
+        checkpoint is not skipped: that is the wrong workdir, not damage.
+        """
+        tried = []
+        for step in sorted(self.all_steps(), reverse=True):
+            try:
+                return self.restore(abstract_state, step=step, expected=expected)
+            except IncompatibleCheckpointError:
+                raise
+            except Exception as error:  # Orbax and TensorStore raise many types for bad bytes.
+                reason = f"{type(error).__name__}: {str(error).strip().splitlines()[0][:200]}"
+                moved_to = self._move_aside(step)
+                logging.warning(
+                    "Checkpoint step %d in %s cannot be read (%s); moved it to %s and trying the "
+                    "previous one.",
+                    step,
+                    self.directory,
+                    reason,
+                    moved_to,
+                )
+                tried.append(f"step {step} ({reason})")
+        raise UnreadableCheckpointError(
+            f"No checkpoint in {self.directory} can be read: {'; '.join(tried)}. They were moved "
+            f"to {self.directory}{UNREADABLE_SUFFIX}/. Start over with a new --workdir, or "
+            "restore a checkpoint from a backup into the checkpoints directory."
+        )
+
+    def _move_aside(self, step: int) -> str:
+        target_dir = self.directory + UNREADABLE_SUFFIX
+        os.makedirs(target_dir, exist_ok=True)
+        target = os.path.join(target_dir, f"{step}-{time.strftime('%Y%m%dT%H%M%S')}")
+        os.replace(os.path.join(self.directory, str(step)), target)
+        self._manager.reload()
+        return target
 
     def wait_until_finished(self) -> None:
         self._manager.wait_until_finished()

@@ -1,10 +1,21 @@
-"""The run's working directory: checked before training, written atomically."""
+"""The run's working directory: checked before training, locked while a run uses it.
 
+Files are written atomically and readable as the umask allows.
+"""
+
+import contextlib
+import datetime
+import errno
 import json
+import logging
 import os
 import shutil
+import socket
 import tempfile
 from typing import Any
+
+LOCK_NAME = "run.lock"
+CONSOLE_LOG_NAME = "console.log"
 
 # Enough for a few WRN-28-8 checkpoints (state + EMA + momentum ~ 300 MB each).
 MIN_FREE_BYTES = 64 * 2**20
@@ -39,6 +50,80 @@ def prepare(workdir: str, *, min_free_bytes: int = MIN_FREE_BYTES) -> str:
     return path
 
 
+def _process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # Alive, owned by another user.
+        return True
+    return True
+
+
+def _read_lock(path: str) -> dict[str, Any]:
+    try:
+        with open(path) as handle:
+            return json.load(handle)
+    except (OSError, ValueError):
+        return {}  # Being written this instant, or torn: treated as held.
+
+
+@contextlib.contextmanager
+def lock(workdir: str):
+    """Holds ``WORKDIR/run.lock`` for one run; a second run on the workdir is refused.
+
+    The lock file names the holder (host, process id, start time) and is
+    removed on any exit that runs Python's cleanup (return, exception,
+    SIGTERM handled by the trainer). After a crash or ``kill -9`` it stays
+    behind; a later run on the same host takes it over when that process id
+    is no longer alive. On a shared file system a lock from another host
+    cannot be checked that way: it is refused, and the message says to
+    delete the file once that run is known to be gone. (Creating the file is
+    atomic with O_EXCL on local disks and NFSv3+; the check is advisory, not
+    a guarantee against every race on exotic file systems.)
+    """
+    path = os.path.join(workdir, LOCK_NAME)
+    holder = {
+        "host": socket.gethostname(),
+        "pid": os.getpid(),
+        "started": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+    }
+    for _ in range(2):
+        try:
+            descriptor = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+        except OSError as error:
+            if error.errno != errno.EEXIST:
+                raise WorkdirError(f"Cannot create the lock {path}: {error}.") from error
+            other = _read_lock(path)
+            stale = (
+                other.get("host") == holder["host"]
+                and isinstance(other.get("pid"), int)
+                and not _process_alive(other["pid"])
+            )
+            if not stale:
+                raise WorkdirError(
+                    f"--workdir {workdir} is in use by another run (host "
+                    f"{other.get('host', '?')}, pid {other.get('pid', '?')}, started "
+                    f"{other.get('started', '?')}; lock {path}). Wait for it to finish, or use "
+                    "another --workdir. If that run is gone (e.g. its host died), delete the lock."
+                ) from None
+            # Left by a run that died without cleaning up: take it over.
+            with contextlib.suppress(FileNotFoundError):
+                os.remove(path)
+            continue
+        with os.fdopen(descriptor, "w") as handle:
+            json.dump(holder, handle)
+        break
+    else:
+        raise WorkdirError(f"Could not take the lock {path}; another run raced for it.")
+    try:
+        yield holder
+    finally:
+        if _read_lock(path).get("pid") == holder["pid"]:
+            with contextlib.suppress(FileNotFoundError):
+                os.remove(path)
+
+
 def write_json(path: str, payload: dict[str, Any]) -> None:
     """Writes ``payload`` to ``path`` through a temporary file and a rename.
 
@@ -51,4 +136,34 @@ def write_json(path: str, payload: dict[str, Any]) -> None:
     ) as handle:
         json.dump(payload, handle, indent=2, sort_keys=True)
         temporary = handle.name
+    make_readable(temporary)
     os.replace(temporary, path)
+
+
+def make_readable(path: str) -> None:
+    """Gives ``path`` the mode a plain ``open()`` would (0666 less the umask).
+
+    NamedTemporaryFile creates files 0600, which would hide results from the
+    rest of a group on a shared machine.
+    """
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(path, 0o666 & ~umask)
+
+
+@contextlib.contextmanager
+def console_log(workdir: str):
+    """Copies the run's log lines (progress, evaluations, warnings) to ``WORKDIR/console.log``.
+
+    Appended across resumes, so the file tells a workdir's whole history.
+    """
+    handler = logging.FileHandler(os.path.join(workdir, CONSOLE_LOG_NAME), mode="a")
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
+    handler.setLevel(logging.INFO)
+    logger = logging.getLogger("absl")
+    logger.addHandler(handler)
+    try:
+        yield
+    finally:
+        logger.removeHandler(handler)
+        handler.close()
