@@ -78,6 +78,10 @@ def base_config() -> ml_collections.ConfigDict:
     config.median_of_last_evals = 20  # protocol: report the median of the last 20.
     config.init_from = config_dict.placeholder(str)  # a checkpoint dir to fine-tune from.
     config.init_from_step = config_dict.placeholder(int)  # None: its latest step.
+    # Resuming refuses changes to keys that decide what is trained (schedule
+    # length, batch sizes, model, method, seed, ...); True continues anyway,
+    # e.g. to extend a finished run's total_steps.
+    config.allow_config_change_on_resume = False
     return config
 
 

@@ -4,6 +4,8 @@ All problems are collected and reported together, each with the key, the
 value and what would be valid, so one failed launch fixes every mistake.
 """
 
+import json
+
 import jax.numpy as jnp
 import ml_collections
 
@@ -156,3 +158,67 @@ def validate_against_dataset(config: ml_collections.ConfigDict, info) -> None:
         )
     if problems:
         raise ConfigError("Config does not fit the dataset:\n  - " + "\n  - ".join(problems))
+
+
+# Keys a resumed run may change: they decide when and how results are
+# reported and where data is read, not what is trained. Every other key is
+# fixed for the life of a workdir (see `resume_changes`).
+RESUME_CHANGEABLE_KEYS = frozenset(
+    {
+        "eval_every_steps",
+        "log_every_steps",
+        "checkpoint_every_steps",
+        "keep_checkpoints",
+        "median_of_last_evals",
+        "eval_batch_size",
+        "data_dir",
+        "download",
+        "init_from",
+        "init_from_step",
+        "allow_config_change_on_resume",
+    }
+)
+
+
+def _flat(tree: dict, prefix: str = "") -> dict:
+    flat = {}
+    for key, value in tree.items():
+        if isinstance(value, dict) and value:
+            flat.update(_flat(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
+
+
+def resume_changes(saved: dict, current: dict) -> tuple[list[str], list[str]]:
+    """``(fixed, changeable)``: ``"key: saved -> current"`` for every key that differs.
+
+    ``saved`` is the config a workdir's checkpoint was written with, ``current``
+    the one resuming it (both as plain dicts).
+    """
+    before, after = _flat(saved), _flat(current)
+    fixed, changeable = [], []
+    for key in sorted(before.keys() | after.keys()):
+        if before.get(key) != after.get(key):
+            line = f"{key}: {before.get(key)!r} -> {after.get(key)!r}"
+            (changeable if key in RESUME_CHANGEABLE_KEYS else fixed).append(line)
+    return fixed, changeable
+
+
+def check_resume(saved: dict | None, config: ml_collections.ConfigDict, *, where: str) -> list[str]:
+    """Refuses a resume that changes fixed keys; returns the allowed changes to log.
+
+    Raises `ConfigError` listing the changed fixed keys unless
+    ``config.allow_config_change_on_resume`` is set.
+    """
+    if saved is None:  # Written before checkpoints carried their config.
+        return []
+    fixed, changeable = resume_changes(saved, json.loads(config.to_json()))
+    if fixed and not config.allow_config_change_on_resume:
+        raise ConfigError(
+            f"The checkpoint in {where} was written with other values of keys that cannot "
+            f"change mid-run: {'; '.join(fixed)}. Rerun with the original values, use a new "
+            "--workdir, or pass --config.allow_config_change_on_resume=True to continue "
+            "anyway (e.g. to extend a finished run's total_steps)."
+        )
+    return fixed + changeable

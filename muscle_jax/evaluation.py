@@ -37,8 +37,22 @@ def accuracies(correct: np.ndarray, count: np.ndarray) -> tuple[float, list[floa
     return float(correct.sum() / max(count.sum(), 1)), per_class
 
 
-def reported_accuracy(history: list[float], last: int) -> float:
-    """The protocol's figure: the median of the last ``last`` evaluations (all, if fewer)."""
-    if not history:
+def reported_evaluations(steps: list[int], *, last: int, total_steps: int) -> list[int]:
+    """Which evaluations the headline accuracy is the median of (their indices).
+
+    The rule: the last ``last`` evaluations (the protocol's median of the last
+    20) among those made in the last quarter of the run, step > 3/4 of
+    ``total_steps``. A short run's early evaluations, taken while the model
+    was still far from trained, never enter the figure; the final evaluation
+    always does. (On the protocol's 2^20 steps with an evaluation every 1024,
+    the last 20 all lie in the last quarter, so the rule is the protocol's.)
+    """
+    if not steps:
         raise ValueError("No evaluation has run; set eval_every_steps <= total_steps.")
-    return float(np.median(history[-last:]))
+    late = [index for index, step in enumerate(steps) if step > 0.75 * total_steps]
+    return (late or [len(steps) - 1])[-last:]
+
+
+def reported_accuracy(history: list[float], indices: list[int]) -> float:
+    """The median of ``history`` at ``indices`` (from `reported_evaluations`)."""
+    return float(np.median([history[index] for index in indices]))

@@ -37,12 +37,22 @@ def _hide_accelerators_from_tensorflow() -> None:
 
 
 def _quiet_library_info_logs() -> None:
-    """Orbax logs several INFO lines per checkpoint; keep its warnings, drop the chatter."""
+    """Keeps the console to the run's own lines and the warnings that matter.
+
+    Orbax logs several INFO lines per checkpoint, and JAX says on every CPU or
+    GPU machine that it found no TPU; both are dropped. Warnings of the
+    project and of the libraries stay.
+    """
 
     def keep(record) -> bool:
-        return record.levelno >= std_logging.WARNING or "/orbax/" not in record.pathname
+        if "/orbax/" in record.pathname and record.levelno < std_logging.WARNING:
+            return False
+        return "Unable to initialize backend" not in record.getMessage()
 
     logging.get_absl_logger().addFilter(keep)
+    for handler in std_logging.getLogger().handlers:
+        handler.addFilter(keep)
+    std_logging.getLogger("jax._src.xla_bridge").addFilter(keep)
 
 
 def main(argv):
@@ -66,22 +76,60 @@ def main(argv):
     try:
         results = train.train_and_evaluate(FLAGS.config, FLAGS.workdir)
     except (ValueError, OSError, FloatingPointError) as error:
-        # Bad input, an unusable workdir or a diverged run: the message says what to fix.
-        logging.error("%s: %s", type(error).__name__, error)
+        # Bad input, an unusable workdir or a diverged run: the message says what to fix,
+        # printed once.
         print(f"error: {error}", file=sys.stderr)
         sys.exit(2)
     if results["status"] == "completed":
+        evals = results["accuracy_steps"]
         print(
-            f"test accuracy (EMA, median of last {FLAGS.config.median_of_last_evals} evals): "
-            f"{results['accuracy']:.4f} after {results['steps']} steps; "
-            f"results in {os.path.join(FLAGS.workdir, 'results.json')}"
+            f"test accuracy (EMA): {results['accuracy']:.4f}, the median of {len(evals)} "
+            f"evaluation{'s' if len(evals) > 1 else ''} at steps {evals[0]}-{evals[-1]} "
+            f"(the last {FLAGS.config.median_of_last_evals} of the last quarter) after "
+            f"{results['steps']} steps; results in {os.path.join(FLAGS.workdir, 'results.json')}"
         )
     else:
         print(f"stopped at step {results['step']} with a checkpoint; rerun to resume")
 
 
+CONFIGS_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "configs")
+
+
+def usage() -> str:
+    """``--help``: the command, the configs with their first docstring line, where keys live."""
+    lines = [
+        "Train MUSCLE: python -m muscle_jax.main --config=CONFIG[:VARIANTS] --workdir=DIR "
+        "[--config.KEY=VALUE ...]",
+        "",
+        "Configs (variants after ':' are listed in each file's docstring):",
+    ]
+    if os.path.isdir(CONFIGS_DIR):
+        for name in sorted(os.listdir(CONFIGS_DIR)):
+            if name.endswith(".py") and not name.startswith("_"):
+                with open(os.path.join(CONFIGS_DIR, name)) as handle:
+                    first = handle.readline().strip().strip('"').strip()
+                lines.append(f"  configs/{name:18s} {first}")
+    lines += [
+        "",
+        "Config keys, their defaults and meaning: muscle_jax/config_defaults.py "
+        "(override any with --config.KEY=VALUE, e.g. --config.total_steps=300).",
+        "",
+        "Flags:",
+        "  --config      the config file, e.g. configs/mnist.py:num_labeled=100",
+        "  --workdir     checkpoints, TensorBoard summaries, results.json, summary.md, curves.png,",
+        "                console.log; rerun the same command to resume",
+        "  --distributed call jax.distributed.initialize() first (TPU pods, GPU clusters)",
+        "  -v 1          log every loss term on the progress lines",
+        "  --helpfull    every flag, absl's included",
+    ]
+    return "\n".join(lines)
+
+
 def parse_flags(argv):
     """Parses the command line; a bad config key or value is one clear line, not a traceback."""
+    if any(arg in ("-h", "--help", "-help", "--helpshort") for arg in argv[1:]):
+        print(usage())
+        sys.exit(0)
     try:
         return FLAGS(argv)
     except (flags.Error, AttributeError, KeyError, TypeError, ValueError) as error:

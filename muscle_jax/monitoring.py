@@ -72,10 +72,25 @@ class ProgressLine:
         self._last_step, self._last_time = step, now
         return rate
 
-    def format(self, step: int, metrics: dict[str, float], rate: float) -> str:
+    def format(
+        self,
+        step: int,
+        metrics: dict[str, float],
+        rate: float,
+        *,
+        accuracy: float | None = None,
+        all_terms: bool = False,
+    ) -> str:
+        """``step k/K | img/s | ETA | loss | test accuracy``; every term with ``all_terms``."""
         remaining = (self._total - step) * self._images / max(rate, 1e-9)
         eta = datetime.timedelta(seconds=int(remaining))
-        terms = " ".join(
-            f"{key}={value:.4g}" for key, value in metrics.items() if np.isfinite(value)
-        )
-        return f"step {step}/{self._total} | {rate:,.0f} img/s | ETA {eta} | {terms}"
+        line = f"step {step}/{self._total} | {rate:,.0f} img/s | ETA {eta}"
+        if all_terms:
+            terms = " ".join(
+                f"{key}={value:.4g}" for key, value in metrics.items() if np.isfinite(value)
+            )
+            return f"{line} | {terms}"
+        line += f" | loss {metrics.get('total', float('nan')):.4g}"
+        if accuracy is not None:
+            line += f" | test acc {accuracy:.4f} (EMA, last eval)"
+        return line

@@ -11,6 +11,7 @@ inserts the cross-device reductions (the MI joint included). The same code
 runs on one CPU device, N simulated ones, a GPU or a TPU slice.
 """
 
+import contextlib
 import functools
 import json
 import os
@@ -38,12 +39,16 @@ from muscle_jax import (
     objective,
     optim,
     preemption,
+    provenance,
+    report,
 )
 from muscle_jax import (
     workdir as workdir_lib,
 )
 
 COMPUTE_DTYPES = config_validation.COMPUTE_DTYPES
+# The accuracy/loss PNG is redrawn at an evaluation at most this often.
+PLOT_EVERY_SECONDS = 60.0
 
 
 @flax.struct.dataclass
@@ -260,11 +265,17 @@ def images_per_step(config: ml_collections.ConfigDict) -> int:
 def _restore_or_initialise(config, state, checkpointer):
     """Resumes from the workdir's latest checkpoint, else fine-tunes from ``init_from``."""
     history = {"step": [], "ema_accuracy": [], "raw_accuracy": []}
+    train_history = {"step": [], **{term: [] for term in report.LOSS_TERMS}}
     expected = compatibility(config)
     if checkpointer.latest_step() is not None:
-        state, meta = checkpointer.restore(state, expected=expected)
+        state, meta = checkpointer.restore_newest_readable(state, expected=expected)
+        changes = config_validation.check_resume(
+            meta.get("config"), config, where=checkpointer.directory
+        )
         logging.info("Resumed from %s at step %d.", checkpointer.directory, int(state.step))
-        return state, meta["history"]
+        if changes:
+            logging.warning("Resumed with config changes: %s.", "; ".join(changes))
+        return state, meta["history"], meta.get("train_history", train_history)
     if config.init_from:
         source = checkpointing.Checkpointer(config.init_from, max_to_keep=1, read_only=True)
         restored, _ = source.restore(state, step=config.init_from_step, expected=expected)
@@ -276,7 +287,7 @@ def _restore_or_initialise(config, state, checkpointer):
             ema_batch_stats=jax.tree.map(jnp.copy, restored.batch_stats),
         )
         logging.info("Initialised the weights from %s.", source.directory)
-    return state, history
+    return state, history, train_history
 
 
 def _evaluate(p_eval, state, config, sharding) -> dict[str, Any]:
@@ -318,20 +329,41 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
     after saving a checkpoint at step k.
     """
     started = time.perf_counter()
-    # Everything that can be wrong with the inputs is checked before compiling.
+    started_at = provenance.now()
+    # Everything that can be wrong with the inputs is checked before compiling,
+    # and before anything is created in the workdir.
     config_validation.validate_config(
         config, num_devices=jax.device_count(), num_processes=jax.process_count()
     )
-    workdir = workdir_lib.prepare(workdir)
     info = input_pipeline.dataset_info(
         config.dataset, data_dir=config.data_dir, download=config.download
     )
     config_validation.validate_against_dataset(config, info)
+    workdir = workdir_lib.prepare(workdir)
+    # One run per workdir; the first process holds the lock and writes the log.
+    first = jax.process_index() == 0
+    with workdir_lib.lock(workdir) if first else contextlib.nullcontext():
+        with workdir_lib.console_log(workdir) if first else contextlib.nullcontext():
+            results = _train(config, workdir, info, started)
+    if results["status"] == "completed":
+        results["run"] = provenance.describe(
+            started_at=started_at, wall_seconds=time.perf_counter() - started
+        )
+        if jax.process_index() == 0:
+            workdir_lib.write_json(os.path.join(workdir, "results.json"), results)
+            _write_report(workdir, config, results["history"], results["train_history"], results)
+    return results
+
+
+def _train(config: ml_collections.ConfigDict, workdir: str, info, started: float):
+    """The body of `train_and_evaluate` once the inputs are valid and the workdir is held."""
     checkpointer = checkpointing.Checkpointer(
         os.path.join(workdir, "checkpoints"), max_to_keep=config.keep_checkpoints
     )
     graphdef, state, tx = create_train_state(config, info)
-    state, history = _restore_or_initialise(config, state, checkpointer)
+    state, history, train_history = _restore_or_initialise(config, state, checkpointer)
+    is_first_process = jax.process_index() == 0
+    last_plot = -float("inf")
 
     mesh = make_mesh()
     data_sharding = NamedSharding(mesh, P("data"))
@@ -372,7 +404,13 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
                 sums = None
                 rate = progress.images_per_second(done)
                 writer.write_scalars(done, {**means, "images_per_second": rate})
-                logging.info(progress.format(done, means, rate))
+                accuracy = history["ema_accuracy"][-1] if history["ema_accuracy"] else None
+                logging.info(progress.format(done, means, rate, accuracy=accuracy))
+                # Every term at -v 1 (they are always in TensorBoard).
+                logging.vlog(1, progress.format(done, means, rate, all_terms=True))
+                train_history["step"].append(done)
+                for term in report.LOSS_TERMS:
+                    train_history[term].append(means.get(term))
             if eval_due:
                 last = _evaluate(p_eval, state, config, data_sharding)
                 history["step"].append(done)
@@ -391,11 +429,22 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
                     last["ema_accuracy"],
                     last["raw_accuracy"],
                 )
+                if is_first_process:
+                    # summary.md at every evaluation; the PNG (~0.2 s of CPU a
+                    # drawing) at most once a minute, and always at the end.
+                    plot = time.perf_counter() - last_plot >= PLOT_EVERY_SECONDS
+                    _write_report(workdir, config, history, train_history, plot=plot)
+                    last_plot = time.perf_counter() if plot else last_plot
             if checkpoint_due or stop.requested:
                 checkpointer.save(
                     done,
                     state,
-                    {"history": history, "compatibility": compatibility(config)},
+                    {
+                        "history": history,
+                        "train_history": train_history,
+                        "compatibility": compatibility(config),
+                        "config": json.loads(config.to_json()),
+                    },
                     force=True,
                 )
             if stop.requested:
@@ -416,25 +465,33 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
     if last is None or history["step"][-1] != final_step:
         # Resumed at the end (nothing left to train): evaluate the final state once.
         last = _evaluate(p_eval, state, config, data_sharding)
+    reported = evaluation.reported_evaluations(
+        history["step"], last=config.median_of_last_evals, total_steps=config.total_steps
+    )
     results = {
         "status": "completed",
-        "accuracy": evaluation.reported_accuracy(
-            history["ema_accuracy"], config.median_of_last_evals
-        ),
-        "raw_accuracy": evaluation.reported_accuracy(
-            history["raw_accuracy"], config.median_of_last_evals
-        ),
+        "accuracy": evaluation.reported_accuracy(history["ema_accuracy"], reported),
+        "raw_accuracy": evaluation.reported_accuracy(history["raw_accuracy"], reported),
+        # Which evaluations the two figures are the median of (README, "Results").
+        "accuracy_steps": [history["step"][index] for index in reported],
         "final_accuracy": last["ema_accuracy"],
         "per_class_accuracy": last["per_class_accuracy"],
         "num_test_examples": last["num_examples"],
         "steps": final_step,
         "timing": _timing(started, first_step_done, loop_done, final_step - start_step),
         "history": history,
+        "train_history": train_history,
         "config": json.loads(config.to_json()),
     }
-    if jax.process_index() == 0:
-        workdir_lib.write_json(os.path.join(workdir, "results.json"), results)
     return results
+
+
+def _write_report(workdir, config, history, train_history, results=None, plot=True) -> None:
+    report.write_summary(
+        workdir, config=config, history=history, train_history=train_history, results=results
+    )
+    if plot:
+        report.plot_curves(workdir, history=history, train_history=train_history)
 
 
 def _timing(started: float, first_step_done: float | None, loop_done: float, steps: int):

@@ -123,6 +123,7 @@ def test_torn_checkpoint_is_never_loaded(tmp_path):
     assert checkpointing.Checkpointer(str(checkpoints), max_to_keep=3).latest_step() == 6
 
     config.total_steps = 8
+    config.allow_config_change_on_resume = True  # Extends the finished run, on purpose.
     results = train.train_and_evaluate(config, str(tmp_path))
     assert results["steps"] == 8
 
@@ -138,6 +139,7 @@ def test_nan_stops_the_run_naming_step_and_term(tmp_path):
     config.total_steps = 12
     config.log_every_steps = 4
     config.optimizer.learning_rate = 1e30
+    config.allow_config_change_on_resume = True
     with pytest.raises(monitoring.NonFiniteLossError) as info:
         train.train_and_evaluate(config, str(tmp_path))
     message = str(info.value)

@@ -184,6 +184,7 @@ def test_sigterm_leaves_a_restorable_checkpoint(tmp_path):
 
     config = load_config("tiny")
     config.total_steps = steps[-1] + 2
+    config.allow_config_change_on_resume = True  # A shorter run than the stopped one, on purpose.
     results = train.train_and_evaluate(config, str(workdir))
     assert results["steps"] == steps[-1] + 2
 
