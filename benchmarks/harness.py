@@ -157,14 +157,22 @@ def bare_supervised_step(name: str, config, dataset, num_images: int) -> Compile
     return _compile(name, step, bare_state, {"images": images, "labels": labels}, num_images)
 
 
-def alternate(contenders: Sequence, *, rounds: int, steps: int) -> dict[str, list[float]]:
+def alternate(
+    contenders: Sequence, *, rounds: int, steps: int, settle_seconds: float = 0.5
+) -> dict[str, list[float]]:
     """Step times of each contender, run ``steps`` steps at a time in ``rounds`` rounds.
 
     A contender is anything with ``name`` and ``run(steps) -> [seconds]``.
+    Between contenders the machine idles for ``settle_seconds``: thread pools
+    (PyTorch's OpenMP threads above all) keep spinning for a while after their
+    last parallel region, and would otherwise slow whichever contender runs
+    next. Measured without it, the contender after the PyTorch peer was up to
+    30 % slower than the same step elsewhere in the round.
     """
     times = {c.name: [] for c in contenders}
     for _ in range(rounds):
         for contender in contenders:
+            time.sleep(settle_seconds)
             times[contender.name] += contender.run(steps)
     return times
 
