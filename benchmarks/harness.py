@@ -166,8 +166,7 @@ def alternate(
     Between contenders the machine idles for ``settle_seconds``: thread pools
     (PyTorch's OpenMP threads above all) keep spinning for a while after their
     last parallel region, and would otherwise slow whichever contender runs
-    next. Measured without it, the contender after the PyTorch peer was up to
-    30 % slower than the same step elsewhere in the round.
+    next (see benchmarks/README.md, "Measuring fairly").
     """
     times = {c.name: [] for c in contenders}
     for _ in range(rounds):
