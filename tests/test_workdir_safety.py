@@ -6,6 +6,7 @@ import socket
 import stat
 import subprocess
 import sys
+import time
 
 import numpy as np
 import pytest
@@ -13,7 +14,7 @@ import pytest
 from muscle_jax import evaluation, train, workdir
 
 from .helpers import load_config
-from .test_train import _run_until_step
+from .test_train import REPO, _run_until_step
 
 
 def _array_files(checkpoint):
@@ -171,3 +172,70 @@ def test_resume_refuses_a_changed_schedule_and_allows_reporting_keys(tmp_path, c
 
     longer.allow_config_change_on_resume = True  # Extending a finished run, explicitly.
     assert train.train_and_evaluate(longer, str(tmp_path))["steps"] == 16
+
+
+@pytest.mark.slow
+def test_summary_and_plot_match_results(tmp_path):
+    config = load_config("tiny")
+    results = train.train_and_evaluate(config, str(tmp_path))
+    summary = (tmp_path / "summary.md").read_text()
+    assert f"Test accuracy (EMA model): {results['accuracy']:.4f}" in summary
+    for step, ema in zip(results["history"]["step"], results["history"]["ema_accuracy"]):
+        assert f"| {step} | {ema:.4f} |" in summary
+    assert (tmp_path / "curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    for name in ("results.json", "summary.md", "curves.png"):
+        assert stat.S_IMODE(os.stat(tmp_path / name).st_mode) & 0o044, name  # Group/other read.
+
+
+def test_failed_validation_creates_nothing(tmp_path):
+    bad = load_config("tiny")
+    bad.batch_size = 0
+    with pytest.raises(ValueError, match="batch_size=0"):
+        train.train_and_evaluate(bad, str(tmp_path / "new_workdir"))
+    assert not (tmp_path / "new_workdir").exists()
+
+
+def test_help_exits_zero_and_lists_the_configs():
+    completed = subprocess.run(
+        [sys.executable, "-m", "muscle_jax.main", "--help"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert completed.returncode == 0, completed.stderr
+    assert "configs/digits.py" in completed.stdout and "config_defaults.py" in completed.stdout
+
+
+@pytest.mark.slow
+def test_second_process_on_a_workdir_is_refused_and_the_first_finishes(tmp_path):
+    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=2")
+    command = [
+        sys.executable,
+        "-m",
+        "muscle_jax.main",
+        "--config=configs/tiny.py",
+        "--config.total_steps=60",
+        f"--workdir={tmp_path}",
+    ]
+    first = subprocess.Popen(
+        command, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
+    deadline = time.time() + 120
+    while not (tmp_path / workdir.LOCK_NAME).exists() and time.time() < deadline:
+        time.sleep(0.2)
+    started = time.time()
+    second = subprocess.run(
+        command, cwd=REPO, env=env, capture_output=True, text=True, timeout=120, check=False
+    )
+    refused_after = time.time() - started
+    output, _ = first.communicate(timeout=600)
+    assert second.returncode == 2, second.stdout + second.stderr
+    assert f"pid {first.pid}" in second.stderr and second.stderr.count("error:") == 1
+    assert refused_after < 30  # Refused at start-up (imports included), not after training.
+    assert first.returncode == 0, output
+    assert json.loads((tmp_path / "results.json").read_text())["steps"] == 60
+    # The first run's progress and evaluation lines were copied to the workdir.
+    log = (tmp_path / "console.log").read_text()
+    assert "step 60/60 |" in log and "test accuracy EMA" in log
