@@ -29,8 +29,8 @@ Choices (ours, for a tiny CNN and a tiny dataset, not the protocol):
   config also runs on 8 (simulated) devices.
 - total_steps = 1500, eval every 100, checkpoint every 500; the report is the
   median of the last 5 evaluations in the last quarter of the run, i.e. of
-  steps 1300, 1400 and 1500 (the protocol's 20 would reach back to the first
-  third of so short a run). A ``total_steps=300`` smoke run reports its
+  steps 1200, 1300, 1400 and 1500 (the protocol's 20 would reach back to the
+  first third of so short a run). A ``total_steps=300`` smoke run reports its
   final evaluation alone.
 - EMA decay 0.99 (0.999 averages over ~1000 steps, most of this run).
 - The protocol's FixMatch threshold 0.95 is kept: measured above, the small

@@ -85,8 +85,9 @@ def main(argv):
         print(
             f"test accuracy (EMA): {results['accuracy']:.4f}, the median of {len(evals)} "
             f"evaluation{'s' if len(evals) > 1 else ''} at steps {evals[0]}-{evals[-1]} "
-            f"(the last {FLAGS.config.median_of_last_evals} of the last quarter) after "
-            f"{results['steps']} steps; results in {os.path.join(FLAGS.workdir, 'results.json')}"
+            f"(at most the last {FLAGS.config.median_of_last_evals}, from the last quarter "
+            f"of the run) after {results['steps']} steps; results in "
+            f"{os.path.join(FLAGS.workdir, 'results.json')}"
         )
     else:
         print(f"stopped at step {results['step']} with a checkpoint; rerun to resume")

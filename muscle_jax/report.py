@@ -21,8 +21,8 @@ def write_summary(workdir: str, *, config, history: dict, train_history: dict, r
         evals = results["accuracy_steps"]
         lines += [
             f"**Test accuracy (EMA model): {results['accuracy']:.4f}**, the median of "
-            f"{len(evals)} evaluation(s) at steps {', '.join(map(str, evals))} (the last "
-            f"{config.median_of_last_evals} in the last quarter of the run); raw model "
+            f"{len(evals)} evaluation(s) at steps {', '.join(map(str, evals))} (at most the "
+            f"last {config.median_of_last_evals}, from the last quarter of the run); raw model "
             f"{results['raw_accuracy']:.4f}; final evaluation {results['final_accuracy']:.4f} "
             f"on {results['num_test_examples']} test images.",
             "",
