@@ -57,7 +57,8 @@ def write_summary(workdir: str, *, config, history: dict, train_history: dict, r
     ]
     if train_history.get("step"):
         lines += ["", f"Loss terms over training: {PLOT_NAME} (and TensorBoard in this workdir)."]
-    _write_text(os.path.join(workdir, SUMMARY_NAME), "\n".join(lines) + "\n")
+    text = "\n".join(lines) + "\n"
+    workdir_lib.write_atomically(os.path.join(workdir, SUMMARY_NAME), lambda f: f.write(text))
 
 
 def plot_curves(workdir: str, *, history: dict, train_history: dict[str, Any]) -> None:
@@ -82,18 +83,8 @@ def plot_curves(workdir: str, *, history: dict, train_history: dict[str, Any]) -
     if train_history.get("step"):
         loss_axis.legend()
     figure.tight_layout()
-    temporary = os.path.join(workdir, f".tmp_{PLOT_NAME}")
-    figure.savefig(temporary, dpi=90, format="png")
-    _publish(temporary, os.path.join(workdir, PLOT_NAME))
-
-
-def _write_text(path: str, text: str) -> None:
-    temporary = os.path.join(os.path.dirname(path), f".tmp_{os.path.basename(path)}")
-    with open(temporary, "w") as handle:
-        handle.write(text)
-    _publish(temporary, path)
-
-
-def _publish(temporary: str, path: str) -> None:
-    workdir_lib.make_readable(temporary)
-    os.replace(temporary, path)
+    workdir_lib.write_atomically(
+        os.path.join(workdir, PLOT_NAME),
+        lambda handle: figure.savefig(handle, dpi=90, format="png"),
+        binary=True,
+    )

@@ -12,7 +12,8 @@ import os
 import shutil
 import socket
 import tempfile
-from typing import Any
+from collections.abc import Callable
+from typing import IO, Any
 
 LOCK_NAME = "run.lock"
 CONSOLE_LOG_NAME = "console.log"
@@ -124,20 +125,25 @@ def lock(workdir: str):
                 os.remove(path)
 
 
-def write_json(path: str, payload: dict[str, Any]) -> None:
-    """Writes ``payload`` to ``path`` through a temporary file and a rename.
+def write_atomically(path: str, write: Callable[[IO], None], *, binary: bool = False) -> None:
+    """Writes ``path`` by calling ``write(handle)`` on a temporary file, then renaming it.
 
     A reader never sees half a file, and a crash mid-write leaves the previous
-    version in place.
+    version in place. The file gets the mode a plain ``open()`` would give.
     """
     directory = os.path.dirname(os.path.abspath(path))
     with tempfile.NamedTemporaryFile(
-        "w", dir=directory, prefix=".tmp_", suffix=".json", delete=False
+        "wb" if binary else "w", dir=directory, prefix=".tmp_", delete=False
     ) as handle:
-        json.dump(payload, handle, indent=2, sort_keys=True)
+        write(handle)
         temporary = handle.name
     make_readable(temporary)
     os.replace(temporary, path)
+
+
+def write_json(path: str, payload: dict[str, Any]) -> None:
+    """Writes ``payload`` as indented JSON to ``path`` (atomically, see `write_atomically`)."""
+    write_atomically(path, lambda handle: json.dump(payload, handle, indent=2, sort_keys=True))
 
 
 def make_readable(path: str) -> None:
