@@ -1,0 +1,170 @@
+"""Command line: ``python -m muscle_jax.experiments --suite=SUITE --config=CONFIG --workdir=DIR``.
+
+Runs one suite (label_sweep, bias, finetune, mi_ablation) over several
+seeds, each run an ordinary ``python -m muscle_jax.main`` run in
+``DIR/SETTING/ARM/seed_K``, then writes DIR/results.csv, DIR/results.md and
+the PNG plots. Rerunning the command resumes: finished runs are skipped,
+a stopped run continues from its checkpoint.
+"""
+
+import os
+import shlex
+import sys
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+from absl import app, flags
+from ml_collections import config_flags
+
+from muscle_jax.experiments import dispatch, results, suites
+
+FLAGS = flags.FLAGS
+config_flags.DEFINE_config_file(
+    "config", None, "Path to a config file, with an optional :arg.", lock_config=True
+)
+flags.DEFINE_enum("suite", None, suites.SUITES, "Which suite to run.")
+flags.DEFINE_string("workdir", None, "The suite's directory: one subdirectory per run.")
+flags.DEFINE_list("seeds", ["0", "1", "2"], "Seeds of every setting (config.seed).")
+flags.DEFINE_list(
+    "label_counts",
+    None,
+    "label_sweep: the label counts (default: 1, 2, 4, 10 per class); bias, finetune, "
+    "mi_ablation: the one label count.",
+)
+flags.DEFINE_list("imbalance_ratios", None, "bias: the imbalance ratios (default 1,10,100).")
+flags.DEFINE_list("mi_weights", None, "mi_ablation: the MI weights (default 0,0.1,0.3,1,3).")
+flags.DEFINE_list(
+    "knobs",
+    None,
+    "mi_ablation: a subset of " + ",".join(suites.ABLATION_KNOBS) + " (default: all).",
+)
+flags.DEFINE_list(
+    "arms",
+    None,
+    "label_sweep/bias: a subset of muscle,base,supervised_mi,supervised; finetune: of "
+    "finetune_muscle,finetune_supervised,scratch_muscle.",
+)
+flags.DEFINE_float(
+    "pretrain_fraction", 0.5, "finetune: the share of total_steps spent on MI-only pre-training."
+)
+flags.DEFINE_enum("dispatch", "local", ["local", "slurm"], "Where the runs go.")
+flags.DEFINE_bool("dry_run", False, "With --dispatch=slurm: write and print, do not submit.")
+flags.DEFINE_multi_string("sbatch_arg", [], "With --dispatch=slurm: an extra sbatch argument.")
+flags.DEFINE_bool(
+    "report_only", False, "Rebuild results.csv/results.md/plots from the run directories."
+)
+flags.mark_flags_as_required(["suite", "config", "workdir"])
+
+
+class UsageError(ValueError):
+    """A flag value that cannot be used; the message says which and why."""
+
+
+def _numbers(name: str, values, kind):
+    if values is None:
+        return None
+    try:
+        parsed = tuple(kind(value) for value in values)
+    except ValueError:
+        raise UsageError(
+            f"--{name}={','.join(values)}: every value must be a {kind.__name__}."
+        ) from None
+    if not parsed:
+        raise UsageError(f"--{name} is empty.")
+    return parsed
+
+
+def options_from_flags() -> suites.SuiteOptions:
+    return suites.SuiteOptions(
+        seeds=_numbers("seeds", FLAGS.seeds, int),
+        label_counts=_numbers("label_counts", FLAGS.label_counts, int),
+        imbalance_ratios=_numbers("imbalance_ratios", FLAGS.imbalance_ratios, float),
+        mi_weights=_numbers("mi_weights", FLAGS.mi_weights, float),
+        knobs=tuple(FLAGS.knobs) if FLAGS.knobs else None,
+        arms=tuple(FLAGS.arms) if FLAGS.arms else None,
+        pretrain_fraction=FLAGS.pretrain_fraction,
+    )
+
+
+def invocation_from_flags() -> dispatch.Invocation:
+    filename = config_flags.get_config_filename(FLAGS["config"])
+    path, _, arg = filename.partition(":")
+    overrides = tuple(config_flags.get_override_values(FLAGS["config"]).items())
+    return dispatch.Invocation(
+        config_path=path,
+        config_arg=arg,
+        overrides=overrides,
+        workdir=os.path.abspath(FLAGS.workdir),
+        total_steps=FLAGS.config.total_steps,
+    )
+
+
+def main(argv):
+    if len(argv) > 1:
+        raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
+    config = FLAGS.config
+    invocation = invocation_from_flags()
+    command = "python -m muscle_jax.experiments " + shlex.join(sys.argv[1:])
+    try:
+        runs = suites.build(
+            FLAGS.suite,
+            config,
+            options_from_flags(),
+            pinned=[key for key, _ in invocation.overrides],
+        )
+        base = suites.base_method(config)
+
+        def report():
+            results.write(
+                invocation.workdir,
+                FLAGS.suite,
+                results.collect(runs, invocation.workdir),
+                base=base,
+                command=command,
+                default_mi_weight=config.loss.mi_weight,
+            )
+
+        if FLAGS.report_only:
+            if not os.path.isdir(invocation.workdir):
+                raise UsageError(f"--report_only: {invocation.workdir} does not exist.")
+            report()
+            print(f"wrote {os.path.join(invocation.workdir, 'results.md')}")
+            return
+        print(f"{FLAGS.suite}: {len(runs)} runs in {invocation.workdir}", file=sys.stderr)
+        if FLAGS.dispatch == "slurm":
+            dispatch.submit_slurm(
+                runs,
+                invocation,
+                FLAGS.suite,
+                sbatch_args=FLAGS.sbatch_arg,
+                dry_run=FLAGS.dry_run,
+            )
+            return
+        os.makedirs(invocation.workdir, exist_ok=True)
+        complete = dispatch.run_locally(runs, invocation, after_each_run=report)
+        report()
+    except (UsageError, suites.SuiteError, dispatch.DispatchError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        sys.exit(2)
+    print(f"results: {os.path.join(invocation.workdir, 'results.md')}")
+    if not complete:
+        sys.exit(3)
+
+
+def parse_flags(argv):
+    """Accepts ``--dry-run``/``--report-only`` too; a bad flag is one line, not a traceback."""
+    argv = [
+        arg.replace("--dry-run", "--dry_run").replace("--report-only", "--report_only")
+        for arg in argv
+    ]
+    try:
+        return FLAGS(argv)
+    except (flags.Error, AttributeError, KeyError, TypeError, ValueError) as error:
+        unknown_key = isinstance(error, (AttributeError, KeyError))
+        problem = f"unknown config key {error}" if unknown_key else str(error)
+        print(f"error: bad command line: {problem}\nSee --help.", file=sys.stderr)
+        sys.exit(2)
+
+
+if __name__ == "__main__":
+    app.run(main, flags_parser=parse_flags)

@@ -1,0 +1,142 @@
+"""A suite's PNG plots: accuracy and MUSCLE's gain over its base, with error bars.
+
+Accuracy panels show mean ± standard deviation over seeds; gain panels show
+the paired difference with its 95 % confidence interval (`statistics`), the
+same figures as results.md.
+"""
+
+import math
+import os
+from collections.abc import Sequence
+
+from muscle_jax import workdir as workdir_lib
+from muscle_jax.experiments import results as results_lib
+from muscle_jax.experiments import statistics, suites
+
+PLOT_NAMES = {
+    "label_sweep": ("accuracy_vs_labels.png",),
+    "bias": ("accuracy_vs_imbalance.png",),
+    "finetune": ("finetune.png",),
+    "mi_ablation": ("mi_ablation.png",),
+}
+
+
+def write(workdir: str, suite: str, outcomes: Sequence[results_lib.Outcome], *, base: str):
+    """Draws the suite's plots (`PLOT_NAMES`) into ``workdir``; skips one with no finished run."""
+    if not any(outcome.results for outcome in outcomes):
+        return
+    from matplotlib.figure import Figure  # Object API: no global state, no GUI backend.
+
+    if suite in ("label_sweep", "bias"):
+        measures = ["accuracy"] + (["worst_class_accuracy"] if suite == "bias" else [])
+        figure = Figure(figsize=(5.5 * (len(measures) + 1), 4.2))
+        axes = figure.subplots(1, len(measures) + 1)
+        x_of = _label_count if suite == "label_sweep" else _ratio
+        x_label = "labeled examples" if suite == "label_sweep" else "imbalance ratio of the labels"
+        for axis, measure in zip(axes, measures):
+            _accuracy_lines(axis, outcomes, base, measure, x_of)
+            axis.set(xlabel=x_label, ylabel=f"test {measure.replace('_', ' ')} (%)")
+        _gain(axes[-1], outcomes, base, suites.PAIRED[suite], measures, x_of)
+        axes[-1].set(xlabel=x_label)
+    else:
+        figure = Figure(figsize=(9, 4.2))
+        axis = figure.subplots()
+        _bars(axis, outcomes, base, suite)
+    figure.tight_layout()
+    workdir_lib.write_atomically(
+        os.path.join(workdir, PLOT_NAMES[suite][0]),
+        lambda handle: figure.savefig(handle, dpi=90, format="png"),
+        binary=True,
+    )
+
+
+def _label_count(setting: str) -> float:
+    return float(setting.split()[0])
+
+
+def _ratio(setting: str) -> float:
+    return float(setting.split()[1])
+
+
+def _settings_and_arms(outcomes):
+    settings = list(dict.fromkeys(outcome.run.setting for outcome in outcomes))
+    arms = list(dict.fromkeys(outcome.run.arm for outcome in outcomes))
+    return settings, arms
+
+
+def _accuracy_lines(axis, outcomes, base, measure, x_of):
+    settings, arms = _settings_and_arms(outcomes)
+    for arm in arms:
+        xs, means, stds = [], [], []
+        for setting in settings:
+            summary = statistics.summarise(
+                list(results_lib.by_seed(outcomes, setting, arm, measure).values())
+            )
+            if summary.n:
+                xs.append(x_of(setting))
+                means.append(100 * summary.mean)
+                stds.append(0.0 if math.isnan(summary.std) else 100 * summary.std)
+        if xs:
+            axis.errorbar(
+                xs, means, yerr=stds, marker="o", capsize=3, label=suites.arm_label(arm, base)
+            )
+    axis.set_xscale("log")
+    axis.grid(alpha=0.3)
+    axis.legend(fontsize=8)
+    axis.set_title(f"{measure.replace('_', ' ')}: mean ± std over seeds")
+
+
+def _gain(axis, outcomes, base, pair, measures, x_of):
+    settings, _ = _settings_and_arms(outcomes)
+    a, b = pair
+    for measure in measures:
+        xs, means, lows, highs = [], [], [], []
+        for setting in settings:
+            difference = statistics.paired_difference(
+                results_lib.by_seed(outcomes, setting, a, measure),
+                results_lib.by_seed(outcomes, setting, b, measure),
+            )
+            if difference.n:
+                xs.append(x_of(setting))
+                means.append(100 * difference.mean)
+                lows.append(0.0 if difference.n < 2 else 100 * (difference.mean - difference.low))
+                highs.append(0.0 if difference.n < 2 else 100 * (difference.high - difference.mean))
+        if xs:
+            axis.errorbar(
+                xs,
+                means,
+                yerr=[lows, highs],
+                marker="o",
+                capsize=3,
+                label=measure.replace("_", " "),
+            )
+    axis.axhline(0, color="black", linewidth=0.8)
+    axis.set_xscale("log")
+    axis.grid(alpha=0.3)
+    axis.legend(fontsize=8)
+    axis.set(
+        ylabel="points (%)",
+        title=f"{suites.arm_label(a, base)} − {suites.arm_label(b, base)}: paired, 95 % CI",
+    )
+
+
+def _bars(axis, outcomes, base, suite):
+    """One bar per (setting, arm): mean ± std over seeds."""
+    labels, means, stds = [], [], []
+    for outcome_key in dict.fromkeys((o.run.setting, o.run.arm) for o in outcomes):
+        setting, arm = outcome_key
+        if arm == suites.PRETRAIN:
+            continue
+        summary = statistics.summarise(list(results_lib.by_seed(outcomes, setting, arm).values()))
+        if not summary.n:
+            continue
+        labels.append(setting if suite == "mi_ablation" else suites.arm_label(arm, base))
+        means.append(100 * summary.mean)
+        stds.append(0.0 if math.isnan(summary.std) else 100 * summary.std)
+    positions = range(len(labels))
+    axis.bar(positions, means, yerr=stds, capsize=4, color="tab:blue", alpha=0.8)
+    axis.set_xticks(list(positions), labels, rotation=25, ha="right", fontsize=8)
+    low = min(m - s for m, s in zip(means, stds)) if means else 0
+    axis.set_ylim(max(0.0, low - 5), 100)
+    axis.grid(axis="y", alpha=0.3)
+    axis.set(ylabel="test accuracy (%)", title=f"{suite}: mean ± std over seeds")

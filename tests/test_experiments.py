@@ -1,0 +1,454 @@
+"""The experiment suites: which runs they make, their statistics and files, the CLI.
+
+Unit tests build suites from the shipped configs and write results.json files
+by hand, so the tables are checked against hand-computed numbers. The slow
+tests run every suite end to end on digits through the real command line,
+2 seeds at a few steps each, and kill a suite mid-way and resume it.
+"""
+
+import csv
+import json
+import math
+import os
+import pathlib
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from muscle_jax.experiments import dispatch, results, statistics, suites
+from tests.helpers import load_config
+
+REPO = pathlib.Path(__file__).resolve().parents[1]
+SHORT = [
+    "--config.total_steps=4",
+    "--config.eval_every_steps=2",
+    "--config.checkpoint_every_steps=2",
+]
+
+
+def _experiments(*args, **kwargs):
+    return subprocess.run(
+        [sys.executable, "-m", "muscle_jax.experiments", *args],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        **kwargs,
+    )
+
+
+# ------------------------------------------------------------------ statistics
+
+
+def test_paired_difference_matches_hand_computed_t_interval():
+    muscle = {0: 0.90, 1: 0.80, 2: 0.85, 7: 0.5}  # seed 7 has no partner: left out.
+    base = {0: 0.85, 1: 0.80, 2: 0.80}
+    difference = statistics.paired_difference(muscle, base)
+    # Differences 0.05, 0, 0.05: mean 1/30, sd 0.028868, t_{0.975, 2} = 4.302653.
+    half = 4.302653 * 0.0288675 / math.sqrt(3)
+    assert difference.n == 3 and difference.seeds == (0, 1, 2)
+    assert difference.mean == pytest.approx(1 / 30)
+    assert difference.low == pytest.approx(1 / 30 - half, abs=1e-6)
+    assert difference.high == pytest.approx(1 / 30 + half, abs=1e-6)
+    assert not difference.excludes_zero
+    assert difference.format() == "+3.3 [-3.8, +10.5]"
+
+
+def test_summary_and_edge_cases():
+    summary = statistics.summarise([0.9, 0.8, 0.85])
+    assert (summary.mean, summary.n) == (pytest.approx(0.85), 3)
+    assert summary.std == pytest.approx(0.05)
+    assert summary.format() == "85.0 ± 5.0"
+    assert statistics.summarise([0.5]).format() == "50.0 (n=1)"
+    assert statistics.summarise([]).format() == "–"
+    one = statistics.paired_difference({0: 0.6}, {0: 0.5})
+    assert one.n == 1 and math.isnan(one.low) and one.format() == "+10.0 (n=1, no interval)"
+    assert statistics.paired_difference({0: 0.6}, {1: 0.5}).format() == "–"
+    clear = statistics.paired_difference({0: 0.9, 1: 0.91, 2: 0.9}, {0: 0.8, 1: 0.8, 2: 0.81})
+    assert clear.excludes_zero
+
+
+# ------------------------------------------------------------------ suites
+
+
+def test_label_sweep_defaults_suit_the_dataset():
+    config = load_config("digits")
+    runs = suites.build("label_sweep", config, suites.SuiteOptions(), pinned=[])
+    assert len(runs) == 4 * 3 * 4  # label counts x seeds x arms
+    assert len({run.name for run in runs}) == len(runs)
+    counts = sorted({dict(run.overrides)["num_labeled"] for run in runs}, key=int)
+    assert counts == ["10", "20", "40", "100"]
+    arms = {run.arm: (run.method, run.mi) for run in runs}
+    assert arms == {
+        "muscle": ("fixmatch", True),
+        "base": ("fixmatch", False),
+        "supervised_mi": ("none", True),
+        "supervised": ("supervised", False),
+    }
+    assert runs[0].name == "10_labels/muscle/seed_0"
+    # CIFAR-100's default sweep is 1, 2, 4, 10 labels a class too.
+    c100 = suites.build("label_sweep", load_config("cifar100"), suites.SuiteOptions(), pinned=[])
+    assert sorted({int(dict(r.overrides)["num_labeled"]) for r in c100}) == [100, 200, 400, 1000]
+
+
+def test_bias_picks_the_smallest_label_count_that_gives_every_class_a_label():
+    from muscle_jax.data import splits
+
+    runs = suites.build("bias", load_config("digits"), suites.SuiteOptions(seeds=(0,)), pinned=[])
+    count = int(dict(runs[0].overrides)["num_labeled"])
+    assert {run.setting for run in runs} == {"ratio 1", "ratio 10", "ratio 100"}
+    assert splits.per_class_counts(count, 10, imbalance_ratio=100).min() >= 1
+    with pytest.raises(ValueError):
+        splits.per_class_counts(count - 10, 10, imbalance_ratio=100)
+    assert count >= load_config("digits").num_labeled
+
+
+def test_finetune_runs_start_from_their_seeds_pretraining():
+    config = load_config("digits")
+    runs = suites.build("finetune", config, suites.SuiteOptions(seeds=(0, 1)), pinned=[])
+    by_arm = {(run.arm, run.seed): run for run in runs}
+    pretrain = by_arm[(suites.PRETRAIN, 1)]
+    assert dict(pretrain.overrides)["loss.supervised_weight"] == "0.0"
+    assert dict(pretrain.overrides)["total_steps"] == "750"
+    tuned = by_arm[(suites.FINETUNE_SUPERVISED, 1)]
+    assert tuned.stage == 1 and tuned.method == "supervised"
+    assert dict(tuned.overrides)["init_from"] == "{workdir}/finetune/pretrain/seed_1/checkpoints"
+    assert dict(tuned.overrides)["total_steps"] == "750"
+    assert dict(by_arm[(suites.SCRATCH_MUSCLE, 1)].overrides)["total_steps"] == "1500"
+    # The user's total_steps is split, not refused.
+    assert suites.build("finetune", config, suites.SuiteOptions(), pinned=["total_steps"])
+
+
+def test_mi_ablation_flips_one_knob_at_a_time():
+    config = load_config("digits")
+    runs = suites.build("mi_ablation", config, suites.SuiteOptions(seeds=(5,)), pinned=[])
+    settings = [(run.setting, run.arm, run.overrides[2:]) for run in runs]
+    assert settings == [
+        ("mi_weight=0", "base", (("loss.mi_weight", "0.0"),)),
+        ("mi_weight=0.1", "muscle", (("loss.mi_weight", "0.1"),)),
+        ("mi_weight=0.3", "muscle", (("loss.mi_weight", "0.3"),)),
+        ("mi_weight=1", "muscle", (("loss.mi_weight", "1.0"),)),
+        ("mi_weight=3", "muscle", (("loss.mi_weight", "3.0"),)),
+        ("mi_rampup_steps=375", "muscle", (("loss.mi_rampup_steps", "375"),)),
+        ("lamb=2", "muscle", (("loss.lamb", "2.0"),)),
+        ("overclustering_heads=1", "muscle", (("overclustering_heads", "1"),)),
+        ("mi_on_labeled=True", "muscle", (("loss.mi_on_labeled", "True"),)),
+    ]
+    assert all(dict(run.overrides)["num_labeled"] == "20" for run in runs)
+    some = suites.build(
+        "mi_ablation",
+        config,
+        suites.SuiteOptions(seeds=(0,), knobs=("lamb",), mi_weights=(0.0,)),
+        pinned=[],
+    )
+    # The base and the config's MUSCLE are always run: the rows are compared with them.
+    assert [run.setting for run in some] == ["mi_weight=0", "mi_weight=1", "lamb=2"]
+
+
+@pytest.mark.parametrize(
+    "suite, options, pinned, message",
+    [
+        ("sweep", suites.SuiteOptions(), [], "Unknown suite 'sweep'"),
+        ("label_sweep", suites.SuiteOptions(), ["num_labeled"], "--config.num_labeled is what"),
+        ("label_sweep", suites.SuiteOptions(arms=("muscle", "mixup")), [], "Unknown arm"),
+        ("label_sweep", suites.SuiteOptions(label_counts=(15,)), [], "Label count 15"),
+        ("label_sweep", suites.SuiteOptions(seeds=(1, 1)), [], "repeats a seed"),
+        ("bias", suites.SuiteOptions(imbalance_ratios=(0.5,)), [], "must be >= 1"),
+        ("bias", suites.SuiteOptions(label_counts=(20,)), [], "smallest class would get no"),
+        ("finetune", suites.SuiteOptions(label_counts=(10, 20)), [], "one label count"),
+        ("mi_ablation", suites.SuiteOptions(knobs=("tau",)), [], "Unknown knob"),
+        ("mi_ablation", suites.SuiteOptions(), ["loss.mi_weight"], "--config.loss.mi_weight"),
+    ],
+)
+def test_bad_suite_options_are_refused_with_the_fix(suite, options, pinned, message):
+    with pytest.raises(suites.SuiteError, match=message.replace("(", r"\(")):
+        suites.build(suite, load_config("digits"), options, pinned=pinned)
+
+
+def test_a_config_without_a_consistency_method_is_refused():
+    config = load_config("digits", "method=supervised")
+    with pytest.raises(suites.SuiteError, match="method=fixmatch"):
+        suites.build("label_sweep", config, suites.SuiteOptions(), pinned=[])
+
+
+# ------------------------------------------------------------------ results files
+
+
+def _invocation(workdir, overrides=()):
+    return dispatch.Invocation(
+        config_path="configs/digits.py",
+        config_arg="num_labeled=50",
+        overrides=tuple(overrides),
+        workdir=str(workdir),
+        total_steps=1500,
+    )
+
+
+def _fake_results(invocation, run, accuracy, per_class):
+    """A results.json as the trainer writes it, with the run's own config."""
+    config = load_config("digits", f"method={run.method},mi={run.mi}").to_dict()
+    for key, value in invocation.run_overrides(run):
+        node = config
+        *parents, leaf = key.split(".")
+        for part in parents:
+            node = node[part]
+        node[leaf] = type(node[leaf])(value) if node[leaf] is not None else value
+    path = pathlib.Path(invocation.run_dir(run))
+    path.mkdir(parents=True)
+    (path / "results.json").write_text(
+        json.dumps(
+            {
+                "status": "completed",
+                "accuracy": accuracy,
+                "raw_accuracy": accuracy - 0.01,
+                "final_accuracy": accuracy,
+                "per_class_accuracy": per_class,
+                "steps": 1500,
+                "run": {"wall_seconds": 60.0},
+                "config": json.loads(json.dumps(config)),
+            }
+        )
+    )
+
+
+def test_results_files_hold_the_hand_computed_statistics(tmp_path):
+    runs = suites.build(
+        "bias",
+        load_config("digits"),
+        suites.SuiteOptions(imbalance_ratios=(1.0, 10.0), arms=("muscle", "base")),
+        pinned=[],
+    )
+    invocation = _invocation(tmp_path)
+    accuracy = {"muscle": [0.90, 0.80, 0.85], "base": [0.85, 0.80, 0.80]}
+    for run in runs:
+        if run.setting == "ratio 10" and run.seed == 2:
+            continue  # Not finished: reported as such, left out of the statistics.
+        worst = 0.5 if run.arm == "muscle" else 0.4
+        per_class = [1.0] * 9 + [worst + 0.1 * run.seed]
+        _fake_results(invocation, run, accuracy[run.arm][run.seed], per_class)
+
+    outcomes = results.collect(runs, str(tmp_path))
+    results.write(
+        str(tmp_path), "bias", outcomes, base="fixmatch", command="cmd", default_mi_weight=1.0
+    )
+    with open(tmp_path / "results.csv") as handle:
+        rows = list(csv.DictReader(handle))
+    assert list(rows[0]) == list(results.CSV_COLUMNS)
+    assert len(rows) == len(runs) == 12
+    first = rows[0]
+    assert first["run"] == "ratio_1/muscle/seed_0" and first["imbalance_ratio"] == "1"
+    assert float(first["accuracy"]) == 0.90 and float(first["worst_class_accuracy"]) == 0.5
+    assert first["wall_seconds"] == "60.0" and first["steps"] == "1500"
+    assert [row["status"] for row in rows].count("not finished") == 2
+
+    text = (tmp_path / "results.md").read_text()
+    # ratio 1: the hand-computed +3.3 [-3.8, +10.5] (see the statistics test).
+    assert "| ratio 1 | 85.0 ± 5.0 | 81.7 ± 2.9 | +3.3 [-3.8, +10.5] |" in text
+    # ratio 10 has seeds 0 and 1 only: differences 0.05 and 0.
+    assert "| ratio 10 | 85.0 ± 7.1 | 82.5 ± 3.5 | +2.5 [-29.3, +34.3] |" in text
+    # Worst class: muscle 0.5/0.6/0.7, base 0.4/0.5/0.6, so +10 every seed (an interval of 0).
+    assert "| ratio 1 | 60.0 ± 10.0 | 50.0 ± 10.0 | +10.0 [+10.0, +10.0] |" in text
+    assert "Not finished (2): ratio_10/muscle/seed_2, ratio_10/base/seed_2" in text
+    assert (tmp_path / "accuracy_vs_imbalance.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_a_finished_run_with_other_settings_is_not_mixed_in(tmp_path):
+    runs = suites.build("label_sweep", load_config("digits"), suites.SuiteOptions(), pinned=[])
+    old = _invocation(tmp_path, overrides=[("total_steps", 300)])
+    _fake_results(old, runs[0], 0.9, [0.9] * 10)
+    assert dispatch.finished(old, runs[0])
+    new = _invocation(tmp_path, overrides=[("total_steps", 600)])
+    with pytest.raises(dispatch.DispatchError, match=r"total_steps=300 \(asked: 600\)"):
+        dispatch.finished(new, runs[0])
+    # Same settings, but MI off where MUSCLE asks MI on (runs[1] is the base arm).
+    with pytest.raises(dispatch.DispatchError, match="another --workdir"):
+        dispatch.check_finished_run(
+            old, runs[1], json.loads((tmp_path / runs[0].name / "results.json").read_text())
+        )
+
+
+def test_run_commands_are_ordinary_main_commands(tmp_path):
+    runs = suites.build("finetune", load_config("digits"), suites.SuiteOptions(), pinned=[])
+    invocation = _invocation(tmp_path, overrides=[("optimizer.learning_rate", 0.01)])
+    tuned = next(run for run in runs if run.arm == suites.FINETUNE_MUSCLE)
+    assert invocation.command(tuned)[1:] == [
+        "-m",
+        "muscle_jax.main",
+        "--config=configs/digits.py:num_labeled=50,method=fixmatch,mi=True",
+        f"--workdir={tmp_path}/finetune/finetune_muscle/seed_0",
+        "--config.optimizer.learning_rate=0.01",
+        "--config.num_labeled=20",
+        "--config.seed=0",
+        "--config.total_steps=750",
+        f"--config.init_from={tmp_path}/finetune/pretrain/seed_0/checkpoints",
+    ]
+    assert invocation.steps(tuned) == 750
+    environment = dispatch.run_environment(invocation)
+    assert environment.get("JAX_COMPILATION_CACHE_DIR") in (
+        os.environ.get("JAX_COMPILATION_CACHE_DIR"),
+        f"{tmp_path}/.jax_cache",
+    )
+
+
+# ------------------------------------------------------------------ SLURM
+
+
+def test_slurm_dry_run_writes_chained_arrays_that_launch_each_run(tmp_path):
+    workdir = tmp_path / "ft"
+    result = _experiments(
+        "--suite=finetune",
+        "--config=configs/tiny.py",
+        f"--workdir={workdir}",
+        "--seeds=0,1",
+        "--dispatch=slurm",
+        "--dry-run",
+        "--sbatch_arg=--partition=gpu",
+    )
+    assert result.returncode == 0, result.stderr
+    assert "would submit: sbatch --parsable --partition=gpu " in result.stdout
+    assert "--dependency=afterok:" in result.stdout  # fine-tuning waits for pre-training
+    stage0 = (workdir / "slurm" / "finetune_stage0.sbatch").read_text()
+    assert "#SBATCH --array=0-3" in stage0  # 2 pre-training + 2 from-scratch runs
+    lines = (workdir / "slurm" / "finetune_stage1.runs").read_text().splitlines()
+    assert len(lines) == 4
+    # An array task runs its line through launch/gpu_slurm.sbatch (DRY_RUN=1: print srun's line).
+    script = workdir / "slurm" / "finetune_stage1.sbatch"
+    env = dict(os.environ, SLURM_ARRAY_TASK_ID="1", DRY_RUN="1", SLURM_SUBMIT_DIR=str(REPO))
+    task = subprocess.run(["bash", str(script)], cwd=REPO, env=env, capture_output=True, text=True)
+    assert task.returncode == 0, task.stderr
+    assert "muscle_jax.main --distributed" in task.stdout
+    assert "finetune_supervised/seed_0" in task.stdout
+    assert f"init_from={workdir}/finetune/pretrain/seed_0/checkpoints" in task.stdout
+    assert not (workdir / "finetune").exists()  # Nothing trained.
+
+
+def test_submitting_without_sbatch_says_how_to_dry_run(tmp_path):
+    env = dict(os.environ, PATH=os.path.dirname(sys.executable))
+    result = _experiments(
+        "--suite=label_sweep",
+        "--config=configs/tiny.py",
+        f"--workdir={tmp_path / 'w'}",
+        "--dispatch=slurm",
+        env=env,
+    )
+    assert result.returncode == 2
+    assert "sbatch is not on PATH" in result.stderr and "--dry_run" in result.stderr
+
+
+# ------------------------------------------------------------------ command line
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--suite=label_sweep", "--seeds=0,one"], "--seeds=0,one: every value must be a int"),
+        (["--suite=label_sweep", "--config.num_labeled=20"], "--config.num_labeled is what"),
+        (["--suite=bias", "--imbalance_ratios=1,0.5"], "must be >= 1"),
+        (["--suite=sweep"], "bad command line"),
+        (["--suite=label_sweep", "--config.totl_steps=3"], "unknown config key"),
+    ],
+)
+def test_bad_command_lines_fail_before_anything_runs(tmp_path, args, message):
+    workdir = tmp_path / "suite"
+    result = _experiments("--config=configs/tiny.py", f"--workdir={workdir}", *args)
+    assert result.returncode == 2
+    assert message in result.stderr
+    assert "Traceback" not in result.stderr
+    assert not workdir.exists()
+
+
+def _csv(workdir):
+    with open(workdir / "results.csv") as handle:
+        return list(csv.DictReader(handle))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    "suite, args, expected_runs, plot",
+    [
+        (
+            "bias",
+            ["--arms=muscle,supervised", "--imbalance_ratios=1,2", "--label_counts=20"],
+            8,
+            "accuracy_vs_imbalance.png",
+        ),
+        ("finetune", ["--arms=finetune_muscle,finetune_supervised"], 6, "finetune.png"),
+        ("mi_ablation", ["--knobs=mi_weight", "--mi_weights=0,1"], 4, "mi_ablation.png"),
+    ],
+)
+def test_each_suite_end_to_end_on_digits(tmp_path, suite, args, expected_runs, plot):
+    workdir = tmp_path / suite
+    result = _experiments(
+        f"--suite={suite}",
+        "--config=configs/tiny.py",
+        f"--workdir={workdir}",
+        "--seeds=0,1",
+        *args,
+        *SHORT,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    rows = _csv(workdir)
+    assert len(rows) == expected_runs
+    assert {row["status"] for row in rows} == {"completed"}
+    assert {row["seed"] for row in rows} == {"0", "1"}
+    for row in rows:
+        assert 0 <= float(row["accuracy"]) <= 1 and 0 <= float(row["worst_class_accuracy"]) <= 1
+        assert (workdir / row["run"] / "results.json").exists()
+    assert "95 % CI" in (workdir / "results.md").read_text()
+    assert (workdir / plot).read_bytes()[:4] == b"\x89PNG"
+    if suite == "finetune":
+        log = (workdir / "finetune/finetune_muscle/seed_1/console.log").read_text()
+        assert "Initialised the weights from" in log
+        assert {row["steps"] for row in rows if row["arm"] != "pretrain"} == {"2"}
+
+
+@pytest.mark.slow
+def test_label_sweep_killed_mid_way_resumes_and_skips_finished_runs(tmp_path):
+    workdir = tmp_path / "sweep"
+    args = [
+        "--suite=label_sweep",
+        "--config=configs/tiny.py",
+        f"--workdir={workdir}",
+        "--seeds=0,1",
+        "--label_counts=20",
+        "--arms=muscle,base",
+        *SHORT,
+    ]
+    suite = subprocess.Popen(
+        [sys.executable, "-m", "muscle_jax.experiments", *args],
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    first = workdir / "20_labels/muscle/seed_0/results.json"
+    second = workdir / "20_labels/base/seed_0/checkpoints"
+    deadline = time.monotonic() + 240
+    while not (first.exists() and second.exists()) and time.monotonic() < deadline:
+        assert suite.poll() is None, suite.communicate()
+        time.sleep(0.2)
+    assert first.exists(), "the first run did not finish in time"
+    finished_before = first.stat().st_mtime_ns
+    suite.send_signal(signal.SIGINT)
+    _, stderr = suite.communicate(timeout=120)
+    assert suite.returncode == 3, stderr
+    assert "run the same command to resume" in stderr
+    rows = _csv(workdir)  # Written after each finished run: a partial report.
+    done = [row["status"] for row in rows].count("completed")
+    assert 1 <= done < 4  # The second run may have finished before the signal reached it.
+
+    resumed = _experiments(*args)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert f"{done} of 4 runs already finished: skipped." in resumed.stderr
+    assert first.stat().st_mtime_ns == finished_before  # Not retrained.
+    rows = _csv(workdir)
+    assert [row["status"] for row in rows] == ["completed"] * 4
+    text = (workdir / "results.md").read_text()
+    assert "4 of 4 runs finished" in text
+    assert (workdir / "accuracy_vs_labels.png").exists()
+
+    rebuilt = _experiments(*args, "--report_only")
+    assert rebuilt.returncode == 0 and "wrote" in rebuilt.stdout
+    assert _csv(workdir) == rows
