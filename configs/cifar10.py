@@ -28,6 +28,10 @@ GFLOP per 32x32 image forward, ~1.3 GFLOP forward + backward; a step sees
 A100-class GPU in bfloat16, ``--config.compute_dtype=bfloat16``), days on
 one older GPU. Narrow convolutions rarely sustain more than a fraction of
 peak, and RandAugment on the host can be the limit: watch img/s in the log.
+
+Model fit: WRN-28-2's 25 3x3 convs (strides 1, 2, 2 by group) give one position of
+the last 8x8 map a view of the whole 32x32 image before pooling (checked by
+tests/test_configs.py).
 """
 
 from muscle_jax import config_defaults

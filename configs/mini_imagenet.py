@@ -34,6 +34,10 @@ backward; 960 images per step make ~21 TFLOP per step and ~2.2e19 FLOP for
 the 2**20 protocol steps: about 5 days at a sustained 50 TFLOP/s, about a
 day at 250 TFLOP/s. Decoding and RandAugment of 960 84x84 images per step
 needs many host cores; watch img/s in the log.
+
+Model fit: ResNet-18's receptive field lets the centre of its last 11x11 map see
+the whole 84x84 image before pooling, with either stem (checked by
+tests/test_configs.py for the default CIFAR stem).
 """
 
 from muscle_jax import config_defaults

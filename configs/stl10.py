@@ -34,6 +34,9 @@ Expected run time (an estimate, not a measurement): WRN-28-2 at 96x96 costs
 ~9 x 0.43 = ~3.9 GFLOP per image forward, ~12 GFLOP forward + backward; 960
 images per step make ~11 TFLOP per step and ~1.2e19 FLOP for the 2**20
 protocol steps: about 2.7 days at a sustained 50 TFLOP/s.
+
+Model fit: the WRN-28's receptive field lets the centre of its last 24x24 map
+see the whole 96x96 image before pooling (checked by tests/test_configs.py).
 """
 
 from muscle_jax import config_defaults

@@ -27,6 +27,10 @@ library's defaults, not values taken from the MUSCLE paper.
 Expected run time (an estimate, not a measurement): as configs/cifar10.py,
 WRN-28-2 on 32x32 images: ~1.2 TFLOP per step of 960 images, ~1.3e18 FLOP for
 the 2**20 protocol steps, about 7 hours at a sustained 50 TFLOP/s.
+
+Model fit: WRN-28-2's 25 3x3 convs (strides 1, 2, 2 by group) give one position of
+the last 8x8 map a view of the whole 32x32 image before pooling (checked by
+tests/test_configs.py).
 """
 
 from muscle_jax import config_defaults

@@ -4,6 +4,9 @@ Command (on the embedded digits data, about half a minute on 2 CPU cores):
   python -m muscle_jax.main --config=configs/tiny.py --workdir=/tmp/muscle_tiny
 Expected accuracy: meaningless (tens of steps); this config exercises the code.
 Variants: --config=configs/tiny.py:method=mixmatch,mi=False,seed=1,dataset=cifar10
+
+Model fit: four small conv layers take 8x8 digits to 1x1, so the classifier sees
+the whole image (checked by tests/test_configs.py).
 """
 
 from muscle_jax import config_defaults
@@ -19,7 +22,7 @@ def get_config(arg=None):
     config.num_labeled = arg.num_labeled
     config.seed = arg.seed
     config.model_name = "small_cnn"
-    config.model_kwargs.widths = (8, 16)
+    config.model_kwargs.widths = (8, 16, 16, 16)  # 8x8 -> 1x1: sees the whole image.
     config.batch_size = 8
     config.unlabeled_ratio = 2
     config.eval_batch_size = 64
