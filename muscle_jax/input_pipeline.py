@@ -72,6 +72,12 @@ def _options() -> tf.data.Options:
     options = tf.data.Options()
     options.deterministic = True
     options.experimental_optimization.map_parallelization = True
+    # No autotuning thread: the iterator's destructor waits for that thread's
+    # next wake-up, which came 15-30 s after the end of a digits run (seen in
+    # native stacks: ~RootDataset::Iterator waiting on its logical thread).
+    # AUTOTUNE parallelism then falls back to TF's default, bounded by its
+    # thread pool (the core count).
+    options.autotune.enabled = False
     return options
 
 
