@@ -53,6 +53,7 @@ TOTAL_STEPS = 1500
 EVAL_EVERY = 100
 CHECKPOINT_EVERY = 500
 WIDTHS = (32, 64, 128, 128)
+MI_WEIGHT = 3.0
 
 
 def get_config(arg=None):
@@ -75,5 +76,11 @@ def get_config(arg=None):
     config.checkpoint_every_steps = min(CHECKPOINT_EVERY, variants.total_steps)
     config.keep_checkpoints = 2
     config.median_of_last_evals = 5
+    # Tuned (the MUSCLE term's only tuned setting): the MI-weight ablation on
+    # seeds 100-102 (20 labels, 600 steps; the reported seeds are 0-2) gave
+    # base 89.8 +- 4.5 %, weight 1 92.4 +- 4.0, weight 3 95.2 +- 1.6; weight 3
+    # was the only one to rescue the class seed 101 lost at every lower weight.
+    # Weights 1 and 3 are not separated at n=3 (paired CI [-8.5, +14.1] points).
+    config.loss.mi_weight = MI_WEIGHT
     config_defaults.apply_method(config, variants.method, use_mi=variants.mi)
     return config
