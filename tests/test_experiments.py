@@ -370,8 +370,8 @@ def _csv(workdir):
     [
         (
             "bias",
-            ["--arms=muscle,supervised", "--imbalance_ratios=1,2", "--label_counts=20"],
-            8,
+            ["--arms=muscle,base", "--imbalance_ratios=2", "--label_counts=20"],
+            4,
             "accuracy_vs_imbalance.png",
         ),
         ("finetune", ["--arms=finetune_muscle,finetune_supervised"], 6, "finetune.png"),
