@@ -104,7 +104,9 @@ def main(argv):
         raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
     config = FLAGS.config
     invocation = invocation_from_flags()
-    command = "python -m muscle_jax.experiments " + shlex.join(sys.argv[1:])
+    # The suite's command as results.md shows it: the one that runs it, not --report_only.
+    kept = [arg for arg in sys.argv[1:] if arg not in ("--report_only", "--report-only")]
+    command = "python -m muscle_jax.experiments " + shlex.join(kept)
     try:
         runs = suites.build(
             FLAGS.suite,
