@@ -38,3 +38,37 @@ def test_ci_runs_the_readme_test_command():
     ).stdout.strip()
     assert extracted == command
     assert "readme-test-command" in open(os.path.join(REPO, ".ci", "run")).read()
+
+
+def test_readme_experiment_commands_are_valid(tmp_path):
+    """Each suite command in the README builds its runs (written as a SLURM dry run, not run)."""
+    commands = [
+        line.split()
+        for line in open(README).read().splitlines()
+        if line.startswith("python -m muscle_jax.experiments ")
+    ]
+    assert {arg for command in commands for arg in command if arg.startswith("--suite=")} == {
+        "--suite=label_sweep",
+        "--suite=bias",
+        "--suite=finetune",
+        "--suite=mi_ablation",
+    }
+    for index, command in enumerate(commands):
+        args = [arg for arg in command[3:] if not arg.startswith("--workdir=")]
+        completed = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "muscle_jax.experiments",
+                *args,
+                f"--workdir={tmp_path / str(index)}",
+                "--dispatch=slurm",
+                "--dry_run",
+            ],
+            cwd=REPO,
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+        assert completed.returncode == 0, completed.stderr
+        assert "would submit: sbatch" in completed.stdout
