@@ -144,7 +144,8 @@ def test_mi_ablation_flips_one_knob_at_a_time():
         pinned=[],
     )
     # The base and the config's MUSCLE are always run: the rows are compared with them.
-    assert [run.setting for run in some] == ["mi_weight=0", "mi_weight=1", "lamb=2"]
+    default = f"mi_weight={config.loss.mi_weight:g}"  # 3 for digits.
+    assert [run.setting for run in some] == ["mi_weight=0", default, "lamb=2"]
 
 
 @pytest.mark.parametrize(
