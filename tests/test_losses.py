@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from muscle_jax import losses
+from muscle_jax.losses import _mutual_information
 
 # Two examples, two classes, worked by hand:
 #   a[0] (x) b[0] = [[.48, .32], [.12, .08]],  a[1] (x) b[1] = [[.04, .36], [.06, .54]]
@@ -127,6 +128,46 @@ def test_finite_value_and_gradient_for_one_hot_and_empty_classes():
     )(one_hot, one_hot)
     assert np.isfinite(value)
     assert np.all(np.isfinite(grad_a)) and np.all(np.isfinite(grad_b))
+
+
+def test_default_eps_is_iics_python_float_epsilon():
+    # IIC's IID_loss clamps at sys.float_info.epsilon (float64 epsilon, ~2.2e-16),
+    # not at float32 epsilon (~1.19e-7).
+    assert _mutual_information.EPS == sys.float_info.epsilon
+    assert np.float32(_mutual_information.EPS) > np.finfo(np.float32).tiny  # a normal float32
+    # Near one-hot views whose joint has off-diagonal entries in (2.2e-16, 1.19e-7):
+    # the default leaves them unclamped, float32 epsilon would clamp them.
+    logits = 20.0 * jax.nn.one_hot(jnp.arange(8) % 4, 4)
+    probs = jax.nn.softmax(logits)
+    joint = losses.joint_distribution(probs, probs)
+    off_diagonal = joint[~np.eye(4, dtype=bool)]
+    assert np.all(off_diagonal > sys.float_info.epsilon)
+    assert np.all(off_diagonal < np.finfo(np.float32).eps)
+
+    def grad(eps):
+        return jax.grad(
+            lambda z: losses.mutual_information_loss(*(jax.nn.softmax(z),) * 2, eps=eps)
+        )(logits)
+
+    unclamped = grad(float(np.finfo(np.float32).tiny))
+    np.testing.assert_array_equal(grad(None), grad(sys.float_info.epsilon))
+    np.testing.assert_allclose(grad(None), unclamped, rtol=1e-5, atol=0)
+    assert not np.allclose(grad(float(np.finfo(np.float32).eps)), unclamped, rtol=1e-2, atol=0)
+
+
+@pytest.mark.parametrize("loss_fn", [losses.mutual_information_loss, losses.mutual_information])
+def test_finite_gradient_for_one_hot_and_all_zero_columns_at_default_eps(loss_fn):
+    # Exactly one-hot rows; columns 3 and 4 are all zero in both views, and
+    # column 2 is zero in view B only.
+    a = jax.nn.one_hot(jnp.array([0, 1, 2, 0, 1, 2]), 5)
+    b = jax.nn.one_hot(jnp.array([0, 1, 0, 0, 1, 1]), 5)
+    value, (grad_a, grad_b) = jax.value_and_grad(loss_fn, argnums=(0, 1))(a, b)
+    assert np.isfinite(value)
+    assert np.all(np.isfinite(grad_a)) and np.all(np.isfinite(grad_b))
+    # Same through a saturated softmax, where probabilities underflow to 0.
+    logits = 200.0 * a - 100.0
+    grad_logits = jax.grad(lambda z: loss_fn(jax.nn.softmax(z), b))(logits)
+    assert np.all(np.isfinite(grad_logits))
 
 
 def test_finite_gradient_through_saturated_softmax():

@@ -1,5 +1,7 @@
 """IIC mutual information between the class assignments of two views."""
 
+import sys
+
 import jax
 import jax.numpy as jnp
 from jax.sharding import NamedSharding
@@ -7,6 +9,17 @@ from jax.sharding import PartitionSpec as P
 from jax.typing import ArrayLike
 
 from muscle_jax.losses import _validation
+
+EPS: float = sys.float_info.epsilon
+"""Default clamp inside the logarithms: ``sys.float_info.epsilon`` (~2.2e-16).
+
+This is the value of IIC's reference ``IID_loss`` (github.com/xu-ji/IIC),
+whose ``EPS=sys.float_info.epsilon`` is Python's float, i.e. float64 machine
+epsilon, applied to float32 tensors. It is not float32 machine epsilon
+(~1.19e-7). 2.2e-16 is a normal float32 number (the smallest normal float32 is
+~1.2e-38), so the clamp is exact in float32 and acts only on entries of the
+joint or its marginals that are below 2.2e-16, mostly exactly zero ones.
+"""
 
 
 def _mean_outer_product(probs_a: jax.Array, probs_b: jax.Array) -> jax.Array:
@@ -76,9 +89,27 @@ def mutual_information(
 
     with ``P`` from :func:`joint_distribution` and its marginals
     ``P_i = sum_j P_ij``, ``P_j = sum_i P_ij``. ``P``, ``P_i`` and ``P_j`` are
-    clamped below at ``eps`` inside the logarithms only, so an entry that is
-    exactly zero contributes exactly zero, and the gradient stays finite for
-    one-hot inputs and classes that no example is assigned to.
+    clamped below at ``eps`` inside the logarithms only, so the value and the
+    gradient stay finite for one-hot inputs and for classes that no example is
+    assigned to:
+
+    - An entry that is exactly zero contributes exactly zero to ``I`` (IIC
+      also replaces the factor ``P_ij`` in front of the log by ``eps``, a
+      difference of order ``eps * |log eps|``, ~1e-14, per entry).
+    - An entry below ``eps`` gets no gradient through the clamped logarithm;
+      the factor in front still carries the gradient
+      ``log(eps) - lamb log P_i - lamb log P_j``, a finite stand-in for the
+      slope of ``P log P``, which is infinite at 0. Its size grows with
+      ``-log(eps)``.
+    - For ``lamb = 1``, clamping can only raise ``I``, by at most ``eps / e``
+      per clamped entry of ``P`` (the maximum of ``P log(eps / P)``), so a
+      large ``eps`` biases ``I`` upwards and distorts the gradient for very
+      peaked joints with many tiny entries, e.g. over-clustering heads with
+      hundreds of outputs.
+
+    The default, :data:`EPS` = ``sys.float_info.epsilon`` (~2.2e-16), is IIC's
+    reference value; it is representable in float32 and leaves every entry at
+    or above 2.2e-16 unclamped.
 
     For ``lamb = 1``, ``0 <= I <= log(num_classes)`` and ``I(a, b) = I(b, a)``.
     ``lamb > 1`` weights the marginal entropies more, which pushes towards
@@ -102,8 +133,8 @@ def mutual_information(
       probs_a: class probabilities of view A, ``[batch, num_classes]``.
       probs_b: class probabilities of view B, same shape.
       lamb: weight of the marginal terms (IIC's lambda), 1.0 for true MI.
-      eps: clamp inside the logarithms; defaults to float32 machine epsilon,
-        as IIC does.
+      eps: clamp inside the logarithms; None means :data:`EPS`
+        (``sys.float_info.epsilon``, ~2.2e-16, as in IIC's ``IID_loss``).
       axis_name: see :func:`joint_distribution`.
 
     Returns:
@@ -115,7 +146,7 @@ def mutual_information(
       2019. Xie et al., `MUSCLE <https://arxiv.org/abs/2012.00150>`_, 2021.
     """
     joint = joint_distribution(probs_a, probs_b, axis_name=axis_name)
-    eps = float(jnp.finfo(jnp.float32).eps) if eps is None else eps
+    eps = EPS if eps is None else eps
     marginal_i = jnp.sum(joint, axis=1, keepdims=True)
     marginal_j = jnp.sum(joint, axis=0, keepdims=True)
     log_ratio = (
