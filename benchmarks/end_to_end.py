@@ -62,7 +62,7 @@ def compile_seconds(model: str, side: int, channels: int, batch_size: int, mu: i
     graphdef, state, tx = train.create_train_state(config, input_pipeline.dataset_info(dataset))
     mesh = train.make_mesh()
     batch = jax.device_put(
-        next(train.make_train_batches(config, dataset=dataset)), NamedSharding(mesh, P("data"))
+        next(train.make_train_batches(config, source=dataset)), NamedSharding(mesh, P("data"))
     )
     p_train, _ = train.compile_steps(graphdef, tx, config, mesh)
     start = time.perf_counter()
@@ -79,7 +79,7 @@ def main() -> None:
     results, process_seconds = whole_run(args.steps)
     timing = results["timing"]
     config = load_config("digits")
-    step = harness.trainer_step("digits step", config, config.dataset)
+    step = harness.trainer_step("digits step", config, config.data.name)
     step_seconds = harness.median(step.run(20))
     images = step.images_per_step
     loop_rate = timing["loop_steps"] * images / timing["loop_seconds"]

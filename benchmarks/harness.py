@@ -57,13 +57,13 @@ def step_config(
 ):
     """The trainer's config for one step of ``method`` (``mi``: the MUSCLE term on)."""
     config = config_defaults.base_config()
-    config.dataset = "synthetic"
-    config.model_name = model
-    config.batch_size = batch_size
-    config.unlabeled_ratio = mu
-    config.num_labeled = 200
+    config.data.name = "synthetic"
+    config.model.name = model
+    config.data.batch_size = batch_size
+    config.data.unlabeled_ratio = mu
+    config.data.num_labeled = 200
     config.total_steps = 10_000
-    config.compute_dtype = compute_dtype
+    config.model.compute_dtype = compute_dtype
     config_defaults.apply_method(config, method, use_mi=mi)
     return config
 
@@ -116,10 +116,10 @@ def _compile(name, function, state, batch, images) -> CompiledStep:
 
 def trainer_step(name: str, config, dataset) -> CompiledStep:
     """The trainer's own jitted train step (EMA and metrics included) for ``config``."""
-    info = input_pipeline.dataset_info(dataset, data_dir=config.data_dir)
+    info = input_pipeline.dataset_info(dataset, data_dir=config.data.data_dir)
     graphdef, state, tx = train.create_train_state(config, info)
     mesh = train.make_mesh()
-    batch = next(train.make_train_batches(config, dataset=dataset))
+    batch = next(train.make_train_batches(config, source=dataset))
     batch = jax.device_put(batch, NamedSharding(mesh, P("data")))
     state = jax.device_put(state, NamedSharding(mesh, P()))
     p_train, _ = train.compile_steps(graphdef, tx, config, mesh)

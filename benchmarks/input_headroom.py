@@ -60,20 +60,20 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as data_dir:
         for name in args.configs.split(","):
             config = load_config(name)
-            config.batch_size = max(1, round(config.batch_size * args.batch_scale))
+            config.data.batch_size = max(1, round(config.data.batch_size * args.batch_scale))
             if name != "digits":
                 synthetic_tfds.prepare(
-                    config.dataset, data_dir, num_train=args.num_train, num_test=200
+                    config.data.name, data_dir, num_train=args.num_train, num_test=200
                 )
-                config.data_dir = data_dir
-                config.num_labeled = min(config.num_labeled, args.num_train // 2)
+                config.data.data_dir = data_dir
+                config.data.num_labeled = min(config.data.num_labeled, args.num_train // 2)
             supply_seconds = pipeline_seconds_per_batch(config, args.batches, warmup=5)
-            step = harness.trainer_step(name, config, config.dataset)
+            step = harness.trainer_step(name, config, config.data.name)
             demand_seconds = harness.median(step.run(args.steps))
             images = step.images_per_step
             ratio = demand_seconds / supply_seconds
             print(
-                f"  {name}: {config.model_name}, {images} images a step; pipeline "
+                f"  {name}: {config.model.name}, {images} images a step; pipeline "
                 f"{images / supply_seconds:,.0f} img/s, step {images / demand_seconds:,.0f} img/s,"
                 f" headroom {ratio:.1f}"
             )

@@ -12,7 +12,7 @@ supervised (labeled data only); ``mi=False`` drops the MUSCLE term.
 
 Data: TFDS ``cifar10``. Downloads are off by default: on a machine with
 internet run ``tfds build cifar10 --data_dir=DIR``, copy DIR to the training
-machine and pass ``--config.data_dir=DIR`` (see docs/datasets.md).
+machine and pass ``--config.data.data_dir=DIR`` (see docs/datasets.md).
 
 Expected accuracy: no MUSCLE figure has been measured with this code. The
 anchors are the base method's: FixMatch (RandAugment) reaches 86.19 / 94.93 /
@@ -25,7 +25,7 @@ Expected run time (an estimate, not a measurement): WRN-28-2 costs ~0.43
 GFLOP per 32x32 image forward, ~1.3 GFLOP forward + backward; a step sees
 64 * (1 + 2 * 7) = 960 images, ~1.2 TFLOP, so the 2**20 protocol steps are
 ~1.3e18 FLOP: about 7 hours at a sustained 50 TFLOP/s (a TPU v4-8 or an
-A100-class GPU in bfloat16, ``--config.compute_dtype=bfloat16``), days on
+A100-class GPU in bfloat16, ``--config.model.compute_dtype=bfloat16``), days on
 one older GPU. Narrow convolutions rarely sustain more than a fraction of
 peak, and RandAugment on the host can be the limit: watch img/s in the log.
 
@@ -41,5 +41,5 @@ def get_config(arg=None):
     config, variants = config_defaults.dataset_config(
         arg, dataset="cifar10", num_classes=10, model_name="wrn28_2", num_labeled=4000
     )
-    config_defaults.apply_method(config, variants.method, use_mi=variants.mi)
+    config_defaults.apply_variants(config, variants)
     return config

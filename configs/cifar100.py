@@ -6,13 +6,13 @@ Variants (``key=value`` after the colon; fields with ``--config.KEY=VALUE``):
   --config=configs/cifar100.py:num_labeled=2500
   --config=configs/cifar100.py:num_labeled=400,method=fixmatch,mi=False   (base method alone)
   --config=configs/cifar100.py:method=mixmatch,seed=2
-  --config=configs/cifar100.py:total_steps=20000 --config.compute_dtype=bfloat16
+  --config=configs/cifar100.py:total_steps=20000 --config.model.compute_dtype=bfloat16
 Methods: fixmatch (default), mixmatch, mean_teacher, mse, none (supervised + MI),
 supervised (labeled data only); ``mi=False`` drops the MUSCLE term.
 
 Data: TFDS ``cifar100``. Downloads are off by default: on a machine with
 internet run ``tfds build cifar100 --data_dir=DIR``, copy DIR to the training
-machine and pass ``--config.data_dir=DIR`` (see docs/datasets.md).
+machine and pass ``--config.data.data_dir=DIR`` (see docs/datasets.md).
 
 Expected accuracy: no MUSCLE figure has been measured with this code. The
 anchors are the base method's: FixMatch (RandAugment) reaches 51.15 / 71.71 /
@@ -42,5 +42,5 @@ def get_config(arg=None):
         arg, dataset="cifar100", num_classes=100, model_name="wrn28_8", num_labeled=10000
     )
     config.optimizer.weight_decay = 1e-3  # protocol for WRN-28-8.
-    config_defaults.apply_method(config, variants.method, use_mi=variants.mi)
+    config_defaults.apply_variants(config, variants)
     return config

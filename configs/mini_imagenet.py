@@ -6,7 +6,7 @@ Variants (``key=value`` after the colon; fields with ``--config.KEY=VALUE``):
   --config=configs/mini_imagenet.py:num_labeled=10000          (100 labels per class)
   --config=configs/mini_imagenet.py:method=mean_teacher,mi=False   (the base method alone)
   --config=configs/mini_imagenet.py:num_labeled=4000,imbalance_ratio=10   (long-tailed)
-  --config=configs/mini_imagenet.py --config.model_kwargs.stem=imagenet   (~12x cheaper)
+  --config=configs/mini_imagenet.py --config.model.kwargs.stem=imagenet   (~12x cheaper)
 Methods: fixmatch (default), mixmatch, mean_teacher, mse, none (supervised + MI),
 supervised (labeled data only); ``mi=False`` drops the MUSCLE term.
 
@@ -15,7 +15,7 @@ placed images (100 classes x 600 images; per class 500 train / 100 test, the
 SSL split, not the few-shot 64/16/20 class split):
   tfds build mini_imagenet --imports=muscle_jax.data.mini_imagenet \
       --manual_dir=/path/to/mini_imagenet_images --data_dir=DIR
-then pass ``--config.data_dir=DIR`` (see docs/datasets.md).
+then pass ``--config.data.data_dir=DIR`` (see docs/datasets.md).
 
 Labels: 4,000 by default (40 per class); 10,000 (100 per class) as a variant.
 
@@ -47,6 +47,6 @@ def get_config(arg=None):
     config, variants = config_defaults.dataset_config(
         arg, dataset="mini_imagenet", num_classes=100, model_name="resnet18", num_labeled=4000
     )
-    config.model_kwargs.stem = "cifar"
-    config_defaults.apply_method(config, variants.method, use_mi=variants.mi)
+    config.model.kwargs.stem = "cifar"
+    config_defaults.apply_variants(config, variants)
     return config

@@ -13,7 +13,7 @@ supervised (labeled data only); ``mi=False`` drops the MUSCLE term.
 
 Data: TFDS ``mnist`` (60,000 train / 10,000 test). Downloads are off by
 default: on a machine with internet run ``tfds build mnist --data_dir=DIR``,
-copy DIR to the training machine and pass ``--config.data_dir=DIR`` (see
+copy DIR to the training machine and pass ``--config.data.data_dir=DIR`` (see
 docs/datasets.md). Weak augmentation does not flip digits (dataset catalog).
 
 Labels: 600 (60 per class), the setting of the MNIST anchor below.
@@ -59,10 +59,10 @@ def get_config(arg=None):
     )
     if variants.model not in MODELS:
         raise ValueError(f"Config arg model={variants.model!r} is not one of {MODELS}.")
-    config.model_name = variants.model  # mlp: 256-256.
+    config.model.name = variants.model  # mlp: 256-256.
     if variants.model == "small_cnn":
         # 28 -> 28 -> 14 -> 7 -> 4 -> 2 -> 1: the last layer's one position sees the
         # whole digit (three layers saw a 9x9 patch before pooling: a bag of strokes).
-        config.model_kwargs.widths = (32, 64, 128, 128, 128, 128)
-    config_defaults.apply_method(config, variants.method, use_mi=variants.mi)
+        config.model.kwargs.widths = (32, 64, 128, 128, 128, 128)
+    config_defaults.apply_variants(config, variants)
     return config

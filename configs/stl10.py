@@ -5,7 +5,7 @@ Command:
 Variants (``key=value`` after the colon; fields with ``--config.KEY=VALUE``):
   --config=configs/stl10.py:num_labeled=1000,seed=1
   --config=configs/stl10.py:method=fixmatch,mi=False        (the base method alone)
-  --config=configs/stl10.py:total_steps=20000 --config.compute_dtype=bfloat16
+  --config=configs/stl10.py:total_steps=20000 --config.model.compute_dtype=bfloat16
 Methods: fixmatch (default), mixmatch, mean_teacher, mse, none (supervised + MI),
 supervised (labeled data only); ``mi=False`` drops the MUSCLE term.
 
@@ -13,7 +13,7 @@ Data: TFDS ``stl10``: 5,000 labeled ``train`` images, 8,000 ``test`` and
 100,000 ``unlabeled`` ones, which join the unlabeled stream after the
 training images. Downloads are off by default: on a machine with internet
 run ``tfds build stl10 --data_dir=DIR`` (about 2.6 GB), copy DIR to the
-training machine and pass ``--config.data_dir=DIR`` (see docs/datasets.md).
+training machine and pass ``--config.data.data_dir=DIR`` (see docs/datasets.md).
 
 Labels: by default all 5,000 labeled training images (500 per class).
 ``num_labeled=1000`` draws a seeded, class-balanced 1,000 from them; that is
@@ -25,7 +25,7 @@ takes depths of the form 6n + 4, so 37 is not available; this config uses
 WRN-28-2 (1.47 M parameters, as for CIFAR-10) at full 96x96 resolution, a
 smaller model than FixMatch's. It is set as ``wide_resnet`` with explicit
 ``depth`` and ``width`` so that both can be overridden, e.g.
-``--config.model_kwargs.depth=40`` for WRN-40-2 (about 2.2 M parameters).
+``--config.model.kwargs.depth=40`` for WRN-40-2 (about 2.2 M parameters).
 
 Expected accuracy: no MUSCLE figure has been measured with this code, and
 METHOD.md lists no STL-10 anchor.
@@ -46,7 +46,7 @@ def get_config(arg=None):
     config, variants = config_defaults.dataset_config(
         arg, dataset="stl10", num_classes=10, model_name="wide_resnet", num_labeled=5000
     )
-    config.model_kwargs.depth = 28
-    config.model_kwargs.width = 2
-    config_defaults.apply_method(config, variants.method, use_mi=variants.mi)
+    config.model.kwargs.depth = 28
+    config.model.kwargs.width = 2
+    config_defaults.apply_variants(config, variants)
     return config

@@ -12,7 +12,7 @@ supervised (labeled data only); ``mi=False`` drops the MUSCLE term.
 Data: TFDS ``svhn_cropped`` (73,257 train / 26,032 test digits; the ``extra``
 split is not used). Downloads are off by default: on a machine with internet
 run ``tfds build svhn_cropped --data_dir=DIR``, copy DIR to the training
-machine and pass ``--config.data_dir=DIR`` (see docs/datasets.md). Weak
+machine and pass ``--config.data.data_dir=DIR`` (see docs/datasets.md). Weak
 augmentation does not flip SVHN (a mirrored digit is another digit); the
 input pipeline's dataset catalog handles that, not this config.
 
@@ -40,5 +40,5 @@ def get_config(arg=None):
     config, variants = config_defaults.dataset_config(
         arg, dataset="svhn_cropped", num_classes=10, model_name="wrn28_2", num_labeled=1000
     )
-    config_defaults.apply_method(config, variants.method, use_mi=variants.mi)
+    config_defaults.apply_variants(config, variants)
     return config

@@ -14,18 +14,18 @@ from muscle_jax import config_defaults
 
 def get_config(arg=None):
     arg = config_defaults.parse_arg(
-        arg, dataset="digits", num_labeled=40, method="fixmatch", mi=True, seed=0
+        arg, dataset="digits", num_labeled=40, seed=0, **config_defaults.METHOD_VARIANTS
     )
     config = config_defaults.base_config()
-    config.dataset = arg.dataset
-    config.num_classes = 10
-    config.num_labeled = arg.num_labeled
+    config.data.name = arg.dataset
+    config.data.num_classes = 10
+    config.data.num_labeled = arg.num_labeled
     config.seed = arg.seed
-    config.model_name = "small_cnn"
-    config.model_kwargs.widths = (8, 16, 16, 16)  # 8x8 -> 1x1: sees the whole image.
-    config.batch_size = 8
-    config.unlabeled_ratio = 2
-    config.eval_batch_size = 64
+    config.model.name = "small_cnn"
+    config.model.kwargs.widths = (8, 16, 16, 16)  # 8x8 -> 1x1: sees the whole image.
+    config.data.batch_size = 8
+    config.data.unlabeled_ratio = 2
+    config.data.eval_batch_size = 64
     config.total_steps = 12
     config.log_every_steps = 4
     config.eval_every_steps = 6
@@ -33,6 +33,6 @@ def get_config(arg=None):
     config.keep_checkpoints = 2
     config.optimizer.learning_rate = 0.05
     config.ema_decay = 0.9
-    config.loss.threshold = 0.5
-    config_defaults.apply_method(config, arg.method, use_mi=arg.mi)
+    config.loss.fixmatch.threshold = 0.5
+    config_defaults.apply_variants(config, arg)
     return config

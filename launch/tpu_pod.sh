@@ -29,7 +29,7 @@ Options (each also settable by the environment variable in brackets):
   --repo-ref=REF       branch, tag or commit to check out with --repo-url [REPO_REF] (main)
   --remote-dir=DIR     checkout directory on the workers             [REMOTE_DIR] (muscle_jax)
   --jax-version=X.Y.Z  jax[tpu] version; default: setup.cfg's jax pin [JAX_VERSION]
-  --data-dir=gs://...  TFDS data directory, passed as --config.data_dir [DATA_DIR]
+  --data-dir=gs://...  TFDS data directory, passed as --config.data.data_dir [DATA_DIR]
   --skip-setup         only run (the workers are already set up)
   --detach             run under nohup on the workers, log to REMOTE_DIR/muscle_run.log
   --dry-run            print the commands instead of running them
@@ -39,7 +39,7 @@ Arguments after `--` are passed to muscle_jax.main, e.g. -- --config.total_steps
 Example:
   launch/tpu_pod.sh --tpu=my-v4-32 --zone=us-central2-b \
     --config=configs/cifar100.py:num_labeled=2500 --workdir=gs://my-bucket/muscle/c100_2500 \
-    -- --config.compute_dtype=bfloat16
+    -- --config.model.compute_dtype=bfloat16
 EOF
 }
 
@@ -178,7 +178,7 @@ fi
 
 main_cmd=(python -m muscle_jax.main --distributed "--config=$CONFIG" "--workdir=$WORKDIR")
 if [[ -n "$DATA_DIR" ]]; then
-  main_cmd+=("--config.data_dir=$DATA_DIR")
+  main_cmd+=("--config.data.data_dir=$DATA_DIR")
 fi
 # (The +alternative form: an empty array under `set -u` breaks bash 3.2, macOS's bash.)
 main_cmd+=(${MAIN_FLAGS[@]+"${MAIN_FLAGS[@]}"})

@@ -1,10 +1,16 @@
-"""The full config schema with METHOD.md's defaults, shared by `configs/*.py`.
+"""The full config schema with docs/method.md's defaults, shared by `configs/*.py`.
 
 Every key the trainer reads is declared here, so a typo in a command-line
 override (``--config.totl_steps=10``) is an error from ml_collections rather
-than a silently ignored setting. Dataset configs start from `base_config()`
-and change only what differs; `parse_arg` reads their ``get_config(arg)``
-variants (``--config=configs/cifar10.py:num_labeled=250,method=mixmatch``).
+than a silently ignored setting. The config has one section per concern,
+and each module takes its section whole: ``data`` (the input pipeline),
+``model`` (`models.create_model`), ``loss`` (the objective: which term of
+each role and their weights, plus a section ``loss.<term>`` per method,
+defined with the method in `muscle_jax.methods`) and ``optimizer``; the
+training loop's keys sit at the top. Dataset configs start from
+`base_config()` and change only what differs; `parse_arg` reads their
+``get_config(arg)`` variants
+(``--config=configs/cifar10.py:num_labeled=250,method=mixmatch,unsupervised=sdt``).
 
 Defaults marked "protocol" are the FixMatch protocol that SSL papers share;
 defaults marked "ours" are choices the MUSCLE abstract does not fix.
@@ -13,53 +19,95 @@ defaults marked "ours" are choices the MUSCLE abstract does not fix.
 import ml_collections
 from ml_collections import config_dict
 
-# What a variant's ``method=`` means for the loss config.
-METHODS = ("fixmatch", "mixmatch", "mean_teacher", "mse", "none", "supervised")
+from muscle_jax import methods
+
+# What a variant's ``method=`` means: a consistency term, or "supervised"
+# (cross-entropy on the labeled images only, no unlabeled batch).
+SUPERVISED_ONLY = "supervised"
+
+# Keys that moved into sections; an old command line names the new key.
+MOVED_KEYS = {
+    "dataset": "data.name",
+    "data_dir": "data.data_dir",
+    "download": "data.download",
+    "num_classes": "data.num_classes",
+    "num_labeled": "data.num_labeled",
+    "imbalance_ratio": "data.imbalance_ratio",
+    "exclude_labeled_from_unlabeled": "data.exclude_labeled_from_unlabeled",
+    "batch_size": "data.batch_size",
+    "unlabeled_ratio": "data.unlabeled_ratio",
+    "eval_batch_size": "data.eval_batch_size",
+    "model_name": "model.name",
+    "model_kwargs": "model.kwargs",
+    "overclustering_heads": "model.overclustering_heads",
+    "overclustering_factor": "model.overclustering_factor",
+    "compute_dtype": "model.compute_dtype",
+    "loss.mi_weight": "loss.unsupervised_weight",
+    "loss.mi_rampup": "loss.unsupervised_rampup",
+    "loss.mi_rampup_steps": "loss.unsupervised_rampup_steps",
+    "loss.lamb": "loss.iic.lamb",
+    "loss.mi_on_labeled": "loss.iic.on_labeled",
+    "loss.overclustering_weight": "loss.iic.overclustering_weight",
+    "loss.threshold": "loss.fixmatch.threshold",
+    "loss.label_smoothing": "loss.cross_entropy.label_smoothing",
+    "loss.mixmatch_temperature": "loss.mixmatch.temperature",
+    "loss.mixmatch_alpha": "loss.mixmatch.alpha",
+}
+
+
+def methods_for_variant() -> tuple[str, ...]:
+    """What ``method=`` accepts: every consistency term, and ``supervised``."""
+    return (*methods.names(methods.CONSISTENCY), SUPERVISED_ONLY)
+
+
+# The built-in values of ``method=``.
+METHODS = methods_for_variant()
 
 
 def base_config() -> ml_collections.ConfigDict:
     config = ml_collections.ConfigDict()
+    config.seed = 0  # The labeled subset, initialisation, data order and augmentations.
 
-    # Data.
-    config.dataset = "cifar10"
-    config.data_dir = config_dict.placeholder(str)  # None: TFDS's default directory.
-    config.download = False  # Never reach the network unless asked to.
-    config.num_classes = 10
-    config.num_labeled = 4000
-    config.imbalance_ratio = 1.0  # > 1: long-tailed labeled subset (bias experiments).
-    config.exclude_labeled_from_unlabeled = False  # protocol: all images are unlabeled too.
-    config.seed = 0
-    config.batch_size = 64  # protocol: global labeled batch.
-    config.unlabeled_ratio = 7  # protocol: mu, unlabeled images per labeled one.
-    config.eval_batch_size = 256
+    # Data: `input_pipeline` takes this section whole.
+    config.data = ml_collections.ConfigDict()
+    config.data.name = "cifar10"
+    config.data.data_dir = config_dict.placeholder(str)  # None: TFDS's default directory.
+    config.data.download = False  # Never reach the network unless asked to.
+    config.data.num_classes = 10
+    config.data.num_labeled = 4000
+    config.data.imbalance_ratio = 1.0  # > 1: long-tailed labeled subset (bias experiments).
+    config.data.exclude_labeled_from_unlabeled = False  # protocol: all images are unlabeled too.
+    config.data.batch_size = 64  # protocol: global labeled batch.
+    config.data.unlabeled_ratio = 7  # protocol: mu, unlabeled images per labeled one.
+    config.data.eval_batch_size = 256
 
-    # Model.
-    config.model_name = "wrn28_2"
-    config.model_kwargs = ml_collections.ConfigDict()
-    config.overclustering_heads = 0  # ours: IIC's over-clustering heads off by default.
-    config.overclustering_factor = 5
-    config.compute_dtype = "float32"  # "bfloat16" on accelerators.
+    # Model: `models.create_model` takes this section whole (heads a loss
+    # term needs, e.g. MIO's projector, are added by the methods).
+    config.model = ml_collections.ConfigDict()
+    config.model.name = "wrn28_2"
+    config.model.kwargs = ml_collections.ConfigDict()
+    config.model.overclustering_heads = 0  # ours: IIC's over-clustering heads off by default.
+    config.model.overclustering_factor = 5
+    config.model.compute_dtype = "float32"  # "bfloat16" on accelerators.
 
-    # Loss: L = w_s L_sup + w_c(t) L_cons - w_mi(t) MI.
+    # Loss: L = w_s L_sup + w_c(t) L_cons + w_u(t) L_unsup; one term of each
+    # role, by name (`muscle_jax.methods`), each with its section below.
     config.loss = ml_collections.ConfigDict()
+    config.loss.supervised = "cross_entropy"  # cross_entropy | self_adaptive
     config.loss.consistency = "fixmatch"  # fixmatch | mse | mean_teacher | mixmatch | none
-    config.loss.supervised_weight = 1.0  # 0 for MI-only pre-training.
+    config.loss.unsupervised = "iic"  # iic (MUSCLE) | sdt | mio | none
+    config.loss.supervised_weight = 1.0  # 0 for unsupervised-only pre-training.
     config.loss.consistency_weight = 1.0  # protocol (FixMatch lambda_u).
     config.loss.consistency_rampup = "none"  # none | linear | sigmoid
     config.loss.consistency_rampup_steps = 0
     # ours. configs/digits.py uses 3, chosen by its MI-weight ablation on tuning
     # seeds (README, "Experiments"); one small dataset at 3 seeds could not
     # separate 1 from 3, so the library-wide default stays 1.
-    config.loss.mi_weight = 1.0
-    config.loss.mi_rampup = "sigmoid"  # ours.
-    config.loss.mi_rampup_steps = 0  # ours: 0 = full weight from step 0.
-    config.loss.lamb = 1.0  # IIC's lambda: 1 is the true mutual information.
-    config.loss.mi_on_labeled = False  # ours: MI on the unlabeled views only.
-    config.loss.overclustering_weight = 1.0  # relative to mi_weight.
-    config.loss.threshold = 0.95  # protocol (FixMatch tau).
-    config.loss.label_smoothing = 0.0
-    config.loss.mixmatch_temperature = 0.5  # MixMatch paper.
-    config.loss.mixmatch_alpha = 0.75  # MixMatch paper.
+    config.loss.unsupervised_weight = 1.0
+    config.loss.unsupervised_rampup = "sigmoid"  # ours.
+    config.loss.unsupervised_rampup_steps = 0  # ours: 0 = full weight from step 0.
+    for name, section in methods.config_sections().items():
+        config.loss[name] = section
 
     # Optimisation.
     config.optimizer = ml_collections.ConfigDict()
@@ -86,6 +134,18 @@ def base_config() -> ml_collections.ConfigDict:
     # e.g. to extend a finished run's total_steps.
     config.allow_config_change_on_resume = False
     return config
+
+
+def moved_key_problems(args) -> list[str]:
+    """``--config.OLD=...`` arguments of keys that moved into a section, with the new key."""
+    problems = []
+    for arg in args:
+        if not arg.startswith("--config."):
+            continue
+        key = arg[len("--config.") :].split("=", 1)[0]
+        if key in MOVED_KEYS:
+            problems.append(f"--config.{key} is now --config.{MOVED_KEYS[key]}")
+    return problems
 
 
 def parse_arg(arg: str | None, **defaults):
@@ -119,32 +179,58 @@ def parse_arg(arg: str | None, **defaults):
     return result
 
 
-def apply_method(config: ml_collections.ConfigDict, method: str, *, use_mi: bool) -> None:
-    """Sets the loss for a named base method, with or without the MUSCLE MI term.
+def apply_method(
+    config: ml_collections.ConfigDict,
+    method: str,
+    *,
+    use_mi: bool = True,
+    unsupervised: str | None = None,
+    supervised: str = "cross_entropy",
+) -> None:
+    """Selects the loss terms for a named base method and unsupervised term.
 
-    Call it after ``total_steps`` is set: the ramp-ups of MixMatch and Mean
-    Teacher last 16k steps (their papers' choice) or a quarter of a shorter run.
+    Args:
+      method: a consistency term (`methods_for_variant`), or ``supervised``:
+        cross-entropy on the labeled images only, without an unlabeled batch.
+      use_mi: False drops the unsupervised term (the base method alone).
+      unsupervised: the unsupervised term; None keeps the config's (``iic``).
+      supervised: the supervised term (``cross_entropy`` or ``self_adaptive``).
+
+    Call it after ``total_steps`` is set: a consistency method's own weight
+    ramp-up (MixMatch, Mean Teacher, Pi-model) lasts 16k steps (their papers'
+    choice) or a quarter of a shorter run, and self-adaptive training starts
+    updating its targets at 30 % of the run (the paper's 60 of 200 epochs).
+
+    Raises:
+      ValueError: an unknown name, or ``use_mi=False`` with an unsupervised term.
     """
-    if method not in METHODS:
-        raise ValueError(f"Unknown method {method!r}; choose one of {METHODS}.")
-    if method == "supervised":
-        config.loss.consistency = "none"
+    if method not in methods_for_variant():
+        raise ValueError(f"Unknown method {method!r}; choose one of {methods_for_variant()}.")
+    methods.get(methods.SUPERVISED, supervised)
+    if unsupervised is not None:
+        methods.get(methods.UNSUPERVISED, unsupervised)
+        if not use_mi and unsupervised != "none":
+            raise ValueError(
+                f"mi=False drops the unsupervised term, but unsupervised={unsupervised!r} "
+                "asks for one; give one of them."
+            )
+    unsupervised = unsupervised or config.loss.unsupervised
+    if method == SUPERVISED_ONLY:
+        method = "none"
         use_mi = False
-        config.unlabeled_ratio = 0
-    else:
-        config.loss.consistency = method
-    rampup_steps = min(16384, config.total_steps // 4)
-    if method == "mixmatch":
-        # MixMatch's own protocol: L2 weight 75 (CIFAR-10), linear ramp-up.
-        config.loss.consistency_weight = 75.0
-        config.loss.consistency_rampup = "linear"
-        config.loss.consistency_rampup_steps = rampup_steps
-    if method in ("mean_teacher", "mse"):
-        config.loss.consistency_weight = 10.0
-        config.loss.consistency_rampup = "sigmoid"
-        config.loss.consistency_rampup_steps = rampup_steps
+        config.data.unlabeled_ratio = 0
+    config.loss.consistency = method
+    config.loss.supervised = supervised
+    config.loss.unsupervised = unsupervised if use_mi else "none"
     if not use_mi:
-        config.loss.mi_weight = 0.0
+        config.loss.unsupervised_weight = 0.0
+    default_rampup = min(16384, config.total_steps // 4)
+    weighting = methods.get(methods.CONSISTENCY, method).weighting
+    if weighting:
+        config.loss.consistency_weight = weighting["weight"]
+        config.loss.consistency_rampup = weighting["rampup"]
+        steps = weighting["rampup_steps"]
+        config.loss.consistency_rampup_steps = default_rampup if steps is None else steps
 
 
 def dataset_config(
@@ -159,31 +245,47 @@ def dataset_config(
 ) -> tuple[ml_collections.ConfigDict, ml_collections.ConfigDict]:
     """`base_config()` for one dataset, with the variants every config accepts.
 
-    Parses ``arg`` for ``num_labeled``, ``method``, ``mi``, ``seed``,
-    ``imbalance_ratio``, ``total_steps`` and the config's ``extra_variants``,
-    and returns ``(config, variants)``. The caller changes what its dataset
-    needs, then calls `apply_method` with ``variants.method`` and ``variants.mi``
-    (last, since the supervised baseline turns the unlabeled batch off).
+    Parses ``arg`` for ``num_labeled``, ``method``, ``mi``, ``unsupervised``,
+    ``supervised``, ``seed``, ``imbalance_ratio``, ``total_steps`` and the
+    config's ``extra_variants``, and returns ``(config, variants)``. The
+    caller changes what its dataset needs, then calls `apply_variants` (last,
+    since the supervised baseline turns the unlabeled batch off).
     """
     variants = parse_arg(
         arg,
         num_labeled=num_labeled,
-        method="fixmatch",
-        mi=True,
         seed=0,
         imbalance_ratio=1.0,
         total_steps=total_steps,
+        **METHOD_VARIANTS,
         **extra_variants,
     )
     config = base_config()
-    config.dataset = dataset
-    config.num_classes = num_classes
-    config.model_name = model_name
-    config.num_labeled = variants.num_labeled
-    config.imbalance_ratio = variants.imbalance_ratio
+    config.data.name = dataset
+    config.data.num_classes = num_classes
+    config.model.name = model_name
+    config.data.num_labeled = variants.num_labeled
+    config.data.imbalance_ratio = variants.imbalance_ratio
     config.seed = variants.seed
     config.total_steps = variants.total_steps
     # A short variant run still evaluates and checkpoints at its end.
     config.eval_every_steps = min(config.eval_every_steps, variants.total_steps)
     config.checkpoint_every_steps = min(config.checkpoint_every_steps, variants.total_steps)
     return config, variants
+
+
+# The variants that choose the loss terms, accepted by every config:
+# ``method`` (the consistency term, or "supervised"), ``mi`` (False: no
+# unsupervised term), ``unsupervised`` ("" keeps iic) and ``supervised``.
+METHOD_VARIANTS = {"method": "fixmatch", "mi": True, "unsupervised": "", "supervised": ""}
+
+
+def apply_variants(config: ml_collections.ConfigDict, variants: ml_collections.ConfigDict) -> None:
+    """`apply_method` with a config's parsed `METHOD_VARIANTS`."""
+    apply_method(
+        config,
+        variants.method,
+        use_mi=variants.mi,
+        unsupervised=variants.unsupervised or None,
+        supervised=variants.supervised or "cross_entropy",
+    )

@@ -9,7 +9,7 @@ import json
 import jax.numpy as jnp
 import ml_collections
 
-from muscle_jax import losses
+from muscle_jax import losses, methods
 
 OPTIMIZERS = ("sgd", "adam")
 SCHEDULES = ("cosine", "constant")
@@ -24,15 +24,15 @@ class ConfigError(ValueError):
 def _positive_ints(config) -> dict[str, object]:
     return {
         "total_steps": config.total_steps,
-        "batch_size": config.batch_size,
-        "eval_batch_size": config.eval_batch_size,
-        "num_labeled": config.num_labeled,
+        "data.batch_size": config.data.batch_size,
+        "data.eval_batch_size": config.data.eval_batch_size,
+        "data.num_labeled": config.data.num_labeled,
         "log_every_steps": config.log_every_steps,
         "eval_every_steps": config.eval_every_steps,
         "checkpoint_every_steps": config.checkpoint_every_steps,
         "keep_checkpoints": config.keep_checkpoints,
         "median_of_last_evals": config.median_of_last_evals,
-        "overclustering_factor": config.overclustering_factor,
+        "model.overclustering_factor": config.model.overclustering_factor,
     }
 
 
@@ -42,37 +42,31 @@ def _check_types_and_ranges(config) -> list[str]:
         if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
             problems.append(f"{key}={value!r} must be a positive integer.")
     for key, value in {
-        "unlabeled_ratio": config.unlabeled_ratio,
-        "overclustering_heads": config.overclustering_heads,
+        "data.unlabeled_ratio": config.data.unlabeled_ratio,
+        "model.overclustering_heads": config.model.overclustering_heads,
         "optimizer.warmup_steps": config.optimizer.warmup_steps,
         "loss.consistency_rampup_steps": config.loss.consistency_rampup_steps,
-        "loss.mi_rampup_steps": config.loss.mi_rampup_steps,
+        "loss.unsupervised_rampup_steps": config.loss.unsupervised_rampup_steps,
     }.items():
         if not isinstance(value, int) or isinstance(value, bool) or value < 0:
             problems.append(f"{key}={value!r} must be an integer >= 0.")
-    if config.num_classes < 2:
-        problems.append(f"num_classes={config.num_classes} must be at least 2.")
+    if config.data.num_classes < 2:
+        problems.append(f"data.num_classes={config.data.num_classes} must be at least 2.")
     if not 0.0 <= config.ema_decay < 1.0:
         problems.append(f"ema_decay={config.ema_decay} must be in [0, 1).")
-    if config.imbalance_ratio < 1.0:
-        problems.append(f"imbalance_ratio={config.imbalance_ratio} must be >= 1 (1: balanced).")
+    if config.data.imbalance_ratio < 1.0:
+        problems.append(
+            f"data.imbalance_ratio={config.data.imbalance_ratio} must be >= 1 (1: balanced)."
+        )
     if config.optimizer.learning_rate <= 0:
         problems.append(f"optimizer.learning_rate={config.optimizer.learning_rate} must be > 0.")
     if config.optimizer.weight_decay < 0:
         problems.append(f"optimizer.weight_decay={config.optimizer.weight_decay} must be >= 0.")
     if not 0.0 <= config.optimizer.momentum < 1.0:
         problems.append(f"optimizer.momentum={config.optimizer.momentum} must be in [0, 1).")
-    for key in ("supervised_weight", "consistency_weight", "mi_weight", "overclustering_weight"):
+    for key in ("supervised_weight", "consistency_weight", "unsupervised_weight"):
         if config.loss[key] < 0:
             problems.append(f"loss.{key}={config.loss[key]} must be >= 0.")
-    if not 0.0 <= config.loss.threshold <= 1.0:
-        problems.append(f"loss.threshold={config.loss.threshold} must be in [0, 1].")
-    if config.loss.lamb <= 0:
-        problems.append(f"loss.lamb={config.loss.lamb} must be > 0.")
-    if not 0.0 <= config.loss.label_smoothing < 1.0:
-        problems.append(f"loss.label_smoothing={config.loss.label_smoothing} must be in [0, 1).")
-    if config.loss.mixmatch_temperature <= 0 or config.loss.mixmatch_alpha <= 0:
-        problems.append("loss.mixmatch_temperature and loss.mixmatch_alpha must be > 0.")
     return problems
 
 
@@ -80,44 +74,30 @@ def _check_choices(config) -> list[str]:
     from muscle_jax import models  # Deferred: pulls in Flax.
 
     choices = {
-        "loss.consistency": (config.loss.consistency, losses.CONSISTENCY_KINDS),
         "loss.consistency_rampup": (config.loss.consistency_rampup, losses.RAMPUP_KINDS),
-        "loss.mi_rampup": (config.loss.mi_rampup, losses.RAMPUP_KINDS),
+        "loss.unsupervised_rampup": (config.loss.unsupervised_rampup, losses.RAMPUP_KINDS),
         "optimizer.name": (config.optimizer.name, OPTIMIZERS),
         "optimizer.schedule": (config.optimizer.schedule, SCHEDULES),
-        "compute_dtype": (config.compute_dtype, tuple(COMPUTE_DTYPES)),
-        "model_name": (config.model_name, models.list_models()),
+        "model.compute_dtype": (config.model.compute_dtype, tuple(COMPUTE_DTYPES)),
+        "model.name": (config.model.name, models.list_models()),
     }
-    return [
+    problems = [
         f"{key}={value!r} is not one of {allowed}."
         for key, (value, allowed) in choices.items()
         if value not in allowed
     ]
-
-
-def _check_unlabeled_stream(config) -> list[str]:
-    if config.unlabeled_ratio > 0:
-        return []
-    problems = []
-    if config.loss.consistency != "none":
-        problems.append(
-            f"unlabeled_ratio=0 (no unlabeled batch) needs loss.consistency='none', got "
-            f"{config.loss.consistency!r}."
-        )
-    if config.loss.mi_weight > 0 or config.loss.mi_on_labeled:
-        problems.append(
-            "unlabeled_ratio=0 (no unlabeled batch) needs loss.mi_weight=0 and "
-            "loss.mi_on_labeled=False."
-        )
-    return problems
+    # The loss terms and their sections: each method checks its own.
+    return problems + methods.check(config)
 
 
 def _check_divisibility(config, num_devices: int, num_processes: int) -> list[str]:
     problems = []
     batches = {
-        "batch_size": config.batch_size,
-        "batch_size * unlabeled_ratio": config.batch_size * config.unlabeled_ratio,
-        "eval_batch_size": config.eval_batch_size,
+        "data.batch_size": config.data.batch_size,
+        "data.batch_size * data.unlabeled_ratio": (
+            config.data.batch_size * config.data.unlabeled_ratio
+        ),
+        "data.eval_batch_size": config.data.eval_batch_size,
     }
     for name, size in batches.items():
         if isinstance(size, int) and size % max(num_devices, num_processes):
@@ -134,7 +114,6 @@ def validate_config(
     """Raises `ConfigError` listing every invalid value in ``config``."""
     problems = _check_types_and_ranges(config)
     problems += _check_choices(config)
-    problems += _check_unlabeled_stream(config)
     if not problems:
         problems += _check_divisibility(config, num_devices, num_processes)
     if config.init_from is not None and not config.init_from:
@@ -146,15 +125,15 @@ def validate_config(
 def validate_against_dataset(config: ml_collections.ConfigDict, info) -> None:
     """Checks the config against the dataset's real sizes (an `input_pipeline.DatasetInfo`)."""
     problems = []
-    if config.num_classes != info.num_classes:
+    if config.data.num_classes != info.num_classes:
         problems.append(
-            f"num_classes={config.num_classes} but dataset {info.name!r} has "
-            f"{info.num_classes} classes; set --config.num_classes={info.num_classes}."
+            f"data.num_classes={config.data.num_classes} but dataset {info.name!r} has "
+            f"{info.num_classes} classes; set --config.data.num_classes={info.num_classes}."
         )
-    if config.num_labeled > info.num_train:
+    if config.data.num_labeled > info.num_train:
         problems.append(
-            f"num_labeled={config.num_labeled} is more than the {info.num_train} training "
-            f"examples of {info.name!r}."
+            f"data.num_labeled={config.data.num_labeled} is more than the {info.num_train} "
+            f"training examples of {info.name!r}."
         )
     if problems:
         raise ConfigError("Config does not fit the dataset:\n  - " + "\n  - ".join(problems))
@@ -170,9 +149,9 @@ RESUME_CHANGEABLE_KEYS = frozenset(
         "checkpoint_every_steps",
         "keep_checkpoints",
         "median_of_last_evals",
-        "eval_batch_size",
-        "data_dir",
-        "download",
+        "data.eval_batch_size",
+        "data.data_dir",
+        "data.download",
         "init_from",
         "init_from_step",
         "allow_config_change_on_resume",

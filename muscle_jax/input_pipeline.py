@@ -37,18 +37,22 @@ import tensorflow as tf
 from muscle_jax.data import augment, device, sources, streams, validation
 from muscle_jax.data.sources import ArrayDataset, DatasetInfo, DatasetNotFoundError
 from muscle_jax.data.splits import per_class_counts, select_labeled_indices
-from muscle_jax.data.validation import DataValidationError
+from muscle_jax.data.validation import DataRequestError, DataValidationError
 
 __all__ = [
     "ArrayDataset",
+    "DataRequestError",
     "DataValidationError",
     "DatasetInfo",
     "DatasetNotFoundError",
     "dataset_info",
+    "evaluation",
     "make_eval_iterator",
     "make_train_iterator",
+    "open_dataset",
     "per_class_counts",
     "select_labeled_indices",
+    "training",
 ]
 
 _UNLABELED_VIEWS = {"weak_strong": ("weak", "strong"), "weak_weak": ("weak", "weak"), "none": ()}
@@ -92,6 +96,66 @@ def _process(process_index: int | None, process_count: int | None) -> tuple[int,
 def _shard(size: int, index: int, count: int) -> tuple[int, int]:
     """Contiguous even shard `[start, end)` of `range(size)`, as tfds.even_splits cuts it."""
     return size * index // count, size * (index + 1) // count
+
+
+def open_dataset(data_config) -> "sources.ArraySource | sources.TfdsSource":
+    """Opens ``data_config.name`` once for a run; pass the result to `training` and `evaluation`.
+
+    Reading a TFDS builder's metadata and cardinalities takes seconds on a
+    large dataset; a run does it here once instead of at every evaluation.
+    The result's ``info`` is the `DatasetInfo`.
+    """
+    return sources.open_source(
+        data_config.name, data_dir=data_config.data_dir, download=data_config.download
+    )
+
+
+def training(
+    data_config,
+    *,
+    seed: int,
+    unlabeled_views: str,
+    labeled_views: int = 1,
+    source=None,
+    sharding: jax.sharding.NamedSharding | None = None,
+    start_step: int = 0,
+) -> Iterator[dict]:
+    """`make_train_iterator` for a config's ``data`` section (big_vision's ``config.input``).
+
+    ``unlabeled_views`` and ``labeled_views`` are what the loss terms need
+    (`muscle_jax.methods`); ``source`` is `open_dataset`'s result (default:
+    opened here).
+    """
+    return make_train_iterator(
+        data_config.name if source is None else source,
+        data_dir=data_config.data_dir,
+        num_labeled=data_config.num_labeled,
+        seed=seed,
+        labeled_batch_size=data_config.batch_size,
+        unlabeled_ratio=data_config.unlabeled_ratio,
+        unlabeled_views=unlabeled_views,
+        labeled_views=labeled_views,
+        imbalance_ratio=data_config.imbalance_ratio,
+        exclude_labeled_from_unlabeled=data_config.exclude_labeled_from_unlabeled,
+        num_classes=data_config.num_classes,
+        sharding=sharding,
+        download=data_config.download,
+        start_step=start_step,
+    )
+
+
+def evaluation(
+    data_config, *, source=None, sharding: jax.sharding.NamedSharding | None = None
+) -> Iterator[dict]:
+    """`make_eval_iterator` (one pass over the test split) for a config's ``data`` section."""
+    return make_eval_iterator(
+        data_config.name if source is None else source,
+        data_dir=data_config.data_dir,
+        batch_size=data_config.eval_batch_size,
+        sharding=sharding,
+        num_classes=data_config.num_classes,
+        download=data_config.download,
+    )
 
 
 def make_train_iterator(
@@ -165,7 +229,7 @@ def make_train_iterator(
         num_classes=info.num_classes,
     )
     if len(labeled) < count:
-        raise ValueError(f"num_labeled={num_labeled} is fewer than the {count} processes.")
+        raise DataRequestError(f"num_labeled={num_labeled} is fewer than the {count} processes.")
     mine = labeled[index::count]
     images, labels = source.gather_train(mine)
     rand_augment = augment.RandAugment()
@@ -190,7 +254,7 @@ def make_train_iterator(
     ]
     if unlabeled_views != "none":
         if unlabeled_ratio < 1:
-            raise ValueError(f"unlabeled_ratio must be >= 1, got {unlabeled_ratio}.")
+            raise DataRequestError(f"unlabeled_ratio must be >= 1, got {unlabeled_ratio}.")
         local_unlabeled = device.local_batch_size(
             unlabeled_ratio * labeled_batch_size,
             process_count=count,
@@ -204,7 +268,7 @@ def make_train_iterator(
             source, _shard(info.pool_size, index, count), excluded, shuffle_buffer_size
         )
         if not blocks:
-            raise ValueError(f"Process {index} has no unlabeled examples in its shard.")
+            raise DataRequestError(f"Process {index} has no unlabeled examples in its shard.")
         parts.append(
             streams.train_stream(
                 blocks,

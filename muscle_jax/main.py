@@ -75,9 +75,9 @@ def main(argv):
 
     try:
         results = train.train_and_evaluate(FLAGS.config, FLAGS.workdir)
-    except (ValueError, OSError, FloatingPointError) as error:
+    except user_errors() as error:
         # Bad input, an unusable workdir or a diverged run: the message says what to fix,
-        # printed once.
+        # printed once. Anything else is a bug or a library failure and keeps its traceback.
         print(f"error: {error}", file=sys.stderr)
         sys.exit(2)
     if results["status"] == "completed":
@@ -91,6 +91,23 @@ def main(argv):
         )
     else:
         print(f"stopped at step {results['step']} with a checkpoint; rerun to resume")
+
+
+def user_errors() -> tuple[type[Exception], ...]:
+    """The project's own error types: each message names the problem and the fix."""
+    from muscle_jax import checkpointing, config_validation, monitoring, workdir
+    from muscle_jax.data import sources, validation
+
+    return (
+        config_validation.ConfigError,
+        validation.DataValidationError,
+        validation.DataRequestError,
+        sources.DatasetNotFoundError,
+        workdir.WorkdirError,
+        checkpointing.IncompatibleCheckpointError,
+        checkpointing.UnreadableCheckpointError,
+        monitoring.NonFiniteLossError,
+    )
 
 
 CONFIGS_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "configs")
@@ -112,8 +129,11 @@ def usage() -> str:
                 lines.append(f"  configs/{name:18s} {first}")
     lines += [
         "",
-        "Config keys, their defaults and meaning: muscle_jax/config_defaults.py "
-        "(override any with --config.KEY=VALUE, e.g. --config.total_steps=300).",
+        "Config keys, their defaults and meaning: muscle_jax/config_defaults.py, in sections "
+        "data, model, loss (with loss.<method> per method) and optimizer (override any with "
+        "--config.KEY=VALUE, e.g. --config.total_steps=300 --config.data.num_labeled=40).",
+        "Methods (loss.supervised / loss.consistency / loss.unsupervised, or the config "
+        "variants supervised=, method=, unsupervised=): docs/method.md.",
         "",
         "Flags:",
         "  --config      the config file, e.g. configs/mnist.py:num_labeled=100",
@@ -131,6 +151,17 @@ def parse_flags(argv):
     if any(arg in ("-h", "--help", "-help", "--helpshort") for arg in argv[1:]):
         print(usage())
         sys.exit(0)
+    from muscle_jax import config_defaults
+
+    moved = config_defaults.moved_key_problems(argv[1:])
+    if moved:
+        print(
+            "error: config keys moved into sections (data, model, loss.<method>): "
+            + "; ".join(moved)
+            + ".",
+            file=sys.stderr,
+        )
+        sys.exit(2)
     try:
         return FLAGS(argv)
     except (flags.Error, AttributeError, KeyError, TypeError, ValueError) as error:

@@ -1,25 +1,46 @@
-"""Turns a batch and a model into the MUSCLE loss for one train step.
+"""The train step's objective: one forward pass, the chosen terms, their weighted sum.
 
 Everything here runs inside the jitted train step. The model is run once
-over concat(labeled, unlabeled views), as the reference FixMatch code does,
-so BatchNorm statistics see the same mix of images; MixMatch needs a second
-pass over its mixed batch.
+over concat(labeled, [labeled strong], unlabeled views), as the reference
+FixMatch code does, so BatchNorm statistics see the same mix of images. The
+terms (`muscle_jax.methods`) read that pass's outputs; a term that needs a
+second pass (MixMatch) makes it in its ``prepare``. The total is combined
+here and nowhere else:
+
+    total = w_s L_sup + w_c(t) L_cons + w_u(t) L_unsup
+
+and every method reports the same metric keys (`METRIC_KEYS`), plus the
+diagnostics its terms add (e.g. FixMatch's ``mask_rate``).
 """
 
 from collections.abc import Callable
+from typing import Any
 
 import jax
 import jax.numpy as jnp
 import ml_collections
 
-from muscle_jax import losses
+from muscle_jax import losses, methods
 from muscle_jax.models import ModelOutput
 
 Model = Callable[..., ModelOutput]
 
+# Reported for every method. ``mutual_information`` is the MI between the
+# two unlabeled views' class assignments: the quantity MUSCLE maximises, a
+# diagnostic for the other methods (0 without an unlabeled batch).
+METRIC_KEYS = (
+    "total",
+    "supervised",
+    "consistency",
+    "unsupervised",
+    "mutual_information",
+    "consistency_weight",
+    "unsupervised_weight",
+)
+
 
 def term_weights(loss_config: ml_collections.ConfigDict, step: jax.Array) -> dict[str, jax.Array]:
-    """The ramped weights of the consistency and MI terms at ``step``."""
+    """The ramped weights of the consistency and unsupervised terms at ``step``."""
     return {
         "consistency": losses.term_weight(
             step,
@@ -27,48 +48,60 @@ def term_weights(loss_config: ml_collections.ConfigDict, step: jax.Array) -> dic
             rampup_steps=loss_config.consistency_rampup_steps,
             kind=loss_config.consistency_rampup,
         ),
-        "mutual_information": losses.term_weight(
+        "unsupervised": losses.term_weight(
             step,
-            max_weight=loss_config.mi_weight,
-            rampup_steps=loss_config.mi_rampup_steps,
-            kind=loss_config.mi_rampup,
+            max_weight=loss_config.unsupervised_weight,
+            rampup_steps=loss_config.unsupervised_rampup_steps,
+            kind=loss_config.unsupervised_rampup,
         ),
     }
 
 
-def _split(array: jax.Array, sizes: list[int], axis: int = 0) -> list[jax.Array]:
+def _split(array: jax.Array | None, sizes: list[int], axis: int = 0) -> list[Any]:
+    if array is None:
+        return [None] * len(sizes)
     offsets = [sum(sizes[:i]) for i in range(1, len(sizes))]
     return jnp.split(array, offsets, axis=axis)
 
 
-def _mixmatch_pieces(
-    model: Model,
-    batch: dict[str, jax.Array],
-    probs_a: jax.Array,
-    probs_b: jax.Array,
-    loss_config: ml_collections.ConfigDict,
-    num_classes: int,
-    key: jax.Array,
-    dtype: jnp.dtype,
-) -> dict[str, jax.Array]:
-    """MixMatch: sharpened guesses, MixUp over labeled + unlabeled, a second pass."""
-    guess = losses.sharpen((probs_a + probs_b) / 2, temperature=loss_config.mixmatch_temperature)
-    guess = jax.lax.stop_gradient(guess)
-    inputs = jnp.concatenate([batch["labeled"], batch["unlabeled_a"], batch["unlabeled_b"]])
-    targets = jnp.concatenate(
-        [jax.nn.one_hot(batch["label"], num_classes), guess, guess], dtype=jnp.float32
+def _inputs(model, batch, *, teacher, key, step, total_steps, num_classes, dtype, needs_teacher):
+    """Runs the student once (and the teacher if asked) and names the outputs."""
+    names = ["labeled"]
+    if "labeled_strong" in batch:
+        names.append("labeled_strong")
+    if "unlabeled_a" in batch:
+        names += ["unlabeled_a", "unlabeled_b"]
+    sizes = [batch[name].shape[0] for name in names]
+    output = model(jnp.concatenate([batch[name] for name in names]).astype(dtype), train=True)
+    logits = dict(zip(names, _split(output.logits, sizes), strict=True))
+    projections = dict(zip(names, _split(output.projections, sizes), strict=True))
+    # Over-clustering logits are [heads, batch, outputs]: the batch is axis 1.
+    heads = dict(zip(names, _split(output.overclustering_logits, sizes, axis=1), strict=True))
+    teacher_a_logits = None
+    if needs_teacher and "unlabeled_a" in batch:
+        teacher_a_logits = teacher(batch["unlabeled_a"].astype(dtype), train=False).logits
+    return methods.Inputs(
+        labeled_logits=logits["labeled"],
+        labels=batch["label"],
+        labeled_index=batch.get("labeled_index"),
+        supervised_logits=logits["labeled"],
+        supervised_targets=batch["label"],
+        labeled_strong_logits=logits.get("labeled_strong"),
+        view_a_logits=logits.get("unlabeled_a"),
+        view_b_logits=logits.get("unlabeled_b"),
+        view_a_projections=projections.get("unlabeled_a"),
+        view_b_projections=projections.get("unlabeled_b"),
+        view_a_overclustering=heads.get("unlabeled_a"),
+        view_b_overclustering=heads.get("unlabeled_b"),
+        teacher_a_logits=teacher_a_logits,
+        model=model,
+        batch=batch,
+        key=key,
+        step=step,
+        total_steps=total_steps,
+        num_classes=num_classes,
+        dtype=dtype,
     )
-    mixed_inputs, mixed_targets, _ = losses.mixup(
-        key, inputs, targets, alpha=loss_config.mixmatch_alpha
-    )
-    logits = model(mixed_inputs.astype(dtype), train=True).logits
-    num_labeled = batch["labeled"].shape[0]
-    return {
-        "labeled_logits": logits[:num_labeled],
-        "labels": mixed_targets[:num_labeled],
-        "student_logits": logits[num_labeled:],
-        "consistency_targets": mixed_targets[num_labeled:],
-    }
 
 
 def compute_loss(
@@ -79,82 +112,76 @@ def compute_loss(
     key: jax.Array,
     loss_config: ml_collections.ConfigDict,
     num_classes: int,
+    total_steps: int = 0,
+    method_state: dict[str, Any] | None = None,
     teacher: Model | None = None,
     dtype: jnp.dtype = jnp.float32,
-) -> tuple[jax.Array, dict[str, jax.Array]]:
-    """The MUSCLE loss of ``model`` on ``batch``; returns ``(loss, aux metrics)``.
+) -> tuple[jax.Array, tuple[dict[str, jax.Array], dict[str, Any]]]:
+    """The objective of ``model`` on ``batch``: ``(total, (metrics, new method state))``.
 
     ``batch`` holds the input pipeline's keys: ``labeled``, ``label``,
-    optionally ``labeled_strong``, ``unlabeled_a`` and ``unlabeled_b``.
-    ``teacher`` (the EMA model) is needed for ``mean_teacher`` only.
+    ``labeled_index``, optionally ``labeled_strong``, ``unlabeled_a`` and
+    ``unlabeled_b``. ``teacher`` (the EMA model) is used by terms that need
+    it; ``method_state`` is `methods.init_state`'s tree, carried across steps;
+    ``total_steps`` is the run's length, for terms with their own schedule.
     """
-    parts = [batch["labeled"]]
-    if "labeled_strong" in batch:
-        parts.append(batch["labeled_strong"])
-    has_unlabeled = "unlabeled_a" in batch
-    if has_unlabeled:
-        parts += [batch["unlabeled_a"], batch["unlabeled_b"]]
-    output = model(jnp.concatenate(parts).astype(dtype), train=True)
-    logits = _split(output.logits, [p.shape[0] for p in parts])
-    labeled_logits = logits[0]
-    weights = term_weights(loss_config, step)
-
-    if not has_unlabeled:
-        supervised = jnp.mean(
-            losses.supervised_loss(
-                labeled_logits, batch["label"], label_smoothing=loss_config.label_smoothing
-            )
-        )
-        zero = jnp.zeros((), jnp.float32)
-        aux = {"supervised": supervised, "consistency": zero, "mutual_information": zero}
-        aux["total"] = loss_config.supervised_weight * supervised
-        return aux["total"], aux
-
-    view_a_logits, view_b_logits = logits[-2], logits[-1]
-    probs_a, probs_b = jax.nn.softmax(view_a_logits), jax.nn.softmax(view_b_logits)
-    mi_probs = None
-    if loss_config.mi_on_labeled and "labeled_strong" in batch:
-        mi_probs = (
-            jnp.concatenate([jax.nn.softmax(logits[0]), probs_a]),
-            jnp.concatenate([jax.nn.softmax(logits[1]), probs_b]),
-        )
-    extra = {"labels": batch["label"], "labeled_logits": labeled_logits}
-    if loss_config.consistency == "mean_teacher":
-        teacher_logits = teacher(batch["unlabeled_a"].astype(dtype), train=False).logits
-        extra["consistency_targets"] = jax.lax.stop_gradient(jax.nn.softmax(teacher_logits))
-    elif loss_config.consistency == "mixmatch":
-        extra.update(
-            _mixmatch_pieces(model, batch, probs_a, probs_b, loss_config, num_classes, key, dtype)
-        )
-        # MI on the un-mixed views: mixing would blur the class assignments.
-        mi_probs = mi_probs or (probs_a, probs_b)
-
-    total, aux = losses.muscle_loss(
-        extra.pop("labeled_logits"),
-        extra.pop("labels"),
-        view_a_logits,
-        view_b_logits,
-        consistency=loss_config.consistency,
-        supervised_weight=loss_config.supervised_weight,
-        consistency_weight=weights["consistency"],
-        mutual_information_weight=weights["mutual_information"],
-        threshold=loss_config.threshold,
-        lamb=loss_config.lamb,
-        label_smoothing=loss_config.label_smoothing,
-        mi_probs=mi_probs,
-        **extra,
+    method_state = {} if method_state is None else method_state
+    terms = methods.selected(loss_config)
+    sections = {role: methods.section(loss_config, term) for role, term in terms.items()}
+    inputs = _inputs(
+        model,
+        batch,
+        teacher=teacher,
+        key=key,
+        step=step,
+        total_steps=total_steps,
+        num_classes=num_classes,
+        dtype=dtype,
+        needs_teacher=methods.needs_teacher(loss_config),
     )
-    if output.overclustering_logits is not None:
-        # Over-clustering logits are [heads, batch, outputs]: the batch is axis 1.
-        heads = _split(output.overclustering_logits, [p.shape[0] for p in parts], axis=1)
-        overclustering_mi = losses.multi_head_mutual_information(
-            jax.nn.softmax(heads[-2]), jax.nn.softmax(heads[-1]), lamb=loss_config.lamb
-        )
-        total = total - (
-            weights["mutual_information"] * loss_config.overclustering_weight * overclustering_mi
-        )
-        aux["overclustering_mutual_information"] = overclustering_mi
-        aux["total"] = total
-    aux["consistency_weight"] = weights["consistency"]
-    aux["mi_weight"] = weights["mutual_information"]
-    return total, aux
+    for role, term in terms.items():
+        if term.prepare is not None and inputs.has_unlabeled:
+            inputs = term.prepare(inputs, sections[role])
+    results = {}
+    for role, term in terms.items():
+        uses_unlabeled = term.unlabeled_views is not None
+        if uses_unlabeled and not inputs.has_unlabeled:
+            results[role] = methods.TermResult(jnp.zeros((), jnp.float32))
+            continue
+        results[role] = term.loss(inputs, sections[role], method_state.get(term.name))
+
+    weights = term_weights(loss_config, step)
+    # The one place the terms are combined.
+    total = (
+        loss_config.supervised_weight * results[methods.SUPERVISED].value
+        + weights["consistency"] * results[methods.CONSISTENCY].value
+        + weights["unsupervised"] * results[methods.UNSUPERVISED].value
+    )
+
+    metrics = {}
+    for result in results.values():
+        metrics.update(result.metrics)
+    if "mutual_information" not in metrics:
+        metrics["mutual_information"] = _diagnostic_mutual_information(inputs)
+    metrics.update(
+        total=total,
+        supervised=results[methods.SUPERVISED].value,
+        consistency=results[methods.CONSISTENCY].value,
+        unsupervised=results[methods.UNSUPERVISED].value,
+        consistency_weight=weights["consistency"],
+        unsupervised_weight=weights["unsupervised"],
+    )
+    new_state = {
+        term.name: method_state[term.name] if results[role].state is None else results[role].state
+        for role, term in terms.items()
+        if term.name in method_state
+    }
+    return total, (metrics, new_state)
+
+
+def _diagnostic_mutual_information(inputs: methods.Inputs) -> jax.Array:
+    if not inputs.has_unlabeled:
+        return jnp.zeros((), jnp.float32)
+    probs_a = jax.nn.softmax(jax.lax.stop_gradient(inputs.view_a_logits))
+    probs_b = jax.nn.softmax(jax.lax.stop_gradient(inputs.view_b_logits))
+    return losses.mutual_information(probs_a, probs_b)

@@ -11,7 +11,7 @@ from muscle_jax import workdir as workdir_lib
 
 SUMMARY_NAME = "summary.md"
 PLOT_NAME = "curves.png"
-LOSS_TERMS = ("total", "supervised", "consistency", "mutual_information")
+LOSS_TERMS = ("total", "supervised", "consistency", "unsupervised", "mutual_information")
 
 
 def write_summary(workdir: str, *, config, history: dict, train_history: dict, results=None):
@@ -37,12 +37,13 @@ def write_summary(workdir: str, *, config, history: dict, train_history: dict, r
     lines += [
         "| setting | value |",
         "|---|---|",
-        f"| dataset | {config.dataset} ({config.num_labeled} labels, imbalance "
-        f"{config.imbalance_ratio}) |",
-        f"| model | {config.model_name} |",
+        f"| dataset | {config.data.name} ({config.data.num_labeled} labels, imbalance "
+        f"{config.data.imbalance_ratio}) |",
+        f"| model | {config.model.name} |",
+        f"| supervised | {config.loss.supervised} (weight {config.loss.supervised_weight}) |",
         f"| consistency | {config.loss.consistency} (weight {config.loss.consistency_weight}) |",
-        f"| MI weight | {config.loss.mi_weight} |",
-        f"| batch | {config.batch_size} labeled, mu {config.unlabeled_ratio} |",
+        f"| unsupervised | {config.loss.unsupervised} (weight {config.loss.unsupervised_weight}) |",
+        f"| batch | {config.data.batch_size} labeled, mu {config.data.unlabeled_ratio} |",
         f"| steps | {config.total_steps} |",
         f"| seed | {config.seed} |",
         "",

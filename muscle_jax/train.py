@@ -34,6 +34,7 @@ from muscle_jax import (
     config_validation,
     evaluation,
     input_pipeline,
+    methods,
     models,
     monitoring,
     objective,
@@ -57,6 +58,9 @@ class TrainState:
 
     There is no RNG state: step ``k`` uses ``fold_in(key(seed), k)``, so a
     resumed run draws exactly the numbers an uninterrupted one would.
+    ``method_state`` is what the loss terms carry across steps
+    (`methods.init_state`: e.g. self-adaptive training's soft targets), saved
+    and restored with the rest.
     """
 
     step: jax.Array
@@ -65,28 +69,37 @@ class TrainState:
     opt_state: Any
     ema_params: Any
     ema_batch_stats: Any
+    method_state: Any = flax.struct.field(default_factory=dict)
 
 
 # ---------------------------------------------------------------- building
 
 
 def build_model(config: ml_collections.ConfigDict, info: input_pipeline.DatasetInfo):
-    kwargs = dict(config.model_kwargs)
-    if config.model_name == "mlp":
+    """The ``model`` section's network, with the heads the loss terms need."""
+    model_config = config.model
+    kwargs = dict(model_config.kwargs)
+    if model_config.name == "mlp":
         kwargs.setdefault("input_shape", tuple(info.image_shape))
     else:
         kwargs.setdefault("in_channels", info.image_shape[-1])
     return models.create_model(
-        config.model_name,
-        num_classes=config.num_classes,
+        model_config.name,
+        num_classes=config.data.num_classes,
         # "rbg" compiles several times faster than threefry on CPU; initialisation
         # stays a deterministic function of the seed.
         rngs=nnx.Rngs(jax.random.key(config.seed, impl="rbg")),
-        overclustering_heads=config.overclustering_heads,
-        overclustering_factor=config.overclustering_factor,
-        dtype=COMPUTE_DTYPES[config.compute_dtype],
+        overclustering_heads=model_config.overclustering_heads,
+        overclustering_factor=model_config.overclustering_factor,
+        dtype=COMPUTE_DTYPES[model_config.compute_dtype],
+        **methods.model_heads(config.loss),
         **kwargs,
     )
+
+
+def state_spec(config: ml_collections.ConfigDict, info: input_pipeline.DatasetInfo):
+    """What the loss terms size their state by."""
+    return methods.StateSpec(num_train=info.num_train, num_classes=config.data.num_classes)
 
 
 def create_train_state(
@@ -110,18 +123,39 @@ def create_train_state(
         # Copies: the state is donated to the step, and one buffer cannot be donated twice.
         ema_params=jax.tree.map(jnp.copy, params),
         ema_batch_stats=jax.tree.map(jnp.copy, batch_stats),
+        method_state=methods.init_state(config.loss, state_spec(config, info)),
     )
     return graphdef, state, tx
+
+
+def state_sharding(config, info, mesh) -> TrainState:
+    """Where each part of the state lives: replicated, except method state a term shards."""
+    replicated = NamedSharding(mesh, P())
+    partitions = methods.state_partition(config.loss, state_spec(config, info), mesh.size)
+    return TrainState(
+        step=replicated,
+        params=replicated,
+        batch_stats=replicated,
+        opt_state=replicated,
+        ema_params=replicated,
+        ema_batch_stats=replicated,
+        method_state=jax.tree.map(
+            lambda spec: NamedSharding(mesh, spec),
+            partitions,
+            is_leaf=lambda leaf: isinstance(leaf, P),
+        ),
+    )
 
 
 def compatibility(config: ml_collections.ConfigDict) -> dict[str, Any]:
     """What a checkpoint must share with this config to be restored into it."""
     return {
-        "model_name": config.model_name,
-        "model_kwargs": json.loads(json.dumps(config.model_kwargs.to_dict())),
-        "num_classes": config.num_classes,
-        "overclustering_heads": config.overclustering_heads,
-        "overclustering_factor": config.overclustering_factor,
+        "model_name": config.model.name,
+        "model_kwargs": json.loads(json.dumps(config.model.kwargs.to_dict())),
+        "num_classes": config.data.num_classes,
+        "overclustering_heads": config.model.overclustering_heads,
+        "overclustering_factor": config.model.overclustering_factor,
+        "heads": methods.model_heads(config.loss),
         "optimizer": config.optimizer.name,
     }
 
@@ -137,27 +171,32 @@ def train_step(
     tx: optax.GradientTransformation,
     config: ml_collections.ConfigDict,
 ) -> tuple[TrainState, dict[str, jax.Array]]:
-    """One optimisation step on the MUSCLE loss; pure, so it can be jitted and donated."""
+    """One optimisation step on the configured objective; pure, so it can be jitted and donated."""
     key = jax.random.fold_in(jax.random.key(config.seed), state.step)
     teacher = None
-    if config.loss.consistency == "mean_teacher":
+    if methods.needs_teacher(config.loss):
         teacher = nnx.merge(graphdef, state.ema_params, state.ema_batch_stats)
 
     def loss_fn(params):
         model = nnx.merge(graphdef, params, state.batch_stats)
-        loss, aux = objective.compute_loss(
+        loss, (aux, method_state) = objective.compute_loss(
             model,
             batch,
             step=state.step,
             key=key,
             loss_config=config.loss,
-            num_classes=config.num_classes,
+            num_classes=config.data.num_classes,
+            total_steps=config.total_steps,
+            method_state=state.method_state,
             teacher=teacher,
-            dtype=COMPUTE_DTYPES[config.compute_dtype],
+            dtype=COMPUTE_DTYPES[config.model.compute_dtype],
         )
-        return loss, (aux, nnx.state(model, nnx.BatchStat).to_pure_dict())
+        batch_stats = nnx.state(model, nnx.BatchStat).to_pure_dict()
+        return loss, (aux, batch_stats, method_state)
 
-    (_, (aux, batch_stats)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
+    (_, (aux, batch_stats, method_state)), grads = jax.value_and_grad(loss_fn, has_aux=True)(
+        state.params
+    )
     updates, opt_state = tx.update(grads, state.opt_state, state.params)
     params = optax.apply_updates(state.params, updates)
     decay = config.ema_decay
@@ -172,6 +211,7 @@ def train_step(
         opt_state=opt_state,
         ema_params=ema(state.ema_params, params),
         ema_batch_stats=ema(state.ema_batch_stats, batch_stats),
+        method_state=method_state,
     )
     metrics = dict(aux)
     metrics["grad_norm"] = optax.global_norm(grads)
@@ -206,19 +246,24 @@ def make_mesh(devices=None) -> jax.sharding.Mesh:
     )
 
 
-def compile_steps(graphdef, tx, config, mesh):
-    """The jitted train and eval steps for ``mesh``: data sharded, state replicated and donated."""
+def compile_steps(graphdef, tx, config, mesh, state_shardings=None):
+    """The jitted train and eval steps for ``mesh``: data sharded, state donated.
+
+    ``state_shardings`` is `state_sharding`'s tree; None replicates the whole
+    state (right for every method without sharded state).
+    """
     data = NamedSharding(mesh, P("data"))
     replicated = NamedSharding(mesh, P())
+    state_shardings = replicated if state_shardings is None else state_shardings
     jitted_train = jax.jit(
         functools.partial(train_step, graphdef=graphdef, tx=tx, config=config),
-        in_shardings=(replicated, data),
-        out_shardings=(replicated, replicated),
+        in_shardings=(state_shardings, data),
+        out_shardings=(state_shardings, replicated),
         donate_argnums=(0,),
     )
     jitted_eval = jax.jit(
-        functools.partial(eval_step, graphdef=graphdef, num_classes=config.num_classes),
-        in_shardings=(replicated, data),
+        functools.partial(eval_step, graphdef=graphdef, num_classes=config.data.num_classes),
+        in_shardings=(state_shardings, data),
         out_shardings=replicated,
     )
     return jitted_train, jitted_eval
@@ -227,42 +272,31 @@ def compile_steps(graphdef, tx, config, mesh):
 # ---------------------------------------------------------------- the loop
 
 
-def unlabeled_views(config: ml_collections.ConfigDict) -> str:
-    """The views of each unlabeled image the loss needs from the input pipeline."""
-    if config.unlabeled_ratio == 0:
-        return "none"
-    if config.loss.consistency in ("mse", "mean_teacher", "mixmatch"):
-        return "weak_weak"
-    return "weak_strong"
+def make_train_batches(config, *, source=None, sharding=None, start_step: int = 0):
+    """The input pipeline's training stream, with the views the loss terms need.
 
-
-def make_train_batches(config, *, dataset=None, sharding=None, start_step: int = 0):
-    """The input pipeline's training stream for ``config`` (``dataset`` overrides its name)."""
-    return input_pipeline.make_train_iterator(
-        config.dataset if dataset is None else dataset,
-        data_dir=config.data_dir,
-        num_labeled=config.num_labeled,
+    ``source`` overrides the dataset the ``data`` section names (an opened
+    source or an in-memory `input_pipeline.ArrayDataset`).
+    """
+    return input_pipeline.training(
+        config.data,
         seed=config.seed,
-        labeled_batch_size=config.batch_size,
-        unlabeled_ratio=config.unlabeled_ratio,
-        unlabeled_views=unlabeled_views(config),
-        labeled_views=2 if config.loss.mi_on_labeled else 1,
-        imbalance_ratio=config.imbalance_ratio,
-        exclude_labeled_from_unlabeled=config.exclude_labeled_from_unlabeled,
-        num_classes=config.num_classes,
+        unlabeled_views=methods.unlabeled_views(config),
+        labeled_views=methods.labeled_views(config),
+        source=source,
         sharding=sharding,
-        download=config.download,
         start_step=start_step,
     )
 
 
 def images_per_step(config: ml_collections.ConfigDict) -> int:
-    labeled = config.batch_size * (2 if config.loss.mi_on_labeled else 1)
-    views = 0 if config.unlabeled_ratio == 0 else 2
-    return labeled + views * config.batch_size * config.unlabeled_ratio
+    data = config.data
+    labeled = data.batch_size * methods.labeled_views(config)
+    views = 0 if methods.unlabeled_views(config) == "none" else 2
+    return labeled + views * data.batch_size * data.unlabeled_ratio
 
 
-def _restore_or_initialise(config, state, checkpointer):
+def _restore_or_initialise(config, state, checkpointer, spec):
     """Resumes from the workdir's latest checkpoint, else fine-tunes from ``init_from``."""
     history = {"step": [], "ema_accuracy": [], "raw_accuracy": []}
     train_history = {"step": [], **{term: [] for term in report.LOSS_TERMS}}
@@ -278,7 +312,9 @@ def _restore_or_initialise(config, state, checkpointer):
         return state, meta["history"], meta.get("train_history", train_history)
     if config.init_from:
         source = checkpointing.Checkpointer(config.init_from, max_to_keep=1, read_only=True)
-        restored, _ = source.restore(state, step=config.init_from_step, expected=expected)
+        # The source's state tree has its own methods' state, which is not carried over.
+        template = state.replace(method_state=_saved_method_state(source, config, spec))
+        restored, _ = source.restore(template, step=config.init_from_step, expected=expected)
         # Fine-tuning keeps the weights and restarts everything else.
         state = state.replace(
             params=restored.params,
@@ -290,15 +326,19 @@ def _restore_or_initialise(config, state, checkpointer):
     return state, history, train_history
 
 
-def _evaluate(p_eval, state, config, sharding) -> dict[str, Any]:
-    batches = input_pipeline.make_eval_iterator(
-        config.dataset,
-        data_dir=config.data_dir,
-        batch_size=config.eval_batch_size,
-        sharding=sharding,
-        num_classes=config.num_classes,
-        download=config.download,
-    )
+def _saved_method_state(source, config, spec):
+    """An abstract `methods.init_state` tree of the run that wrote ``source``'s checkpoint."""
+    if source.latest_step() is None:
+        return {}
+    step = source.latest_step() if config.init_from_step is None else config.init_from_step
+    saved_loss = source.restore_meta(step).get("config", {}).get("loss", {})
+    if not all(role in saved_loss for role in methods.ROLES):
+        return {}  # Written before the loss had named terms: no method state.
+    return jax.eval_shape(lambda: methods.init_state(ml_collections.ConfigDict(saved_loss), spec))
+
+
+def _evaluate(p_eval, state, config, sharding, source) -> dict[str, Any]:
+    batches = input_pipeline.evaluation(config.data, source=source, sharding=sharding)
     totals = evaluation.accumulate_hits(p_eval(state, batch) for batch in batches)
     ema_accuracy, ema_per_class = evaluation.accuracies(totals["ema_correct"], totals["count"])
     raw_accuracy, _ = evaluation.accuracies(totals["raw_correct"], totals["count"])
@@ -335,16 +375,16 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
     config_validation.validate_config(
         config, num_devices=jax.device_count(), num_processes=jax.process_count()
     )
-    info = input_pipeline.dataset_info(
-        config.dataset, data_dir=config.data_dir, download=config.download
-    )
+    # Opened once: training and every evaluation read from it.
+    source = input_pipeline.open_dataset(config.data)
+    info = source.info
     config_validation.validate_against_dataset(config, info)
     workdir = workdir_lib.prepare(workdir)
     # One run per workdir; the first process holds the lock and writes the log.
     first = jax.process_index() == 0
     with workdir_lib.lock(workdir) if first else contextlib.nullcontext():
         with workdir_lib.console_log(workdir) if first else contextlib.nullcontext():
-            results = _train(config, workdir, info, started)
+            results = _train(config, workdir, source, started)
     if results["status"] == "completed":
         results["run"] = provenance.describe(
             started_at=started_at, wall_seconds=time.perf_counter() - started
@@ -355,22 +395,28 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
     return results
 
 
-def _train(config: ml_collections.ConfigDict, workdir: str, info, started: float):
+def _train(config: ml_collections.ConfigDict, workdir: str, source, started: float):
     """The body of `train_and_evaluate` once the inputs are valid and the workdir is held."""
     checkpointer = checkpointing.Checkpointer(
         os.path.join(workdir, "checkpoints"), max_to_keep=config.keep_checkpoints
     )
+    info = source.info
     graphdef, state, tx = create_train_state(config, info)
-    state, history, train_history = _restore_or_initialise(config, state, checkpointer)
+    state, history, train_history = _restore_or_initialise(
+        config, state, checkpointer, state_spec(config, info)
+    )
     is_first_process = jax.process_index() == 0
     last_plot = -float("inf")
 
     mesh = make_mesh()
     data_sharding = NamedSharding(mesh, P("data"))
-    state = jax.device_put(state, NamedSharding(mesh, P()))
+    shardings = state_sharding(config, info, mesh)
+    state = jax.device_put(state, shardings)
     start_step = int(state.step)
-    train_batches = make_train_batches(config, sharding=data_sharding, start_step=start_step)
-    p_train, p_eval = compile_steps(graphdef, tx, config, mesh)
+    train_batches = make_train_batches(
+        config, source=source, sharding=data_sharding, start_step=start_step
+    )
+    p_train, p_eval = compile_steps(graphdef, tx, config, mesh, shardings)
     writer = _metric_writer(workdir)
     progress = monitoring.ProgressLine(
         total_steps=config.total_steps,
@@ -412,7 +458,7 @@ def _train(config: ml_collections.ConfigDict, workdir: str, info, started: float
                 for term in report.LOSS_TERMS:
                     train_history[term].append(means.get(term))
             if eval_due:
-                last = _evaluate(p_eval, state, config, data_sharding)
+                last = _evaluate(p_eval, state, config, data_sharding, source)
                 history["step"].append(done)
                 history["ema_accuracy"].append(last["ema_accuracy"])
                 history["raw_accuracy"].append(last["raw_accuracy"])
@@ -464,7 +510,7 @@ def _train(config: ml_collections.ConfigDict, workdir: str, info, started: float
         return {"status": "preempted", "step": final_step}
     if last is None or history["step"][-1] != final_step:
         # Resumed at the end (nothing left to train): evaluate the final state once.
-        last = _evaluate(p_eval, state, config, data_sharding)
+        last = _evaluate(p_eval, state, config, data_sharding, source)
     reported = evaluation.reported_evaluations(
         history["step"], last=config.median_of_last_evals, total_steps=config.total_steps
     )

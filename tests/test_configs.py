@@ -89,22 +89,22 @@ def test_default_config_validates_on_8_devices(filename):
     config = get_config(filename)
     validate_config(config, num_devices=NUM_DEVICES)
     validate_config(config, num_devices=1)
-    assert config.model_name in models.list_models()
+    assert config.model.name in models.list_models()
 
 
 @pytest.mark.parametrize("filename", sorted(EXPECTED))
 def test_default_config_trains_what_it_says(filename):
     config = get_config(filename)
     dataset, num_classes, model_name = EXPECTED[filename]
-    assert (config.dataset, config.num_classes, config.model_name) == (
+    assert (config.data.name, config.data.num_classes, config.model.name) == (
         dataset,
         num_classes,
         model_name,
     )
     validate_against_dataset(config, fake_info(dataset))
-    assert config.num_labeled % config.num_classes == 0  # a balanced labeled set.
+    assert config.data.num_labeled % config.data.num_classes == 0  # a balanced labeled set.
     assert config.loss.consistency == "fixmatch"
-    assert config.loss.mi_weight > 0
+    assert config.loss.unsupervised_weight > 0
     assert config.eval_every_steps <= config.total_steps
     assert config.checkpoint_every_steps <= config.total_steps
 
@@ -119,11 +119,11 @@ def test_protocol_configs_keep_the_protocol(filename):
     assert config.optimizer.schedule == "cosine"
     assert config.optimizer.warmup_steps == 0
     assert config.optimizer.weight_decay == (1e-3 if filename == "cifar100.py" else 5e-4)
-    assert config.batch_size == 64
-    assert config.unlabeled_ratio == 7
+    assert config.data.batch_size == 64
+    assert config.data.unlabeled_ratio == 7
     assert config.total_steps == 2**20
     assert config.ema_decay == 0.999
-    assert config.loss.threshold == 0.95
+    assert config.loss.fixmatch.threshold == 0.95
     assert config.median_of_last_evals == 20
 
 
@@ -132,7 +132,7 @@ def test_configs_set_only_what_differs_from_the_schema():
     base = _flat_keys(config_defaults.base_config())
     for filename in CONFIG_FILES:
         extra = _flat_keys(get_config(filename)) - base
-        assert not {key for key in extra if not key.startswith("model_kwargs.")}, filename
+        assert not {key for key in extra if not key.startswith("model.kwargs.")}, filename
 
 
 def _flat_keys(config, prefix=""):
@@ -153,33 +153,33 @@ def test_method_variants_validate(filename, method):
         validate_config(config, num_devices=NUM_DEVICES)
         expected_consistency = "none" if method == "supervised" else method
         assert config.loss.consistency == expected_consistency
-        assert (config.loss.mi_weight > 0) == (mi and method != "supervised")
-        assert (config.unlabeled_ratio == 0) == (method == "supervised")
+        assert (config.loss.unsupervised_weight > 0) == (mi and method != "supervised")
+        assert (config.data.unlabeled_ratio == 0) == (method == "supervised")
 
 
 @pytest.mark.parametrize("filename", sorted(EXPECTED))
 def test_other_label_counts_seeds_and_short_runs(filename):
     default = get_config(filename)
-    info = fake_info(default.dataset)
-    fewer = default.num_labeled // 2 // default.num_classes * default.num_classes
+    info = fake_info(default.data.name)
+    fewer = default.data.num_labeled // 2 // default.data.num_classes * default.data.num_classes
     arg = f"num_labeled={fewer},seed=3,total_steps=200,imbalance_ratio=10"
     config = get_config(filename, arg)
     validate_config(config, num_devices=NUM_DEVICES)
     validate_against_dataset(config, info)
-    assert (config.num_labeled, config.seed, config.total_steps) == (fewer, 3, 200)
-    assert config.imbalance_ratio == 10.0
+    assert (config.data.num_labeled, config.seed, config.total_steps) == (fewer, 3, 200)
+    assert config.data.imbalance_ratio == 10.0
     assert config.eval_every_steps <= 200 and config.checkpoint_every_steps <= 200
 
 
 def test_documented_variants():
-    assert get_config("mini_imagenet.py", "num_labeled=10000").num_labeled == 10_000
+    assert get_config("mini_imagenet.py", "num_labeled=10000").data.num_labeled == 10_000
     validate_against_dataset(
         get_config("mini_imagenet.py", "num_labeled=10000"), fake_info("mini_imagenet")
     )
-    assert get_config("mnist.py", "model=mlp").model_name == "mlp"
-    assert get_config("stl10.py", "num_labeled=1000").num_labeled == 1000
-    assert get_config("cifar100.py", "num_labeled=400").num_labeled == 400
-    assert get_config("cifar10.py", "num_labeled=40").num_labeled == 40
+    assert get_config("mnist.py", "model=mlp").model.name == "mlp"
+    assert get_config("stl10.py", "num_labeled=1000").data.num_labeled == 1000
+    assert get_config("cifar100.py", "num_labeled=400").data.num_labeled == 400
+    assert get_config("cifar10.py", "num_labeled=40").data.num_labeled == 40
 
 
 @pytest.mark.parametrize("filename", sorted(EXPECTED))
@@ -187,16 +187,16 @@ def test_model_builds_with_the_config_kwargs(filename):
     config = get_config(filename)
     if filename == "mnist.py":
         config = get_config(filename, "model=mlp")  # small_cnn is covered by digits.
-    _, _, image_shape = DATASET_SIZES[config.dataset]
-    kwargs = dict(config.model_kwargs)
-    if config.model_name == "mlp":
+    _, _, image_shape = DATASET_SIZES[config.data.name]
+    kwargs = dict(config.model.kwargs)
+    if config.model.name == "mlp":
         kwargs.setdefault("input_shape", image_shape)
     else:
         kwargs.setdefault("in_channels", image_shape[-1])
     # eval_shape: builds the module abstractly, without allocating WRN-28-8's weights.
     model = nnx.eval_shape(
         lambda: models.create_model(
-            config.model_name, num_classes=config.num_classes, rngs=nnx.Rngs(0), **kwargs
+            config.model.name, num_classes=config.data.num_classes, rngs=nnx.Rngs(0), **kwargs
         )
     )
     num_params = sum(x.size for x in jax.tree.leaves(nnx.state(model, nnx.Param)))
@@ -218,8 +218,8 @@ def test_model_sees_the_whole_image_before_pooling(filename, monkeypatch):
     pooling replaced by the centre position, must reach every pixel.
     """
     config = get_config(filename)
-    _, _, image_shape = DATASET_SIZES[config.dataset]
-    name, kwargs = config.model_name, dict(config.model_kwargs)
+    _, _, image_shape = DATASET_SIZES[config.data.name]
+    name, kwargs = config.model.name, dict(config.model.kwargs)
     if name == "mlp":
         pytest.skip("an MLP sees every pixel")
     # The receptive field does not depend on the width: thin copies keep the test quick.
@@ -230,7 +230,7 @@ def test_model_sees_the_whole_image_before_pooling(filename, monkeypatch):
     monkeypatch.setattr(models.layers, "global_average_pool", _centre_feature)
     model = models.create_model(
         name,
-        num_classes=config.num_classes,
+        num_classes=config.data.num_classes,
         rngs=nnx.Rngs(0),
         in_channels=image_shape[-1],
         **kwargs,
@@ -246,7 +246,7 @@ def test_model_sees_the_whole_image_before_pooling(filename, monkeypatch):
     seen = np.abs(np.asarray(gradient[0])).sum(-1) > 0
     rows, cols = np.nonzero(seen)
     assert seen.all(), (
-        f"{filename}: {config.model_name} sees rows {rows.min()}-{rows.max()} and columns "
+        f"{filename}: {config.model.name} sees rows {rows.min()}-{rows.max()} and columns "
         f"{cols.min()}-{cols.max()} of a {image_shape[0]}x{image_shape[1]} image"
     )
 
@@ -269,7 +269,7 @@ def test_non_positive_total_steps(steps):
 
 def test_batch_not_divisible_by_devices():
     config = get_config("cifar10.py")
-    config.batch_size = 60
+    config.data.batch_size = 60
     message = _error(config)
     assert "batch_size=60" in message and "8 devices" in message
     validate_config(config, num_devices=4)  # 60 and 420 split over 4 devices.
@@ -277,7 +277,7 @@ def test_batch_not_divisible_by_devices():
 
 def test_eval_batch_not_divisible_by_devices():
     config = get_config("digits.py")
-    config.eval_batch_size = 100
+    config.data.eval_batch_size = 100
     assert "eval_batch_size=100" in _error(config)
 
 
@@ -289,7 +289,7 @@ def test_more_labels_than_the_dataset_has():
 
 def test_num_classes_mismatch():
     config = get_config("cifar10.py")
-    config.num_classes = 100
+    config.data.num_classes = 100
     validate_config(config, num_devices=NUM_DEVICES)  # fine on its own...
     with pytest.raises(ConfigError, match=r"num_classes=100 .*'cifar10' has 10"):
         validate_against_dataset(config, fake_info("cifar10"))  # ...not for CIFAR-10.
@@ -303,9 +303,9 @@ def test_unknown_consistency():
 
 def test_unknown_model_name():
     config = get_config("cifar10.py")
-    config.model_name = "wrn28_3"
+    config.model.name = "wrn28_3"
     message = _error(config)
-    assert "model_name='wrn28_3'" in message and "wrn28_2" in message
+    assert "model.name='wrn28_3'" in message and "wrn28_2" in message
 
 
 def test_ema_decay_one():
@@ -316,7 +316,7 @@ def test_ema_decay_one():
 
 def test_no_unlabeled_batch_with_fixmatch():
     config = get_config("cifar10.py")
-    config.unlabeled_ratio = 0
+    config.data.unlabeled_ratio = 0
     message = _error(config)
     assert "unlabeled_ratio=0" in message and "'fixmatch'" in message
 
@@ -325,9 +325,9 @@ def test_every_problem_is_reported_at_once():
     config = get_config("cifar10.py")
     config.total_steps = -5
     config.ema_decay = 1.5
-    config.model_name = "nope"
+    config.model.name = "nope"
     message = _error(config)
-    for fragment in ("total_steps=-5", "ema_decay=1.5", "model_name='nope'"):
+    for fragment in ("total_steps=-5", "ema_decay=1.5", "model.name='nope'"):
         assert fragment in message
 
 

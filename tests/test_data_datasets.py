@@ -25,7 +25,7 @@ def test_missing_dataset_fails_fast_naming_dataset_dir_and_fix(name, tmp_path, m
     assert seconds < 2.0, f"missing-dataset error took {seconds:.2f} s"
     message = str(error.value)
     assert repr(name) in message and data_dir in message
-    assert "tfds build" in message and "--config.data_dir" in message
+    assert "tfds build" in message and "--config.data.data_dir" in message
     assert isinstance(error.value, FileNotFoundError)
 
 

@@ -78,7 +78,7 @@ def test_label_sweep_defaults_suit_the_dataset():
     runs = suites.build("label_sweep", config, suites.SuiteOptions(), pinned=[])
     assert len(runs) == 4 * 3 * 4  # label counts x seeds x arms
     assert len({run.name for run in runs}) == len(runs)
-    counts = sorted({dict(run.overrides)["num_labeled"] for run in runs}, key=int)
+    counts = sorted({dict(run.overrides)["data.num_labeled"] for run in runs}, key=int)
     assert counts == ["10", "20", "40", "100"]
     arms = {run.arm: (run.method, run.mi) for run in runs}
     assert arms == {
@@ -90,19 +90,24 @@ def test_label_sweep_defaults_suit_the_dataset():
     assert runs[0].name == "10_labels/muscle/seed_0"
     # CIFAR-100's default sweep is 1, 2, 4, 10 labels a class too.
     c100 = suites.build("label_sweep", load_config("cifar100"), suites.SuiteOptions(), pinned=[])
-    assert sorted({int(dict(r.overrides)["num_labeled"]) for r in c100}) == [100, 200, 400, 1000]
+    assert sorted({int(dict(r.overrides)["data.num_labeled"]) for r in c100}) == [
+        100,
+        200,
+        400,
+        1000,
+    ]
 
 
 def test_bias_picks_the_smallest_label_count_that_gives_every_class_a_label():
     from muscle_jax.data import splits
 
     runs = suites.build("bias", load_config("digits"), suites.SuiteOptions(seeds=(0,)), pinned=[])
-    count = int(dict(runs[0].overrides)["num_labeled"])
+    count = int(dict(runs[0].overrides)["data.num_labeled"])
     assert {run.setting for run in runs} == {"ratio 1", "ratio 10", "ratio 100"}
     assert splits.per_class_counts(count, 10, imbalance_ratio=100).min() >= 1
     with pytest.raises(ValueError):
         splits.per_class_counts(count - 10, 10, imbalance_ratio=100)
-    assert count >= load_config("digits").num_labeled
+    assert count >= load_config("digits").data.num_labeled
 
 
 def test_finetune_runs_start_from_their_seeds_pretraining():
@@ -126,17 +131,17 @@ def test_mi_ablation_flips_one_knob_at_a_time():
     runs = suites.build("mi_ablation", config, suites.SuiteOptions(seeds=(5,)), pinned=[])
     settings = [(run.setting, run.arm, run.overrides[2:]) for run in runs]
     assert settings == [
-        ("mi_weight=0", "base", (("loss.mi_weight", "0.0"),)),
-        ("mi_weight=0.1", "muscle", (("loss.mi_weight", "0.1"),)),
-        ("mi_weight=0.3", "muscle", (("loss.mi_weight", "0.3"),)),
-        ("mi_weight=1", "muscle", (("loss.mi_weight", "1.0"),)),
-        ("mi_weight=3", "muscle", (("loss.mi_weight", "3.0"),)),
-        ("mi_rampup_steps=375", "muscle", (("loss.mi_rampup_steps", "375"),)),
-        ("lamb=2", "muscle", (("loss.lamb", "2.0"),)),
-        ("overclustering_heads=1", "muscle", (("overclustering_heads", "1"),)),
-        ("mi_on_labeled=True", "muscle", (("loss.mi_on_labeled", "True"),)),
+        ("mi_weight=0", "base", (("loss.unsupervised_weight", "0.0"),)),
+        ("mi_weight=0.1", "muscle", (("loss.unsupervised_weight", "0.1"),)),
+        ("mi_weight=0.3", "muscle", (("loss.unsupervised_weight", "0.3"),)),
+        ("mi_weight=1", "muscle", (("loss.unsupervised_weight", "1.0"),)),
+        ("mi_weight=3", "muscle", (("loss.unsupervised_weight", "3.0"),)),
+        ("mi_rampup_steps=375", "muscle", (("loss.unsupervised_rampup_steps", "375"),)),
+        ("lamb=2", "muscle", (("loss.iic.lamb", "2.0"),)),
+        ("overclustering_heads=1", "muscle", (("model.overclustering_heads", "1"),)),
+        ("mi_on_labeled=True", "muscle", (("loss.iic.on_labeled", "True"),)),
     ]
-    assert all(dict(run.overrides)["num_labeled"] == "20" for run in runs)
+    assert all(dict(run.overrides)["data.num_labeled"] == "20" for run in runs)
     some = suites.build(
         "mi_ablation",
         config,
@@ -144,7 +149,7 @@ def test_mi_ablation_flips_one_knob_at_a_time():
         pinned=[],
     )
     # The base and the config's MUSCLE are always run: the rows are compared with them.
-    default = f"mi_weight={config.loss.mi_weight:g}"  # 3 for digits.
+    default = f"mi_weight={config.loss.unsupervised_weight:g}"  # 3 for digits.
     assert [run.setting for run in some] == ["mi_weight=0", default, "lamb=2"]
 
 
@@ -152,7 +157,12 @@ def test_mi_ablation_flips_one_knob_at_a_time():
     "suite, options, pinned, message",
     [
         ("sweep", suites.SuiteOptions(), [], "Unknown suite 'sweep'"),
-        ("label_sweep", suites.SuiteOptions(), ["num_labeled"], "--config.num_labeled is what"),
+        (
+            "label_sweep",
+            suites.SuiteOptions(),
+            ["data.num_labeled"],
+            "--config.data.num_labeled is what",
+        ),
         ("label_sweep", suites.SuiteOptions(arms=("muscle", "mixup")), [], "Unknown arm"),
         ("label_sweep", suites.SuiteOptions(label_counts=(15,)), [], "Label count 15"),
         ("label_sweep", suites.SuiteOptions(seeds=(1, 1)), [], "repeats a seed"),
@@ -160,7 +170,12 @@ def test_mi_ablation_flips_one_knob_at_a_time():
         ("bias", suites.SuiteOptions(label_counts=(20,)), [], "smallest class would get no"),
         ("finetune", suites.SuiteOptions(label_counts=(10, 20)), [], "one label count"),
         ("mi_ablation", suites.SuiteOptions(knobs=("tau",)), [], "Unknown knob"),
-        ("mi_ablation", suites.SuiteOptions(), ["loss.mi_weight"], "--config.loss.mi_weight"),
+        (
+            "mi_ablation",
+            suites.SuiteOptions(),
+            ["loss.unsupervised_weight"],
+            "--config.loss.unsupervised_weight",
+        ),
     ],
 )
 def test_bad_suite_options_are_refused_with_the_fix(suite, options, pinned, message):
@@ -280,7 +295,7 @@ def test_run_commands_are_ordinary_main_commands(tmp_path):
         "--config=configs/digits.py:num_labeled=50,method=fixmatch,mi=True",
         f"--workdir={tmp_path}/finetune/finetune_muscle/seed_0",
         "--config.optimizer.learning_rate=0.01",
-        "--config.num_labeled=20",
+        "--config.data.num_labeled=20",
         "--config.seed=0",
         "--config.total_steps=750",
         f"--config.init_from={tmp_path}/finetune/pretrain/seed_0/checkpoints",
@@ -345,7 +360,10 @@ def test_submitting_without_sbatch_says_how_to_dry_run(tmp_path):
     "args, message",
     [
         (["--suite=label_sweep", "--seeds=0,one"], "--seeds=0,one: every value must be a int"),
-        (["--suite=label_sweep", "--config.num_labeled=20"], "--config.num_labeled is what"),
+        (
+            ["--suite=label_sweep", "--config.data.num_labeled=20"],
+            "--config.data.num_labeled is what",
+        ),
         (["--suite=bias", "--imbalance_ratios=1,0.5"], "must be >= 1"),
         (["--suite=sweep"], "bad command line"),
         (["--suite=label_sweep", "--config.totl_steps=3"], "unknown config key"),

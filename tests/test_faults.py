@@ -178,11 +178,11 @@ def test_incompatible_checkpoint_is_refused_and_left_alone(tmp_path):
     before = {p: p.stat().st_mtime_ns for p in tmp_path.rglob("*")}
 
     other_model = load_config("tiny")
-    other_model.model_kwargs.widths = (16, 16)
+    other_model.model.kwargs.widths = (16, 16)
     with pytest.raises(checkpointing.IncompatibleCheckpointError, match="model_kwargs"):
         train.train_and_evaluate(other_model, str(tmp_path))
     other_classes = load_config("tiny")
-    other_classes.num_classes = 12
+    other_classes.data.num_classes = 12
     with pytest.raises(ConfigError, match="num_classes=12"):
         train.train_and_evaluate(other_classes, str(tmp_path))
     after = {p: p.stat().st_mtime_ns for p in tmp_path.rglob("*")}
@@ -190,14 +190,14 @@ def test_incompatible_checkpoint_is_refused_and_left_alone(tmp_path):
 
 
 BAD_CONFIGS = [
-    ("dataset", "no_such_dataset", "no_such_dataset"),
-    ("batch_size", 0, "batch_size=0"),
-    ("num_labeled", 5000, "num_labeled=5000"),
-    ("unlabeled_ratio", -1, "unlabeled_ratio=-1"),
-    ("eval_batch_size", 7, "eval_batch_size=7"),
-    ("num_classes", 3, "num_classes=3"),
-    ("model_name", "resnet1000", "resnet1000"),
-    ("compute_dtype", "fp8", "fp8"),
+    ("data.name", "no_such_dataset", "no_such_dataset"),
+    ("data.batch_size", 0, "batch_size=0"),
+    ("data.num_labeled", 5000, "num_labeled=5000"),
+    ("data.unlabeled_ratio", -1, "unlabeled_ratio=-1"),
+    ("data.eval_batch_size", 7, "eval_batch_size=7"),
+    ("data.num_classes", 3, "num_classes=3"),
+    ("model.name", "resnet1000", "resnet1000"),
+    ("model.compute_dtype", "fp8", "fp8"),
     ("total_steps", 0, "total_steps=0"),
     ("ema_decay", 1.0, "ema_decay=1.0"),
 ]
@@ -212,7 +212,8 @@ def test_bad_inputs_fail_before_training_and_keep_earlier_outputs(tmp_path):
     before = {p: p.stat().st_mtime_ns for p in tmp_path.rglob("*")}
     for key, value, fragment in BAD_CONFIGS:
         bad = load_config("tiny")
-        bad[key] = value
+        section, _, name = key.rpartition(".")
+        (bad[section] if section else bad)[name] = value
         started = time.perf_counter()
         with pytest.raises(ValueError) as info:
             train.train_and_evaluate(bad, str(tmp_path))
@@ -220,7 +221,7 @@ def test_bad_inputs_fail_before_training_and_keep_earlier_outputs(tmp_path):
         # Refused before anything compiles.
         assert time.perf_counter() - started < 5, key
     missing = load_config("tiny", "dataset=cifar10")
-    missing.data_dir = str(tmp_path / "no_tfds_here")
+    missing.data.data_dir = str(tmp_path / "no_tfds_here")
     with pytest.raises(FileNotFoundError, match="no_tfds_here"):
         train.train_and_evaluate(missing, str(tmp_path))
     after = {p: p.stat().st_mtime_ns for p in tmp_path.rglob("*")}

@@ -124,7 +124,7 @@ def test_tpu_dry_run_options(fake_gcloud):
     lines = result.stdout.strip().splitlines()
     assert len(lines) == 1  # no setup.
     assert "env-tpu" in lines[0] and "--project=proj" in lines[0]
-    assert "--config.data_dir=gs://b/tfds" in lines[0]
+    assert "--config.data.data_dir=gs://b/tfds" in lines[0]
     assert "nohup python -m muscle_jax.main" in lines[0]
 
 

@@ -27,7 +27,7 @@ def first_batch(config):
 
 
 def run_steps(config, mesh, num_steps):
-    info = input_pipeline.dataset_info(config.dataset)
+    info = input_pipeline.dataset_info(config.data.name)
     graphdef, state, tx = train.create_train_state(config, info)
     p_train, _ = train.compile_steps(graphdef, tx, config, mesh)
     batch = first_batch(config)
@@ -66,8 +66,8 @@ def test_eight_device_step_equals_one_device_step(method):
 
 def test_overclustering_and_mi_on_labeled_train():
     config = load_config("tiny")
-    config.overclustering_heads = 2
-    config.loss.mi_on_labeled = True
+    config.model.overclustering_heads = 2
+    config.loss.iic.on_labeled = True
     _, metrics, _ = run_steps(config, train.make_mesh(jax.devices()[:1]), 1)
     assert np.isfinite(metrics["overclustering_mutual_information"])
 
@@ -80,7 +80,7 @@ def test_end_to_end_digits_writes_results(tmp_path):
     assert 0.0 <= written["accuracy"] <= 1.0
     assert len(written["per_class_accuracy"]) == 10
     assert written["num_test_examples"] == input_pipeline.dataset_info("digits").num_test
-    assert written["config"]["model_name"] == "small_cnn"
+    assert written["config"]["model"]["name"] == "small_cnn"
     assert written["history"]["step"] == [6, 12]
     assert any(name.startswith("events.out.tfevents") for name in os.listdir(tmp_path))
 
@@ -88,7 +88,7 @@ def test_end_to_end_digits_writes_results(tmp_path):
 def test_end_to_end_mock_cifar10(tmp_path):
     config = load_config("tiny", "dataset=cifar10")
     # Mocked builders never look prepared; the "download" is a no-op under the mock.
-    config.download = True
+    config.data.download = True
     config.total_steps = 4
     config.eval_every_steps = 4
     config.checkpoint_every_steps = 4
@@ -133,7 +133,7 @@ def test_stop_and_resume_equals_uninterrupted(tmp_path):
         ckpt = train.checkpointing.Checkpointer(
             str(tmp_path / name / "checkpoints"), max_to_keep=2, read_only=True
         )
-        info = input_pipeline.dataset_info(config.dataset)
+        info = input_pipeline.dataset_info(config.data.name)
         _, template, _ = train.create_train_state(config, info)
         final[name], _ = ckpt.restore(template, expected=train.compatibility(config))
     for a, b in zip(jax.tree.leaves(final["a"]), jax.tree.leaves(final["b"])):
@@ -191,7 +191,7 @@ def test_sigterm_leaves_a_restorable_checkpoint(tmp_path):
 
 def test_bfloat16_compute_keeps_float32_state_and_finite_loss():
     config = load_config("tiny")
-    config.compute_dtype = "bfloat16"
+    config.model.compute_dtype = "bfloat16"
     state, metrics, _ = run_steps(config, train.make_mesh(jax.devices()[:1]), 2)
     assert all(np.isfinite(float(value)) for value in metrics.values())
     assert {leaf.dtype for leaf in jax.tree.leaves(state.params)} == {np.dtype("float32")}

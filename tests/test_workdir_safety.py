@@ -189,7 +189,7 @@ def test_summary_and_plot_match_results(tmp_path):
 
 def test_failed_validation_creates_nothing(tmp_path):
     bad = load_config("tiny")
-    bad.batch_size = 0
+    bad.data.batch_size = 0
     with pytest.raises(ValueError, match="batch_size=0"):
         train.train_and_evaluate(bad, str(tmp_path / "new_workdir"))
     assert not (tmp_path / "new_workdir").exists()

@@ -6,6 +6,8 @@ else (tests' own arrays, a new dataset) is passed in as an `ArrayDataset`.
 
 import dataclasses
 
+from muscle_jax.data.validation import DataRequestError
+
 
 @dataclasses.dataclass(frozen=True)
 class CatalogEntry:
@@ -42,5 +44,7 @@ CATALOG: dict[str, CatalogEntry] = {
 
 def entry(name: str) -> CatalogEntry:
     if name not in CATALOG:
-        raise ValueError(f"Unknown dataset {name!r}; known datasets: {', '.join(sorted(CATALOG))}.")
+        raise DataRequestError(
+            f"Unknown dataset {name!r}; known datasets: {', '.join(sorted(CATALOG))}."
+        )
     return CATALOG[name]

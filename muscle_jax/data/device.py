@@ -13,6 +13,8 @@ from collections.abc import Iterable, Iterator
 import jax
 import numpy as np
 
+from muscle_jax.data.validation import DataRequestError
+
 
 def local_batch_size(
     global_batch: int,
@@ -23,15 +25,15 @@ def local_batch_size(
 ) -> int:
     """`global_batch / process_count`, checked against the processes and devices."""
     if global_batch <= 0:
-        raise ValueError(f"{what} must be positive, got {global_batch}.")
+        raise DataRequestError(f"{what} must be positive, got {global_batch}.")
     if global_batch % process_count:
-        raise ValueError(
+        raise DataRequestError(
             f"{what}={global_batch} (global) is not divisible by the process count {process_count}."
         )
     if sharding is not None:
         devices = len(sharding.device_set)
         if global_batch % devices:
-            raise ValueError(
+            raise DataRequestError(
                 f"{what}={global_batch} (global) is not divisible by the {devices} devices "
                 "of the sharding."
             )

@@ -250,7 +250,7 @@ def _missing_message(name, spec, data_dir, builder) -> str:
     return (
         f"Dataset {name!r} (TFDS {spec.tfds_name!r}) is not prepared in data_dir={where} "
         f"(looked for {builder.data_dir}). Downloads are off (download=False). To prepare it "
-        f"offline: {how}, then pass --config.data_dir=DIR. See docs/datasets.md. The embedded "
+        f"offline: {how}, then pass --config.data.data_dir=DIR. See docs/datasets.md. The embedded "
         f"'digits' dataset needs no preparation."
     )
 
@@ -258,7 +258,12 @@ def _missing_message(name, spec, data_dir, builder) -> str:
 def open_source(
     name: "str | ArrayDataset", *, data_dir: str | None = None, download: bool = False
 ) -> "ArraySource | TfdsSource":
-    """The source for a catalog name or an `ArrayDataset`; fails fast when data is missing."""
+    """The source for a catalog name or an `ArrayDataset`; fails fast when data is missing.
+
+    An already opened source is returned as it is, so a run opens its dataset once.
+    """
+    if isinstance(name, (ArraySource, TfdsSource)):
+        return name
     if isinstance(name, ArrayDataset):
         return ArraySource(name)
     spec = catalog.entry(name)

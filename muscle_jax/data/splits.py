@@ -9,6 +9,8 @@ many examples the other classes hold.
 import numpy as np
 from numpy.typing import ArrayLike
 
+from muscle_jax.data.validation import DataRequestError
+
 
 def per_class_counts(
     num_labeled: int, num_classes: int, *, imbalance_ratio: float = 1.0
@@ -24,23 +26,23 @@ def per_class_counts(
     exact).
     """
     if num_labeled <= 0:
-        raise ValueError(f"num_labeled must be positive, got {num_labeled}.")
+        raise DataRequestError(f"num_labeled must be positive, got {num_labeled}.")
     if num_classes < 1:
-        raise ValueError(f"num_classes must be positive, got {num_classes}.")
+        raise DataRequestError(f"num_classes must be positive, got {num_classes}.")
     if imbalance_ratio < 1.0:
-        raise ValueError(
+        raise DataRequestError(
             f"imbalance_ratio must be >= 1 (largest class / smallest class), got {imbalance_ratio}."
         )
     if imbalance_ratio == 1.0:
         if num_labeled % num_classes:
-            raise ValueError(
+            raise DataRequestError(
                 f"A balanced labeled set needs num_labeled divisible by the number of "
                 f"classes: {num_labeled} labels over {num_classes} classes leaves "
                 f"{num_labeled % num_classes} over."
             )
         return np.full(num_classes, num_labeled // num_classes, dtype=np.int64)
     if num_classes == 1:
-        raise ValueError("A long-tailed profile needs at least 2 classes, got 1.")
+        raise DataRequestError("A long-tailed profile needs at least 2 classes, got 1.")
     shares = imbalance_ratio ** (-np.arange(num_classes) / (num_classes - 1))
     ideal = num_labeled * shares / shares.sum()
     counts = np.floor(ideal).astype(np.int64)
@@ -48,7 +50,7 @@ def per_class_counts(
     leftover = num_labeled - counts.sum()
     counts[np.argsort(-(ideal - counts), kind="stable")[:leftover]] += 1
     if counts.min() < 1:
-        raise ValueError(
+        raise DataRequestError(
             f"num_labeled={num_labeled} is too small for imbalance_ratio={imbalance_ratio} "
             f"over {num_classes} classes: the smallest class would get no example "
             f"(ideal counts {np.round(ideal, 2).tolist()})."
@@ -86,21 +88,21 @@ def select_labeled_indices(
     """
     labels = np.asarray(labels)
     if labels.ndim != 1 or not np.issubdtype(labels.dtype, np.integer):
-        raise ValueError(
+        raise DataRequestError(
             f"labels must be a 1-D integer array, got shape {labels.shape} dtype {labels.dtype}."
         )
     if labels.size and labels.min() < 0:
-        raise ValueError(f"labels must be >= 0, found {labels.min()}.")
+        raise DataRequestError(f"labels must be >= 0, found {labels.min()}.")
     if num_classes is None:
         num_classes = int(labels.max()) + 1 if labels.size else 0
     elif labels.size and labels.max() >= num_classes:
-        raise ValueError(f"labels must be < num_classes={num_classes}, found {labels.max()}.")
+        raise DataRequestError(f"labels must be < num_classes={num_classes}, found {labels.max()}.")
     counts = per_class_counts(num_labeled, num_classes, imbalance_ratio=imbalance_ratio)
     chosen = []
     for cls, count in enumerate(counts):
         members = np.flatnonzero(labels == cls)
         if count > members.size:
-            raise ValueError(
+            raise DataRequestError(
                 f"Class {cls} holds {members.size} examples but the labeled set asks for "
                 f"{count} of it (num_labeled={num_labeled}, {num_classes} classes, "
                 f"imbalance_ratio={imbalance_ratio})."

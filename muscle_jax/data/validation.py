@@ -12,6 +12,11 @@ class DataValidationError(ValueError):
     """The dataset's content does not match what the pipeline or the config expects."""
 
 
+class DataRequestError(ValueError):
+    """A request the dataset or the processes cannot satisfy: an unknown dataset, a labeled
+    subset it cannot give, a batch that does not split over the processes or devices."""
+
+
 def check_image_spec(name: str, shape: tuple, dtype) -> None:
     """Images must be `[H, W, C]` uint8 with every dimension known."""
     if len(shape) != 3 or any(d is None or d <= 0 for d in shape):

@@ -123,7 +123,7 @@ def main(argv):
                 results.collect(runs, invocation.workdir),
                 base=base,
                 command=command,
-                default_mi_weight=config.loss.mi_weight,
+                default_mi_weight=config.loss.unsupervised_weight,
             )
 
         if FLAGS.report_only:

@@ -51,8 +51,16 @@ class Invocation:
 
     def config_flag(self, run: suites.Run) -> str:
         variants = [item for item in self.config_arg.split(",") if item]
-        variants = [v for v in variants if v.split("=")[0].strip() not in ("method", "mi")]
-        variants += [f"method={run.method}", f"mi={run.mi}"]
+        chosen = {"method": run.method, "mi": run.mi}
+        chosen.update(
+            {
+                k: v
+                for k, v in (("unsupervised", run.unsupervised), ("supervised", run.supervised))
+                if v
+            }
+        )
+        variants = [v for v in variants if v.split("=")[0].strip() not in chosen]
+        variants += [f"{key}={value}" for key, value in chosen.items()]
         return f"{self.config_path}:{','.join(variants)}"
 
     def main_args(self, run: suites.Run) -> list[str]:
@@ -87,8 +95,13 @@ def check_finished_run(invocation: Invocation, run: suites.Run, results: dict[st
         problems.append(
             f"loss.consistency={config['loss']['consistency']!r} (asked: {consistency})"
         )
-    if not run.mi and config["loss"]["mi_weight"] != 0:
-        problems.append(f"loss.mi_weight={config['loss']['mi_weight']} (asked: MI off)")
+    loss = config["loss"]
+    if not run.mi and loss["unsupervised"] != "none" and loss["unsupervised_weight"] != 0:
+        problems.append(f"loss.unsupervised={loss['unsupervised']!r} (asked: none)")
+    for role in ("unsupervised", "supervised"):
+        wanted = getattr(run, role)
+        if wanted and loss[role] != wanted:
+            problems.append(f"loss.{role}={loss[role]!r} (asked: {wanted})")
     if problems:
         raise DispatchError(
             f"{invocation.run_dir(run)} holds a finished run trained with other settings: "

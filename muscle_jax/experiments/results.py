@@ -188,7 +188,7 @@ def markdown(
     finished = [outcome for outcome in outcomes if outcome.results]
     seeds = sorted({outcome.run.seed for outcome in outcomes})
     wall = sum(outcome.results["run"]["wall_seconds"] for outcome in finished)
-    dataset = finished[0].results["config"]["dataset"] if finished else "?"
+    dataset = finished[0].results["config"]["data"]["name"] if finished else "?"
     lines = [
         f"# {suite} on {dataset}",
         "",

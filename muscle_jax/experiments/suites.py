@@ -71,6 +71,8 @@ class Run:
       varied: the settings this run differs in, as they go into results.csv.
       stage: 0 for runs that depend on nothing; 1 for fine-tuning runs, which
         start from their stage-0 pre-training run's checkpoints.
+      unsupervised, supervised: the ``unsupervised=`` / ``supervised=``
+        variants, or "" to keep the config's terms.
     """
 
     suite: str
@@ -82,6 +84,8 @@ class Run:
     overrides: tuple[tuple[str, str], ...]
     varied: tuple[tuple[str, str], ...]
     stage: int = 0
+    unsupervised: str = ""  # The ``unsupervised=`` variant ("": the config's).
+    supervised: str = ""  # The ``supervised=`` variant ("": the config's).
 
     @property
     def name(self) -> str:
@@ -186,12 +190,12 @@ def _method_of(arm: str, base: str) -> tuple[str, bool]:
 
 
 def default_label_counts(config: ml_collections.ConfigDict) -> tuple[int, ...]:
-    return tuple(per_class * config.num_classes for per_class in DEFAULT_LABELS_PER_CLASS)
+    return tuple(per_class * config.data.num_classes for per_class in DEFAULT_LABELS_PER_CLASS)
 
 
 def _one_label_count(config: ml_collections.ConfigDict, options: SuiteOptions, suite: str) -> int:
     if options.label_counts is None:
-        return DEFAULT_ONE_COUNT_PER_CLASS * config.num_classes
+        return DEFAULT_ONE_COUNT_PER_CLASS * config.data.num_classes
     if len(options.label_counts) != 1:
         raise SuiteError(
             f"The {suite} suite runs at one label count; --label_counts gave "
@@ -202,7 +206,7 @@ def _one_label_count(config: ml_collections.ConfigDict, options: SuiteOptions, s
 
 def _label_sweep(config, options, base):
     counts = options.label_counts or default_label_counts(config)
-    _check_counts(counts, config.num_classes, balanced=True)
+    _check_counts(counts, config.data.num_classes, balanced=True)
     arms = _arms(options, tuple(ARMS), tuple(ARMS))
     return [
         Run(
@@ -212,7 +216,7 @@ def _label_sweep(config, options, base):
             seed=seed,
             method=_method_of(arm, base)[0],
             mi=_method_of(arm, base)[1],
-            overrides=(("num_labeled", str(count)), ("seed", str(seed))),
+            overrides=(("data.num_labeled", str(count)), ("seed", str(seed))),
             varied=(("num_labeled", str(count)),),
         )
         for count in counts
@@ -248,7 +252,7 @@ def _bias(config, options, base):
     if any(ratio < 1 for ratio in ratios):
         raise SuiteError(f"--imbalance_ratios must be >= 1 (largest / smallest class): {ratios}.")
     if options.label_counts is None:
-        count = smallest_label_count_for(ratios, config.num_classes, config.num_labeled)
+        count = smallest_label_count_for(ratios, config.data.num_classes, config.data.num_labeled)
     elif len(options.label_counts) == 1:
         count = options.label_counts[0]
     else:
@@ -256,7 +260,7 @@ def _bias(config, options, base):
             f"The bias suite runs at one label count; --label_counts gave "
             f"{list(options.label_counts)}."
         )
-    _check_counts([count], config.num_classes, balanced=False, ratios=ratios)
+    _check_counts([count], config.data.num_classes, balanced=False, ratios=ratios)
     arms = _arms(options, tuple(ARMS), tuple(ARMS))
     return [
         Run(
@@ -267,8 +271,8 @@ def _bias(config, options, base):
             method=_method_of(arm, base)[0],
             mi=_method_of(arm, base)[1],
             overrides=(
-                ("num_labeled", str(count)),
-                ("imbalance_ratio", str(float(ratio))),
+                ("data.num_labeled", str(count)),
+                ("data.imbalance_ratio", str(float(ratio))),
                 ("seed", str(seed)),
             ),
             varied=(("imbalance_ratio", _number(ratio)), ("num_labeled", str(count))),
@@ -281,7 +285,7 @@ def _bias(config, options, base):
 
 def _finetune(config, options, base):
     count = _one_label_count(config, options, "finetune")
-    _check_counts([count], config.num_classes, balanced=True)
+    _check_counts([count], config.data.num_classes, balanced=True)
     if not 0 < options.pretrain_fraction < 1:
         raise SuiteError(
             f"--pretrain_fraction must lie in (0, 1), got {options.pretrain_fraction}."
@@ -296,7 +300,7 @@ def _finetune(config, options, base):
     varied = (("num_labeled", str(count)),)
     runs = []
     for seed in options.seeds:
-        common = (("num_labeled", str(count)), ("seed", str(seed)))
+        common = (("data.num_labeled", str(count)), ("seed", str(seed)))
         pretrain = Run(
             suite="finetune",
             setting="finetune",
@@ -353,34 +357,40 @@ def ablation_settings(
     # The base (weight 0) and the config's own weight are the references every
     # other row is compared with, so they are always run.
     weights = list(mi_weights) if "mi_weight" in knobs else []
-    weights = sorted({float(w) for w in [*weights, 0.0, loss.mi_weight]})
+    weights = sorted({float(w) for w in [*weights, 0.0, loss.unsupervised_weight]})
     for weight in weights:
         arm = "base" if weight == 0 else "muscle"
-        settings.append((f"mi_weight={_number(weight)}", arm, (("loss.mi_weight", str(weight)),)))
+        settings.append(
+            (f"mi_weight={_number(weight)}", arm, (("loss.unsupervised_weight", str(weight)),))
+        )
     # Each knob flipped away from the config's value, at the config's MI weight.
     rampup = max(1, config.total_steps // 4)
-    if loss.mi_rampup_steps == 0:
+    if loss.unsupervised_rampup_steps == 0:
         settings.append(
-            (f"mi_rampup_steps={rampup}", "muscle", (("loss.mi_rampup_steps", str(rampup)),))
+            (
+                f"mi_rampup_steps={rampup}",
+                "muscle",
+                (("loss.unsupervised_rampup_steps", str(rampup)),),
+            )
         )
     else:
-        settings.append(("mi_rampup_steps=0", "muscle", (("loss.mi_rampup_steps", "0"),)))
-    lamb = 2.0 if loss.lamb == 1.0 else 1.0
-    settings.append((f"lamb={_number(lamb)}", "muscle", (("loss.lamb", str(lamb)),)))
-    heads = 1 if config.overclustering_heads == 0 else 0
+        settings.append(("mi_rampup_steps=0", "muscle", (("loss.unsupervised_rampup_steps", "0"),)))
+    lamb = 2.0 if loss.iic.lamb == 1.0 else 1.0
+    settings.append((f"lamb={_number(lamb)}", "muscle", (("loss.iic.lamb", str(lamb)),)))
+    heads = 1 if config.model.overclustering_heads == 0 else 0
     settings.append(
-        (f"overclustering_heads={heads}", "muscle", (("overclustering_heads", str(heads)),))
+        (f"overclustering_heads={heads}", "muscle", (("model.overclustering_heads", str(heads)),))
     )
-    on_labeled = not loss.mi_on_labeled
+    on_labeled = not loss.iic.on_labeled
     settings.append(
-        (f"mi_on_labeled={on_labeled}", "muscle", (("loss.mi_on_labeled", str(on_labeled)),))
+        (f"mi_on_labeled={on_labeled}", "muscle", (("loss.iic.on_labeled", str(on_labeled)),))
     )
     return [s for s in settings if s[0].startswith("mi_weight=") or s[0].split("=")[0] in knobs]
 
 
 def _mi_ablation(config, options, base):
     count = _one_label_count(config, options, "mi_ablation")
-    _check_counts([count], config.num_classes, balanced=True)
+    _check_counts([count], config.data.num_classes, balanced=True)
     weights = options.mi_weights or DEFAULT_MI_WEIGHTS
     if any(weight < 0 for weight in weights):
         raise SuiteError(f"--mi_weights must be >= 0: {list(weights)}.")
@@ -390,10 +400,11 @@ def _mi_ablation(config, options, base):
         raise SuiteError(f"Unknown knob(s) {unknown}; choose from {list(ABLATION_KNOBS)}.")
     if options.arms:
         raise SuiteError("--arms does not apply to mi_ablation (its rows are its settings).")
-    if config.loss.mi_weight == 0:
+    if config.loss.unsupervised != "iic" or config.loss.unsupervised_weight == 0:
         raise SuiteError(
-            "The config turns MI off (mi=False or loss.mi_weight=0), but the ablation's knobs "
-            "act on the MI term; run it with MI on."
+            "The config turns MI off (mi=False, another unsupervised term, or "
+            "loss.unsupervised_weight=0), but the ablation's knobs act on the MI term; run it "
+            "with MUSCLE's term (unsupervised=iic) on."
         )
     runs = []
     for setting, arm, knob in ablation_settings(config, weights, knobs):
@@ -407,7 +418,7 @@ def _mi_ablation(config, options, base):
                     seed=seed,
                     method=base,
                     mi=True,
-                    overrides=(("num_labeled", str(count)), ("seed", str(seed)), *knob),
+                    overrides=(("data.num_labeled", str(count)), ("seed", str(seed)), *knob),
                     varied=(
                         ("num_labeled", str(count)),
                         ("knob", knob_key),

@@ -4,7 +4,8 @@ Every model is called as ``model(images, *, train, dropout_key=None)`` on
 NHWC float images and returns a `ModelOutput`: float32 ``logits``
 ``[batch, num_classes]`` and, when built with over-clustering heads,
 ``overclustering_logits`` ``[heads, batch, factor * num_classes]`` (else
-None). ``train=True`` normalises with batch statistics and updates the
+None), and ``projections`` ``[batch, projector_dim]`` with a projector head
+(else None). ``train=True`` normalises with batch statistics and updates the
 BatchNorm running averages; ``train=False`` uses the running averages.
 Dropout is off by default; a model built with a dropout rate needs a
 ``dropout_key`` in training, so a train step stays a pure function of its
@@ -65,6 +66,7 @@ def create_model(
     rngs: nnx.Rngs,
     overclustering_heads: int = 0,
     overclustering_factor: int = 5,
+    projector_dim: int = 0,
     dtype: jnp.dtype = jnp.float32,
     param_dtype: jnp.dtype = jnp.float32,
     **model_kwargs: Any,
@@ -78,6 +80,7 @@ def create_model(
       rngs: initialisation RNGs.
       overclustering_heads: number of IIC over-clustering heads (0: none).
       overclustering_factor: each such head has ``factor * num_classes`` outputs.
+      projector_dim: width of the contrastive projector head (0: none).
       dtype: compute dtype (e.g. ``jnp.bfloat16`` on accelerators); logits
         are float32 regardless.
       param_dtype: parameter dtype.
@@ -107,6 +110,7 @@ def create_model(
         **{**model_kwargs, **fixed},
         overclustering_heads=overclustering_heads,
         overclustering_factor=overclustering_factor,
+        projector_dim=projector_dim,
         dtype=dtype,
         param_dtype=param_dtype,
         rngs=rngs,

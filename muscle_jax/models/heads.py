@@ -17,17 +17,23 @@ class ModelOutput(NamedTuple):
       overclustering_logits: IIC over-clustering logits
         ``[heads, batch, factor * num_classes]`` in float32, or None when the
         model has no over-clustering head.
+      projections: ``[batch, projector_dim]`` float32 embeddings of the
+        contrastive projector head (MIO), or None without one.
     """
 
     logits: jax.Array
     overclustering_logits: jax.Array | None
+    projections: jax.Array | None = None
 
 
 class OutputHeads(nnx.Module):
-    """Linear classifier plus optional IIC over-clustering heads on shared features.
+    """Linear classifier plus optional IIC over-clustering and projector heads.
 
     Each over-clustering head is its own linear layer (IIC trains several and
-    keeps the best), fed the same pooled features as the classifier.
+    keeps the best), fed the same pooled features as the classifier. The
+    projector (MIO's embedding) is a two-layer MLP, as in SimCLR-style
+    contrastive methods, so the contrastive geometry is learned apart from
+    the classifier's features.
     """
 
     def __init__(
@@ -37,6 +43,7 @@ class OutputHeads(nnx.Module):
         *,
         overclustering_heads: int = 0,
         overclustering_factor: int = 5,
+        projector_dim: int = 0,
         dtype: jnp.dtype = jnp.float32,
         param_dtype: jnp.dtype = jnp.float32,
         rngs: nnx.Rngs,
@@ -47,8 +54,10 @@ class OutputHeads(nnx.Module):
             raise ValueError(f"overclustering_heads must be >= 0, got {overclustering_heads}.")
         if overclustering_heads and overclustering_factor < 1:
             raise ValueError(f"overclustering_factor must be >= 1, got {overclustering_factor}.")
+        if projector_dim < 0:
+            raise ValueError(f"projector_dim must be >= 0, got {projector_dim}.")
 
-        def linear(out_features: int) -> nnx.Linear:
+        def linear(out_features: int, in_features: int = in_features) -> nnx.Linear:
             return nnx.Linear(
                 in_features,
                 out_features,
@@ -62,6 +71,11 @@ class OutputHeads(nnx.Module):
         self.overclustering = nnx.List(
             [linear(overclustering_factor * num_classes) for _ in range(overclustering_heads)]
         )
+        self.projector = (
+            nnx.List([linear(in_features), linear(projector_dim, in_features)])
+            if projector_dim
+            else None
+        )
 
     def __call__(self, features: jax.Array) -> ModelOutput:
         # Losses (softmax, logs of the MI joint) need float32 even under bf16 compute.
@@ -71,4 +85,10 @@ class OutputHeads(nnx.Module):
             overclustering_logits = jnp.stack(
                 [head(features).astype(jnp.float32) for head in self.overclustering]
             )
-        return ModelOutput(logits=logits, overclustering_logits=overclustering_logits)
+        projections = None
+        if self.projector is not None:
+            hidden, out = self.projector
+            projections = out(jax.nn.relu(hidden(features))).astype(jnp.float32)
+        return ModelOutput(
+            logits=logits, overclustering_logits=overclustering_logits, projections=projections
+        )

@@ -107,6 +107,7 @@ class ResNet(nnx.Module):
         ``dropout_key`` in training.
       overclustering_heads: number of IIC over-clustering heads (0: none).
       overclustering_factor: each such head has ``factor * num_classes`` outputs.
+      projector_dim: width of the contrastive projector head (0: none), for MIO.
       dtype: compute dtype; logits come back in float32 regardless.
       param_dtype: parameter dtype.
       rngs: initialisation RNGs.
@@ -125,6 +126,7 @@ class ResNet(nnx.Module):
         dropout_rate: float = 0.0,
         overclustering_heads: int = 0,
         overclustering_factor: int = 5,
+        projector_dim: int = 0,
         dtype: jnp.dtype = jnp.float32,
         param_dtype: jnp.dtype = jnp.float32,
         rngs: nnx.Rngs,
@@ -159,6 +161,7 @@ class ResNet(nnx.Module):
             num_classes,
             overclustering_heads=overclustering_heads,
             overclustering_factor=overclustering_factor,
+            projector_dim=projector_dim,
             **common,
         )
 

@@ -27,6 +27,7 @@ class SmallCNN(nnx.Module):
         need ``dropout_key``.
       overclustering_heads: number of IIC over-clustering heads (0: none).
       overclustering_factor: each such head has ``factor * num_classes`` outputs.
+      projector_dim: width of the contrastive projector head (0: none), for MIO.
       dtype: compute dtype; logits come back in float32 regardless.
       param_dtype: parameter dtype.
       rngs: initialisation RNGs.
@@ -43,6 +44,7 @@ class SmallCNN(nnx.Module):
         dropout_rate: float = 0.0,
         overclustering_heads: int = 0,
         overclustering_factor: int = 5,
+        projector_dim: int = 0,
         dtype: jnp.dtype = jnp.float32,
         param_dtype: jnp.dtype = jnp.float32,
         rngs: nnx.Rngs,
@@ -82,6 +84,7 @@ class SmallCNN(nnx.Module):
             num_classes,
             overclustering_heads=overclustering_heads,
             overclustering_factor=overclustering_factor,
+            projector_dim=projector_dim,
             dtype=dtype,
             param_dtype=param_dtype,
             rngs=rngs,
@@ -111,6 +114,7 @@ class MLP(nnx.Module):
         need ``dropout_key``.
       overclustering_heads: number of IIC over-clustering heads (0: none).
       overclustering_factor: each such head has ``factor * num_classes`` outputs.
+      projector_dim: width of the contrastive projector head (0: none), for MIO.
       dtype: compute dtype; logits come back in float32 regardless.
       param_dtype: parameter dtype.
       rngs: initialisation RNGs.
@@ -125,6 +129,7 @@ class MLP(nnx.Module):
         dropout_rate: float = 0.0,
         overclustering_heads: int = 0,
         overclustering_factor: int = 5,
+        projector_dim: int = 0,
         dtype: jnp.dtype = jnp.float32,
         param_dtype: jnp.dtype = jnp.float32,
         rngs: nnx.Rngs,
@@ -151,6 +156,7 @@ class MLP(nnx.Module):
             num_classes,
             overclustering_heads=overclustering_heads,
             overclustering_factor=overclustering_factor,
+            projector_dim=projector_dim,
             dtype=dtype,
             param_dtype=param_dtype,
             rngs=rngs,

@@ -1,0 +1,198 @@
+"""The methods muscle_jax trains with, one `Term` definition each, and what they imply.
+
+``loss.supervised``, ``loss.consistency`` and ``loss.unsupervised`` each name
+a registered `Term`. Everything else asks this module what the chosen terms
+need: the views the input pipeline yields (`unlabeled_views`,
+`labeled_views`), the EMA teacher (`needs_teacher`), extra model heads
+(`model_heads`), state carried across steps (`init_state`), config sections
+(`config_sections`) and checks (`check`). Adding a method is one `Term` and
+`register(term)`; see docs/method.md.
+"""
+
+import ml_collections
+
+from muscle_jax.methods.base import (
+    CONSISTENCY,
+    ROLES,
+    SUPERVISED,
+    UNLABELED_VIEWS,
+    UNSUPERVISED,
+    Inputs,
+    StateSpec,
+    Term,
+    TermResult,
+)
+
+__all__ = [
+    "CONSISTENCY",
+    "ROLES",
+    "SUPERVISED",
+    "UNLABELED_VIEWS",
+    "UNSUPERVISED",
+    "Inputs",
+    "StateSpec",
+    "Term",
+    "TermResult",
+    "check",
+    "config_sections",
+    "get",
+    "init_state",
+    "labeled_views",
+    "model_heads",
+    "names",
+    "needs_teacher",
+    "register",
+    "selected",
+    "state_partition",
+    "unlabeled_views",
+    "unregister",
+]
+
+_REGISTRY: dict[str, dict[str, Term]] = {role: {} for role in ROLES}
+
+
+def register(term: Term) -> Term:
+    """Makes ``term`` selectable as ``loss.<term.role>=<term.name>``; returns it.
+
+    Raises:
+      ValueError: the name is taken in its role, or its config section
+        ``loss.<name>`` would clash with another term's or a loss key.
+    """
+    if term.name in _REGISTRY[term.role]:
+        raise ValueError(f"A {term.role} term called {term.name!r} is already registered.")
+    if term.defaults:
+        for role, terms in _REGISTRY.items():
+            other = terms.get(term.name)
+            if other is not None and other.defaults:
+                raise ValueError(
+                    f"Term {term.name!r} ({term.role}) would share the config section "
+                    f"loss.{term.name} with the {role} term of that name."
+                )
+    _REGISTRY[term.role][term.name] = term
+    return term
+
+
+def unregister(role: str, name: str) -> None:
+    """Removes a term (for tests that register their own)."""
+    _REGISTRY[role].pop(name)
+
+
+def names(role: str) -> tuple[str, ...]:
+    """The names ``loss.<role>`` accepts."""
+    return tuple(_REGISTRY[role])
+
+
+def get(role: str, name: str) -> Term:
+    if name not in _REGISTRY[role]:
+        raise ValueError(f"Unknown loss.{role}={name!r}; choose one of {names(role)}.")
+    return _REGISTRY[role][name]
+
+
+def selected(loss_config: ml_collections.ConfigDict) -> dict[str, Term]:
+    """``{role: Term}`` for the terms ``loss_config`` selects."""
+    return {role: get(role, loss_config[role]) for role in ROLES}
+
+
+def section(loss_config: ml_collections.ConfigDict, term: Term) -> ml_collections.ConfigDict:
+    """The term's config section ``loss.<name>`` (empty for a term without settings)."""
+    if term.defaults and term.name in loss_config:
+        return loss_config[term.name]
+    return ml_collections.ConfigDict(dict(term.defaults))
+
+
+def config_sections() -> dict[str, ml_collections.ConfigDict]:
+    """``{name: section}`` with the defaults of every registered term that has settings."""
+    return {
+        term.name: ml_collections.ConfigDict(dict(term.defaults))
+        for terms in _REGISTRY.values()
+        for term in terms.values()
+        if term.defaults
+    }
+
+
+def unlabeled_views(config: ml_collections.ConfigDict) -> str:
+    """The views of each unlabeled image the input pipeline yields: see `UNLABELED_VIEWS`.
+
+    The consistency term decides (its augmentation pair is part of the
+    method); otherwise the first other term that needs unlabeled images.
+    "none" when there is no unlabeled batch.
+    """
+    if config.data.unlabeled_ratio == 0:
+        return "none"
+    terms = selected(config.loss)
+    for role in (CONSISTENCY, UNSUPERVISED, SUPERVISED):
+        if terms[role].unlabeled_views is not None:
+            return terms[role].unlabeled_views
+    return "none"
+
+
+def labeled_views(config: ml_collections.ConfigDict) -> int:
+    """1, or 2 when a term also needs a strong view of the labeled images."""
+    return max(
+        term.labeled_views(section(config.loss, term)) for term in selected(config.loss).values()
+    )
+
+
+def needs_teacher(loss_config: ml_collections.ConfigDict) -> bool:
+    return any(term.needs_teacher for term in selected(loss_config).values())
+
+
+def model_heads(loss_config: ml_collections.ConfigDict) -> dict:
+    """`models.create_model` keywords the chosen terms need (e.g. ``projector_dim``)."""
+    heads = {}
+    for term in selected(loss_config).values():
+        heads.update(term.model_heads(section(loss_config, term)))
+    return heads
+
+
+def init_state(loss_config: ml_collections.ConfigDict, spec: StateSpec) -> dict:
+    """``{term name: state}`` for the chosen terms that carry state across steps."""
+    return {
+        term.name: term.init_state(spec, section(loss_config, term))
+        for term in selected(loss_config).values()
+        if term.init_state is not None
+    }
+
+
+def state_partition(loss_config: ml_collections.ConfigDict, spec: StateSpec, num_devices: int):
+    """PartitionSpecs over the ``("data",)`` mesh for `init_state`'s tree (None: replicated)."""
+    import jax
+    from jax.sharding import PartitionSpec as P
+
+    partitions = {}
+    for term in selected(loss_config).values():
+        if term.init_state is None:
+            continue
+        term_section = section(loss_config, term)
+        if term.state_partition is None:
+            shape = jax.eval_shape(lambda t=term, s=term_section: t.init_state(spec, s))
+            partitions[term.name] = jax.tree.map(lambda _: P(), shape)
+        else:
+            partitions[term.name] = term.state_partition(spec, term_section, num_devices)
+    return partitions
+
+
+def check(config: ml_collections.ConfigDict) -> list[str]:
+    """Problems with the chosen terms and their sections, each naming the key to fix."""
+    problems = []
+    for role in ROLES:
+        name = config.loss[role]
+        if name not in _REGISTRY[role]:
+            problems.append(f"loss.{role}={name!r} is not one of {names(role)}.")
+    if problems:
+        return problems
+    terms = selected(config.loss)
+    for term in terms.values():
+        problems += term.check(section(config.loss, term), config)
+    if config.data.unlabeled_ratio == 0:
+        needing = [f"loss.{t.role}={t.name!r}" for t in terms.values() if t.unlabeled_views]
+        if needing:
+            problems.append(
+                f"data.unlabeled_ratio=0 (no unlabeled batch), but {', '.join(needing)} needs "
+                "unlabeled images; choose 'none' for it or an unlabeled_ratio >= 1."
+            )
+    return problems
+
+
+# The built-in terms register themselves on import.
+from muscle_jax.methods import consistency, supervised, unsupervised  # noqa: E402, F401

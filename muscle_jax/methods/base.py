@@ -1,0 +1,149 @@
+"""What a method is: one `Term` of the objective, with everything the trainer asks of it.
+
+The objective is ``w_s L_sup + w_c(t) L_cons + w_u(t) L_unsup``: one term of
+each role. A `Term` says in one place what it needs (views from the input
+pipeline, the EMA teacher, a projector head, a second forward pass through
+`prepare`), the state it carries across steps (saved in checkpoints), its
+config section ``loss.<name>`` with defaults, the checks of that section,
+and its loss. The trainer, the input pipeline and the config checks ask the
+registry (`muscle_jax.methods`); no other module branches on a method's name.
+"""
+
+import dataclasses
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+
+SUPERVISED = "supervised"
+CONSISTENCY = "consistency"
+UNSUPERVISED = "unsupervised"
+ROLES = (SUPERVISED, CONSISTENCY, UNSUPERVISED)
+
+# What the input pipeline can give for each unlabeled image.
+UNLABELED_VIEWS = ("weak_strong", "weak_weak")
+
+
+@dataclasses.dataclass
+class Inputs:
+    """What one forward pass of the student gives every term of a train step.
+
+    The objective fills it; a term's `Term.prepare` may replace fields (MixMatch
+    sets the supervised term's logits and targets to its mixed batch's) or add
+    to ``extras``. Unlabeled fields are None when the pipeline yields no
+    unlabeled batch; ``view_a`` is the weak view, ``view_b`` the strong or a
+    second weak one.
+    """
+
+    labeled_logits: jax.Array
+    labels: jax.Array
+    labeled_index: jax.Array | None
+    supervised_logits: jax.Array
+    supervised_targets: jax.Array  # [B] int labels, or [B, C] soft targets (MixMatch).
+    labeled_strong_logits: jax.Array | None = None
+    view_a_logits: jax.Array | None = None
+    view_b_logits: jax.Array | None = None
+    view_a_projections: jax.Array | None = None
+    view_b_projections: jax.Array | None = None
+    view_a_overclustering: jax.Array | None = None  # [heads, batch, outputs]
+    view_b_overclustering: jax.Array | None = None
+    teacher_a_logits: jax.Array | None = None
+    # For a second pass: the student, the batch, this step's key and dtype.
+    model: Callable[..., Any] | None = None
+    batch: Mapping[str, jax.Array] | None = None
+    key: jax.Array | None = None
+    step: jax.Array | None = None
+    total_steps: int = 0  # The run's length, for terms with their own schedule.
+    num_classes: int = 0
+    dtype: Any = jnp.float32
+    extras: dict[str, jax.Array] = dataclasses.field(default_factory=dict)
+
+    @property
+    def has_unlabeled(self) -> bool:
+        return self.view_a_logits is not None
+
+
+@dataclasses.dataclass(frozen=True)
+class TermResult:
+    """A term's loss (to be minimised, unweighted), its diagnostics and its new state."""
+
+    value: jax.Array
+    metrics: Mapping[str, jax.Array] = dataclasses.field(default_factory=dict)
+    state: Any = None
+
+
+@dataclasses.dataclass(frozen=True)
+class StateSpec:
+    """What a term may size its state by."""
+
+    num_train: int  # Training-set examples; ``labeled_index`` lies in [0, num_train).
+    num_classes: int
+
+
+def _no_problems(section: ml_collections.ConfigDict, config: ml_collections.ConfigDict):
+    return []
+
+
+@dataclasses.dataclass(frozen=True)
+class Term:
+    """One method: a term of the objective and what it needs from the rest.
+
+    Attributes:
+      name: what ``loss.<role>`` selects; also the config section ``loss.<name>``.
+      role: one of `ROLES`.
+      loss: ``(inputs, section, state) -> TermResult``; runs inside the jitted
+        step. ``state`` is None for a term without state.
+      description: one line for docs and ``--help``.
+      defaults: the config section ``loss.<name>`` with its defaults.
+      unlabeled_views: the views the term needs of each unlabeled image (one
+        of `UNLABELED_VIEWS`), or None when it needs no unlabeled batch.
+      labeled_views: ``section -> 1 or 2``: 2 adds a strong view of the labeled images.
+      needs_teacher: the term reads ``inputs.teacher_a_logits`` (EMA model).
+      model_heads: ``section -> dict`` of `models.create_model` keywords the
+        term needs (e.g. a projector head).
+      prepare: optional ``(inputs, section) -> inputs`` run before any term's
+        loss, e.g. a second forward pass.
+      replaces_supervised_inputs: ``prepare`` sets the supervised term's
+        logits and targets to other examples (MixMatch's mixed batch).
+      weighting: for consistency terms, the weight schedule the method's own
+        paper uses: ``{"weight": w, "rampup": kind, "rampup_steps": None}``
+        (None: a quarter of the run, at most 16384 steps), applied to
+        ``loss.consistency_weight`` / ``_rampup`` / ``_rampup_steps`` by
+        `config_defaults.apply_method`; empty keeps the config's.
+      init_state: optional ``(StateSpec, section) -> pytree``: state carried
+        across steps and saved in checkpoints.
+      state_partition: optional ``(StateSpec, section, num_devices) -> pytree of
+        PartitionSpec``: how the state is laid out over the ``("data",)`` mesh
+        (default: replicated).
+      check: ``(section, config) -> [problem, ...]``: config checks run before
+        anything is built.
+    """
+
+    name: str
+    role: str
+    loss: Callable[[Inputs, ml_collections.ConfigDict, Any], TermResult]
+    description: str
+    defaults: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+    unlabeled_views: str | None = None
+    labeled_views: Callable[[ml_collections.ConfigDict], int] = lambda section: 1
+    needs_teacher: bool = False
+    model_heads: Callable[[ml_collections.ConfigDict], dict[str, Any]] = lambda section: {}
+    prepare: Callable[[Inputs, ml_collections.ConfigDict], Inputs] | None = None
+    replaces_supervised_inputs: bool = False
+    weighting: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+    init_state: Callable[[StateSpec, ml_collections.ConfigDict], Any] | None = None
+    state_partition: Callable[[StateSpec, ml_collections.ConfigDict, int], Any] | None = None
+    check: Callable[[ml_collections.ConfigDict, ml_collections.ConfigDict], list[str]] = (
+        _no_problems
+    )
+
+    def __post_init__(self):
+        if self.role not in ROLES:
+            raise ValueError(f"Term {self.name!r}: role {self.role!r} is not one of {ROLES}.")
+        if self.unlabeled_views not in (None, *UNLABELED_VIEWS):
+            raise ValueError(
+                f"Term {self.name!r}: unlabeled_views {self.unlabeled_views!r} is not one of "
+                f"{UNLABELED_VIEWS} or None."
+            )

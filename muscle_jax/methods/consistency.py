@@ -1,0 +1,148 @@
+"""Consistency terms: the semi-supervised base methods MUSCLE is added to."""
+
+import dataclasses
+
+import jax
+import jax.numpy as jnp
+
+from muscle_jax import losses
+from muscle_jax.methods import base, register
+
+
+def _probs(logits: jax.Array) -> jax.Array:
+    return jax.nn.softmax(jnp.asarray(logits, jnp.float32))
+
+
+def _fixmatch(inputs: base.Inputs, section, state) -> base.TermResult:
+    per_example, mask = losses.fixmatch_consistency(
+        inputs.view_b_logits, inputs.view_a_logits, threshold=section.threshold
+    )
+    return base.TermResult(jnp.mean(per_example), {"mask_rate": jnp.mean(mask)})
+
+
+def _check_fixmatch(section, config) -> list[str]:
+    if not 0.0 <= section.threshold <= 1.0:
+        return [f"loss.fixmatch.threshold={section.threshold} must be in [0, 1]."]
+    return []
+
+
+FIXMATCH = register(
+    base.Term(
+        name="fixmatch",
+        role=base.CONSISTENCY,
+        loss=_fixmatch,
+        description="FixMatch: cross-entropy of the strong view to the weak view's confident "
+        "pseudo-label",
+        defaults={"threshold": 0.95},  # protocol (FixMatch tau).
+        unlabeled_views="weak_strong",
+        check=_check_fixmatch,
+    )
+)
+
+
+def _mse(inputs: base.Inputs, section, state) -> base.TermResult:
+    # Pi-model: the second view's probabilities pulled to the first's (stopped).
+    per_example = losses.mse_consistency(_probs(inputs.view_b_logits), _probs(inputs.view_a_logits))
+    return base.TermResult(jnp.mean(per_example))
+
+
+# Pi-model's and Mean Teacher's own schedule: L2 weight 10 with a sigmoid ramp-up.
+_TEACHER_WEIGHTING = {"weight": 10.0, "rampup": "sigmoid", "rampup_steps": None}
+
+MSE = register(
+    base.Term(
+        name="mse",
+        role=base.CONSISTENCY,
+        loss=_mse,
+        description="Pi-model: squared error between the probabilities of two weak views",
+        unlabeled_views="weak_weak",
+        weighting=_TEACHER_WEIGHTING,
+    )
+)
+
+
+def _mean_teacher(inputs: base.Inputs, section, state) -> base.TermResult:
+    targets = jax.lax.stop_gradient(_probs(inputs.teacher_a_logits))
+    per_example = losses.mse_consistency(_probs(inputs.view_b_logits), targets)
+    return base.TermResult(jnp.mean(per_example))
+
+
+MEAN_TEACHER = register(
+    base.Term(
+        name="mean_teacher",
+        role=base.CONSISTENCY,
+        loss=_mean_teacher,
+        description="Mean Teacher: squared error to the EMA teacher's probabilities",
+        unlabeled_views="weak_weak",
+        needs_teacher=True,
+        weighting=_TEACHER_WEIGHTING,
+    )
+)
+
+
+def _mixmatch_prepare(inputs: base.Inputs, section) -> base.Inputs:
+    """Sharpened guesses, MixUp over labeled + unlabeled, and a second forward pass."""
+    probs_a, probs_b = _probs(inputs.view_a_logits), _probs(inputs.view_b_logits)
+    guess = losses.sharpen((probs_a + probs_b) / 2, temperature=section.temperature)
+    guess = jax.lax.stop_gradient(guess)
+    batch = inputs.batch
+    images = jnp.concatenate([batch["labeled"], batch["unlabeled_a"], batch["unlabeled_b"]])
+    targets = jnp.concatenate(
+        [jax.nn.one_hot(batch["label"], inputs.num_classes), guess, guess], dtype=jnp.float32
+    )
+    mixed_images, mixed_targets, _ = losses.mixup(inputs.key, images, targets, alpha=section.alpha)
+    logits = inputs.model(mixed_images.astype(inputs.dtype), train=True).logits
+    num_labeled = batch["labeled"].shape[0]
+    return dataclasses.replace(
+        inputs,
+        supervised_logits=logits[:num_labeled],
+        supervised_targets=mixed_targets[:num_labeled],
+        extras={
+            **inputs.extras,
+            "mixmatch_student_logits": logits[num_labeled:],
+            "mixmatch_targets": mixed_targets[num_labeled:],
+        },
+    )
+
+
+def _mixmatch(inputs: base.Inputs, section, state) -> base.TermResult:
+    student = _probs(inputs.extras["mixmatch_student_logits"])
+    per_example = losses.mse_consistency(student, inputs.extras["mixmatch_targets"])
+    return base.TermResult(jnp.mean(per_example))
+
+
+def _check_mixmatch(section, config) -> list[str]:
+    if section.temperature <= 0 or section.alpha <= 0:
+        return ["loss.mixmatch.temperature and loss.mixmatch.alpha must be > 0."]
+    return []
+
+
+MIXMATCH = register(
+    base.Term(
+        name="mixmatch",
+        role=base.CONSISTENCY,
+        loss=_mixmatch,
+        description="MixMatch: sharpened guesses, MixUp of labeled and unlabeled, squared error",
+        defaults={"temperature": 0.5, "alpha": 0.75},  # MixMatch paper.
+        unlabeled_views="weak_weak",
+        prepare=_mixmatch_prepare,
+        replaces_supervised_inputs=True,
+        # MixMatch's own protocol: L2 weight 75 (CIFAR-10), linear ramp-up.
+        weighting={"weight": 75.0, "rampup": "linear", "rampup_steps": None},
+        check=_check_mixmatch,
+    )
+)
+
+
+def _none(inputs: base.Inputs, section, state) -> base.TermResult:
+    return base.TermResult(jnp.zeros((), jnp.float32))
+
+
+NONE = register(
+    base.Term(
+        name="none",
+        role=base.CONSISTENCY,
+        loss=_none,
+        description="no consistency term",
+    )
+)
