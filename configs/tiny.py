@@ -4,6 +4,7 @@ Command (on the embedded digits data, about half a minute on 2 CPU cores):
   python -m muscle_jax.main --config=configs/tiny.py --workdir=/tmp/muscle_tiny
 Expected accuracy: meaningless (tens of steps); this config exercises the code.
 Variants: --config=configs/tiny.py:method=mixmatch,mi=False,seed=1,dataset=cifar10
+  --config=configs/tiny.py:unsupervised=sdt,supervised=self_adaptive
 
 Model fit: four small conv layers take 8x8 digits to 1x1, so the classifier sees
 the whole image (checked by tests/test_configs.py).
@@ -34,5 +35,6 @@ def get_config(arg=None):
     config.optimizer.learning_rate = 0.05
     config.ema_decay = 0.9
     config.loss.fixmatch.threshold = 0.5
+    config.loss.mio.projector_dim = 16  # A tiny model's embedding.
     config_defaults.apply_variants(config, arg)
     return config

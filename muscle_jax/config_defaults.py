@@ -198,8 +198,7 @@ def apply_method(
 
     Call it after ``total_steps`` is set: a consistency method's own weight
     ramp-up (MixMatch, Mean Teacher, Pi-model) lasts 16k steps (their papers'
-    choice) or a quarter of a shorter run, and self-adaptive training starts
-    updating its targets at 30 % of the run (the paper's 60 of 200 epochs).
+    choice) or a quarter of a shorter run.
 
     Raises:
       ValueError: an unknown name, or ``use_mi=False`` with an unsupervised term.

@@ -189,6 +189,32 @@ def test_a_config_without_a_consistency_method_is_refused():
         suites.build("label_sweep", config, suites.SuiteOptions(), pinned=[])
 
 
+def test_objectives_swaps_one_term_on_the_base_method(tmp_path):
+    config = load_config("digits")
+    runs = suites.build("objectives", config, suites.SuiteOptions(seeds=(0, 1)), pinned=[])
+    assert [run.arm for run in runs[:5]] == ["base", "iic", "sdt", "mio", "self_adaptive"]
+    assert len(runs) == 10 and {run.method for run in runs} == {"fixmatch"}
+    invocation = _invocation(tmp_path)
+    flags = {run.arm: invocation.config_flag(run) for run in runs[:5]}
+    assert flags["base"].endswith(
+        "method=fixmatch,mi=False,unsupervised=none,supervised=cross_entropy"
+    )
+    assert flags["mio"].endswith(
+        "method=fixmatch,mi=True,unsupervised=mio,supervised=cross_entropy"
+    )
+    assert flags["self_adaptive"].endswith("mi=False,unsupervised=none,supervised=self_adaptive")
+    for run in runs:
+        variant = invocation.config_flag(run).split(":", 1)[1]
+        built = load_config("digits", variant)
+        assert (built.loss.unsupervised, built.loss.supervised) == suites.OBJECTIVE_ARMS[run.arm]
+        assert dict(run.overrides)["data.num_labeled"] == "20"
+    # A finished SDT run is not taken for the MIO arm.
+    _fake_results(invocation, runs[2], 0.9, [0.9] * 10)
+    results_json = json.loads((tmp_path / runs[2].name / "results.json").read_text())
+    with pytest.raises(dispatch.DispatchError, match=r"loss.unsupervised='sdt' \(asked: mio\)"):
+        dispatch.check_finished_run(invocation, runs[3], results_json)
+
+
 # ------------------------------------------------------------------ results files
 
 
@@ -204,7 +230,7 @@ def _invocation(workdir, overrides=()):
 
 def _fake_results(invocation, run, accuracy, per_class):
     """A results.json as the trainer writes it, with the run's own config."""
-    config = load_config("digits", f"method={run.method},mi={run.mi}").to_dict()
+    config = load_config("digits", invocation.config_flag(run).split(":", 1)[1]).to_dict()
     for key, value in invocation.run_overrides(run):
         node = config
         *parents, leaf = key.split(".")
@@ -395,6 +421,7 @@ def _csv(workdir):
         ),
         ("finetune", ["--arms=finetune_muscle,finetune_supervised"], 6, "finetune.png"),
         ("mi_ablation", ["--knobs=mi_weight", "--mi_weights=0,1"], 4, "mi_ablation.png"),
+        ("objectives", ["--arms=base,sdt"], 4, "objectives.png"),
     ],
 )
 def test_each_suite_end_to_end_on_digits(tmp_path, suite, args, expected_runs, plot):

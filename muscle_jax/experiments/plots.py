@@ -18,6 +18,7 @@ PLOT_NAMES = {
     "bias": ("accuracy_vs_imbalance.png",),
     "finetune": ("finetune.png",),
     "mi_ablation": ("mi_ablation.png",),
+    "objectives": ("objectives.png",),
 }
 
 

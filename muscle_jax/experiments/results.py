@@ -247,6 +247,16 @@ def markdown(
             "",
             comparison_table(outcomes, base=base, measure="accuracy", row_title="", pairs=paired),
         ]
+    elif suite == "objectives":
+        arms = list(dict.fromkeys(outcome.run.arm for outcome in outcomes))
+        pairs = [(arm, "base") for arm in arms if arm != "base" and "base" in arms]
+        lines += [
+            "Each arm is the base method with one term swapped: the unsupervised term "
+            "(none, IIC = MUSCLE, self-defined target, MIO) at the config's "
+            "loss.unsupervised_weight, or self-adaptive training as the supervised term.",
+            "",
+            comparison_table(outcomes, base=base, measure="accuracy", row_title="", pairs=pairs),
+        ]
     elif suite == "mi_ablation":
         default = f"mi_weight={suites._number(default_mi_weight)}"
         settings = {outcome.run.setting for outcome in outcomes}

@@ -17,7 +17,7 @@ from collections.abc import Sequence
 
 import ml_collections
 
-SUITES = ("label_sweep", "bias", "finetune", "mi_ablation")
+SUITES = ("label_sweep", "bias", "finetune", "mi_ablation", "objectives")
 
 # Arm -> (method variant, MI on). "base" is filled in with the config's own
 # consistency method (FixMatch for every shipped config).
@@ -26,6 +26,16 @@ ARMS: dict[str, tuple[str | None, bool]] = {
     "base": (None, False),  # the base method alone (same consistency, MI off).
     "supervised_mi": ("none", True),  # cross-entropy + MI on the unlabeled images.
     "supervised": ("supervised", False),  # cross-entropy on the labeled images only.
+}
+# The objectives suite's arms: on the config's base method, the unsupervised
+# term swapped (MUSCLE's IIC, self-defined target, MIO) or the supervised one
+# (self-adaptive training). Arm -> (unsupervised term, supervised term).
+OBJECTIVE_ARMS: dict[str, tuple[str, str]] = {
+    "base": ("none", "cross_entropy"),
+    "iic": ("iic", "cross_entropy"),
+    "sdt": ("sdt", "cross_entropy"),
+    "mio": ("mio", "cross_entropy"),
+    "self_adaptive": ("none", "self_adaptive"),
 }
 # The finetune suite's arms.
 PRETRAIN = "pretrain"  # MI only, no labels: the unsupervised pre-training.
@@ -39,6 +49,7 @@ PAIRED = {
     "bias": ("muscle", "base"),
     "finetune": (FINETUNE_MUSCLE, FINETUNE_SUPERVISED),
     "mi_ablation": ("muscle", "base"),
+    "objectives": ("iic", "base"),
 }
 
 # Keys a suite sets from the user's own value rather than sweeping them: the
@@ -133,6 +144,10 @@ def arm_label(arm: str, base: str) -> str:
         FINETUNE_MUSCLE: "pre-trained, fine-tuned with MUSCLE",
         FINETUNE_SUPERVISED: "pre-trained, fine-tuned with cross-entropy",
         SCRATCH_MUSCLE: "MUSCLE from scratch, same total steps",
+        "iic": f"{base} + IIC (MUSCLE)",
+        "sdt": f"{base} + self-defined target",
+        "mio": f"{base} + MIO",
+        "self_adaptive": f"{base}, self-adaptive training",
     }.get(arm, arm)
 
 
@@ -161,6 +176,7 @@ def build(
         "bias": _bias,
         "finetune": _finetune,
         "mi_ablation": _mi_ablation,
+        "objectives": _objectives,
     }[suite]
     runs = builder(config, options, base)
     for run in runs:
@@ -452,3 +468,28 @@ def _number(value: float) -> str:
 def _slug(setting: str) -> str:
     """A setting as a directory name: ``"mi_weight=0.3"`` -> ``"mi_weight_0.3"``."""
     return setting.replace("=", "_").replace("/", "_").replace(" ", "_").lower()
+
+
+def _objectives(config, options, base):
+    count = _one_label_count(config, options, "objectives")
+    _check_counts([count], config.data.num_classes, balanced=True)
+    arms = _arms(options, tuple(OBJECTIVE_ARMS), tuple(OBJECTIVE_ARMS))
+    runs = []
+    for seed in options.seeds:
+        for arm in arms:
+            unsupervised, supervised = OBJECTIVE_ARMS[arm]
+            runs.append(
+                Run(
+                    suite="objectives",
+                    setting=f"{count} labels",
+                    arm=arm,
+                    seed=seed,
+                    method=base,
+                    mi=unsupervised != "none",
+                    overrides=(("data.num_labeled", str(count)), ("seed", str(seed))),
+                    varied=(("num_labeled", str(count)),),
+                    unsupervised=unsupervised,
+                    supervised=supervised,
+                )
+            )
+    return runs
