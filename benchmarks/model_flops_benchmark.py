@@ -9,7 +9,7 @@ convolution that fall on the zero padding (about 9% of a 32x32 WRN's work,
 more on the 8x8 maps). Papers often count one FLOP per multiply-add. So the
 script prints XLA's figure, its multiply-add reading (half), and a dense count
 from the layer shapes with padding included, and names which reading matches
-the METHOD.md anchors (~0.43 GFLOP for WRN-28-2, ~6.7 for WRN-28-8).
+the docs/method.md anchors (~0.43 GFLOP for WRN-28-2, ~6.7 for WRN-28-8).
 """
 
 import argparse
@@ -20,7 +20,7 @@ from flax import nnx
 
 from muscle_jax import models
 
-# name -> (width, num_classes, METHOD.md anchors: params, GFLOP per image).
+# name -> (width, num_classes, docs/method.md anchors: params, GFLOP per image).
 ANCHORS = {
     "wrn28_2": (2, 10, 1.47e6, 0.43),
     "wrn28_8": (8, 100, 23.4e6, 6.7),

@@ -9,6 +9,8 @@ Variants (``key=value`` after the colon; fields with ``--config.KEY=VALUE``):
   --config=configs/cifar10.py:total_steps=20000            (a short run; schedule follows)
 Methods: fixmatch (default), mixmatch, mean_teacher, mse, none (supervised + MI),
 supervised (labeled data only); ``mi=False`` drops the MUSCLE term.
+Other terms: ``unsupervised=sdt|mio`` in place of MUSCLE's IIC, and
+``supervised=self_adaptive`` in place of cross-entropy (docs/method.md).
 
 Data: TFDS ``cifar10``. Downloads are off by default: on a machine with
 internet run ``tfds build cifar10 --data_dir=DIR``, copy DIR to the training
@@ -17,7 +19,7 @@ machine and pass ``--config.data.data_dir=DIR`` (see docs/datasets.md).
 Expected accuracy: no MUSCLE figure has been measured with this code. The
 anchors are the base method's: FixMatch (RandAugment) reaches 86.19 / 94.93 /
 95.74 % with 40 / 250 / 4000 labels, MixMatch 88.92 / 93.76 % with 250 / 4000
-(FixMatch and MixMatch papers, as listed in METHOD.md). MUSCLE claims to
+(FixMatch and MixMatch papers, as listed in docs/method.md). MUSCLE claims to
 improve on its base method, most with few labels; the MI weight and ramp-up
 here are this library's defaults, not values taken from the MUSCLE paper.
 

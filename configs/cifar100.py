@@ -9,6 +9,8 @@ Variants (``key=value`` after the colon; fields with ``--config.KEY=VALUE``):
   --config=configs/cifar100.py:total_steps=20000 --config.model.compute_dtype=bfloat16
 Methods: fixmatch (default), mixmatch, mean_teacher, mse, none (supervised + MI),
 supervised (labeled data only); ``mi=False`` drops the MUSCLE term.
+Other terms: ``unsupervised=sdt|mio`` in place of MUSCLE's IIC, and
+``supervised=self_adaptive`` in place of cross-entropy (docs/method.md).
 
 Data: TFDS ``cifar100``. Downloads are off by default: on a machine with
 internet run ``tfds build cifar100 --data_dir=DIR``, copy DIR to the training
@@ -17,7 +19,7 @@ machine and pass ``--config.data.data_dir=DIR`` (see docs/datasets.md).
 Expected accuracy: no MUSCLE figure has been measured with this code. The
 anchors are the base method's: FixMatch (RandAugment) reaches 51.15 / 71.71 /
 77.40 % with 400 / 2500 / 10000 labels (FixMatch paper, as listed in docs
-METHOD.md). MUSCLE claims to improve on its base method on CIFAR-100; the MI
+docs/method.md). MUSCLE claims to improve on its base method on CIFAR-100; the MI
 weight and ramp-up here are this library's defaults, not the MUSCLE paper's.
 With method=mixmatch the consistency weight stays at MixMatch's CIFAR-10 value
 (75); MixMatch used 150 for CIFAR-100: ``--config.loss.consistency_weight=150``.

@@ -5,6 +5,7 @@ Command (2 CPU cores, about 2.5 minutes):
 Variants:
   --config=configs/digits.py:method=mixmatch,mi=False,num_labeled=50,seed=1
   --config=configs/digits.py:total_steps=300      (a quick smoke run)
+  --config=configs/digits.py:unsupervised=sdt,total_steps=60   (another unsupervised term)
   --config=configs/digits.py --config.loss.fixmatch.threshold=0.8
 
 Data: the `digits` dataset embedded in scikit-learn (1,797 real 8x8 grey images,

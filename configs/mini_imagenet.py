@@ -9,6 +9,8 @@ Variants (``key=value`` after the colon; fields with ``--config.KEY=VALUE``):
   --config=configs/mini_imagenet.py --config.model.kwargs.stem=imagenet   (~12x cheaper)
 Methods: fixmatch (default), mixmatch, mean_teacher, mse, none (supervised + MI),
 supervised (labeled data only); ``mi=False`` drops the MUSCLE term.
+Other terms: ``unsupervised=sdt|mio`` in place of MUSCLE's IIC, and
+``supervised=self_adaptive`` in place of cross-entropy (docs/method.md).
 
 Data: TFDS ``mini_imagenet``, built by this package's builder from manually
 placed images (100 classes x 600 images; per class 500 train / 100 test, the
@@ -24,7 +26,7 @@ pool; see muscle_jax/models/resnet.py for why), set as ``stem="cifar"`` so it
 can be overridden. Weight decay stays at the protocol's 5e-4.
 
 Expected accuracy: no MUSCLE figure has been measured with this code, and
-METHOD.md lists no Mini-ImageNet anchor. The MUSCLE abstract claims a
+docs/method.md lists no Mini-ImageNet anchor. The MUSCLE abstract claims a
 gain over the base methods here; the MI weight and ramp-up are this
 library's defaults, not values taken from the MUSCLE paper.
 

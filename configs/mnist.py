@@ -10,6 +10,8 @@ Variants (``key=value`` after the colon; fields with ``--config.KEY=VALUE``):
   --config=configs/mnist.py:total_steps=5000            (a quick run)
 Methods: fixmatch (default), mixmatch, mean_teacher, mse, none (supervised + MI),
 supervised (labeled data only); ``mi=False`` drops the MUSCLE term.
+Other terms: ``unsupervised=sdt|mio`` in place of MUSCLE's IIC, and
+``supervised=self_adaptive`` in place of cross-entropy (docs/method.md).
 
 Data: TFDS ``mnist`` (60,000 train / 10,000 test). Downloads are off by
 default: on a machine with internet run ``tfds build mnist --data_dir=DIR``,
@@ -18,7 +20,7 @@ docs/datasets.md). Weak augmentation does not flip digits (dataset catalog).
 
 Labels: 600 (60 per class), the setting of the MNIST anchor below.
 
-Expected accuracy: not measured with this code. Anchors from METHOD.md,
+Expected accuracy: not measured with this code. Anchors from docs/method.md,
 neither of them a MUSCLE result: the self-defined-target method (arXiv
 2403.12116) reports 96.6 % with 600 labels and an MLP (``model=mlp`` is the
 comparable family, not the same network); IIC reports 99.2 % on MNIST with

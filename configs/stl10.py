@@ -8,6 +8,8 @@ Variants (``key=value`` after the colon; fields with ``--config.KEY=VALUE``):
   --config=configs/stl10.py:total_steps=20000 --config.model.compute_dtype=bfloat16
 Methods: fixmatch (default), mixmatch, mean_teacher, mse, none (supervised + MI),
 supervised (labeled data only); ``mi=False`` drops the MUSCLE term.
+Other terms: ``unsupervised=sdt|mio`` in place of MUSCLE's IIC, and
+``supervised=self_adaptive`` in place of cross-entropy (docs/method.md).
 
 Data: TFDS ``stl10``: 5,000 labeled ``train`` images, 8,000 ``test`` and
 100,000 ``unlabeled`` ones, which join the unlabeled stream after the
@@ -28,7 +30,7 @@ smaller model than FixMatch's. It is set as ``wide_resnet`` with explicit
 ``--config.model.kwargs.depth=40`` for WRN-40-2 (about 2.2 M parameters).
 
 Expected accuracy: no MUSCLE figure has been measured with this code, and
-METHOD.md lists no STL-10 anchor.
+docs/method.md lists no STL-10 anchor.
 
 Expected run time (an estimate, not a measurement): WRN-28-2 at 96x96 costs
 ~9 x 0.43 = ~3.9 GFLOP per image forward, ~12 GFLOP forward + backward; 960

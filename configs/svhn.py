@@ -8,6 +8,8 @@ Variants (``key=value`` after the colon; fields with ``--config.KEY=VALUE``):
   --config=configs/svhn.py:total_steps=20000
 Methods: fixmatch (default), mixmatch, mean_teacher, mse, none (supervised + MI),
 supervised (labeled data only); ``mi=False`` drops the MUSCLE term.
+Other terms: ``unsupervised=sdt|mio`` in place of MUSCLE's IIC, and
+``supervised=self_adaptive`` in place of cross-entropy (docs/method.md).
 
 Data: TFDS ``svhn_cropped`` (73,257 train / 26,032 test digits; the ``extra``
 split is not used). Downloads are off by default: on a machine with internet
@@ -20,7 +22,7 @@ Default labels: 1000 (100 per class), the largest of FixMatch's SVHN settings
 (40 / 250 / 1000).
 
 Expected accuracy: no MUSCLE figure has been measured with this code, and
-METHOD.md lists no SVHN anchor; compare with the FixMatch paper's SVHN
+docs/method.md lists no SVHN anchor; compare with the FixMatch paper's SVHN
 table for the base method. The MI weight and ramp-up here are this
 library's defaults, not values taken from the MUSCLE paper.
 

@@ -36,7 +36,7 @@ EXPECTED = {
     "mnist.py": ("mnist", 10, "small_cnn"),
     "digits.py": ("digits", 10, "small_cnn"),
 }
-# The configs that follow METHOD.md's training protocol unchanged.
+# The configs that follow docs/method.md's training protocol unchanged.
 PROTOCOL_CONFIGS = ("cifar10.py", "cifar100.py", "svhn.py", "stl10.py", "mini_imagenet.py")
 
 # Published split sizes: (num_classes, labeled training images, image shape).

@@ -112,7 +112,7 @@ def test_small_cnn_takes_mnist_and_cifar_sizes(shape):
 @pytest.mark.parametrize(
     ("name", "num_classes", "exact", "anchor"),
     [
-        # Anchors from METHOD.md; the exact figures equal the PyTorch ports'.
+        # Anchors from docs/method.md; the exact figures equal the PyTorch ports'.
         ("wrn28_2", 10, 1_467_610, 1.47e6),
         ("wrn28_8", 100, 23_401_012, 23.4e6),
     ],

@@ -50,7 +50,7 @@ def rampup(step: ArrayLike, *, rampup_steps: int, kind: str = "sigmoid") -> jax.
 def term_weight(
     step: ArrayLike, *, max_weight: float, rampup_steps: int, kind: str = "sigmoid"
 ) -> jax.Array:
-    """``w(t) = max_weight * rampup(t / rampup_steps)``, METHOD.md's weight over time.
+    """``w(t) = max_weight * rampup(t / rampup_steps)``, docs/method.md's weight over time.
 
     Examples:
       >>> from muscle_jax import losses
