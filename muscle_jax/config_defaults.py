@@ -80,6 +80,12 @@ def base_config() -> ml_collections.ConfigDict:
     config.data.batch_size = 64  # protocol: global labeled batch.
     config.data.unlabeled_ratio = 7  # protocol: mu, unlabeled images per labeled one.
     config.data.eval_batch_size = 256
+    # The data is read as this many shards (each process reads an equal share),
+    # and the global batch is every shard's batch in shard order: with a fixed
+    # count it is the same whatever the process count. 0: one per process,
+    # fixed when the run starts (a resumed run must keep it: pass the saved
+    # value to resume on another process count).
+    config.data.num_shards = 0
 
     # Model: `models.create_model` takes this section whole (heads a loss
     # term needs, e.g. MIO's projector, are added by the methods).

@@ -43,6 +43,7 @@ def _check_types_and_ranges(config) -> list[str]:
             problems.append(f"{key}={value!r} must be a positive integer.")
     for key, value in {
         "data.unlabeled_ratio": config.data.unlabeled_ratio,
+        "data.num_shards": config.data.num_shards,
         "model.overclustering_heads": config.model.overclustering_heads,
         "optimizer.warmup_steps": config.optimizer.warmup_steps,
         "loss.consistency_rampup_steps": config.loss.consistency_rampup_steps,
@@ -104,6 +105,17 @@ def _check_divisibility(config, num_devices: int, num_processes: int) -> list[st
             problems.append(
                 f"{name}={size} is not divisible by the {num_devices} devices over "
                 f"{num_processes} process(es); choose a multiple of {num_devices}."
+            )
+    shards = config.data.num_shards
+    if shards and shards % num_processes:
+        problems.append(
+            f"data.num_shards={shards} is not a multiple of the {num_processes} processes; each "
+            "process reads an equal share of the data shards."
+        )
+    for name in ("data.batch_size", "data.batch_size * data.unlabeled_ratio"):
+        if shards and batches[name] % shards:
+            problems.append(
+                f"{name}={batches[name]} does not split into data.num_shards={shards} shards."
             )
     return problems
 

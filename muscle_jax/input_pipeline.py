@@ -16,10 +16,13 @@ Training batches (`make_train_iterator`) are dicts:
 Batch sizes are global; each process yields its 1/process_count share, or a
 global array when a sharding is given.
 
-The stream is a deterministic function of (seed, step): `start_step=k` yields
-exactly the batches an uninterrupted iterator yields from its k-th on, given
-the same process count. The labeled subset is a function of the seed alone,
-chosen on the full training set (identical on every host), then sharded.
+The stream is a deterministic function of (seed, step, number of data
+shards): `start_step=k` yields exactly the batches an uninterrupted iterator
+yields from its k-th on. The data is read as `num_shards` shards (default:
+one per process), so with a fixed shard count the global batch is the same
+whatever the process count. The labeled subset is a function of the seed
+alone, chosen on the full training set (identical on every host), then
+split over the shards.
 
 Evaluation batches (`make_eval_iterator`) are dicts "image", "label" and
 "mask" (False on padding); one pass covers the test split exactly once.
@@ -28,11 +31,13 @@ The datasets: see `muscle_jax.data.catalog` and docs/datasets.md. Anything
 else can be passed in memory as an `ArrayDataset` in place of a name.
 """
 
+import hashlib
 from collections.abc import Iterator
 
 import jax
 import numpy as np
 import tensorflow as tf
+from absl import logging
 
 from muscle_jax.data import augment, device, sources, streams, validation
 from muscle_jax.data.sources import ArrayDataset, DatasetInfo, DatasetNotFoundError
@@ -138,6 +143,7 @@ def training(
         imbalance_ratio=data_config.imbalance_ratio,
         exclude_labeled_from_unlabeled=data_config.exclude_labeled_from_unlabeled,
         num_classes=data_config.num_classes,
+        num_shards=data_config.num_shards or None,
         sharding=sharding,
         download=data_config.download,
         start_step=start_step,
@@ -174,6 +180,7 @@ def make_train_iterator(
     sharding: jax.sharding.NamedSharding | None = None,
     process_index: int | None = None,
     process_count: int | None = None,
+    num_shards: int | None = None,
     download: bool = False,
     start_step: int = 0,
     shuffle_buffer_size: int = 50_000,
@@ -199,6 +206,12 @@ def make_train_iterator(
       num_classes: if given, must equal the dataset's.
       sharding: batch sharding over a ("data",) mesh; None yields NumPy arrays.
       process_index, process_count: default `jax.process_index()` / `count()`.
+      num_shards: the data is read as this many shards, each with its own
+        slice of the labeled subset, contiguous part of the unlabeled pool,
+        shuffles and augmentations; a process reads ``num_shards /
+        process_count`` of them. The global batch (every shard's batch, in
+        shard order) is then the same for any process count. None: one
+        shard per process.
       download: allow TFDS to download and prepare a missing dataset.
       start_step: resume: the first batch yielded is batch `start_step`.
       shuffle_buffer_size: the unlabeled shard is shuffled in blocks of at
@@ -217,6 +230,14 @@ def make_train_iterator(
     if start_step < 0:
         raise ValueError(f"start_step must be >= 0, got {start_step}.")
     index, count = _process(process_index, process_count)
+    shards = count if num_shards is None else num_shards
+    if shards < 1 or shards % count:
+        raise DataRequestError(
+            f"num_shards={shards} must be a positive multiple of the {count} processes."
+        )
+    # Each process reads `per_process` consecutive data shards; the global
+    # batch is every shard's batch in shard order, whatever the process count.
+    per_process = shards // count
     local_labeled = device.local_batch_size(
         labeled_batch_size, process_count=count, sharding=sharding, what="labeled_batch_size"
     )
@@ -228,30 +249,12 @@ def make_train_iterator(
         imbalance_ratio=imbalance_ratio,
         num_classes=info.num_classes,
     )
-    if len(labeled) < count:
-        raise DataRequestError(f"num_labeled={num_labeled} is fewer than the {count} processes.")
-    mine = labeled[index::count]
-    images, labels = source.gather_train(mine)
-    rand_augment = augment.RandAugment()
-    common = {
-        "seed": seed,
-        "process_index": index,
-        "start_step": start_step,
-        "flip": source.flip,
-        "rand_augment": rand_augment,
-    }
-    labeled_examples = {"image": images, "label": labels, "index": mine.astype(np.int32)}
-    parts = [
-        streams.train_stream(
-            [tf.data.Dataset.from_tensor_slices(labeled_examples)],
-            [len(mine)],
-            stream=streams.LABELED,
-            batch_size=local_labeled,
-            views=("weak", "strong")[:labeled_views],
-            rename=_rename_labeled,
-            **common,
+    if len(labeled) < shards:
+        raise DataRequestError(
+            f"num_labeled={num_labeled} is fewer than the {shards} data shards (one per process "
+            "unless data.num_shards says otherwise)."
         )
-    ]
+    local_unlabeled = 0
     if unlabeled_views != "none":
         if unlabeled_ratio < 1:
             raise DataRequestError(f"unlabeled_ratio must be >= 1, got {unlabeled_ratio}.")
@@ -261,26 +264,80 @@ def make_train_iterator(
             sharding=sharding,
             what="unlabeled batch (unlabeled_ratio * labeled_batch_size)",
         )
-        excluded = np.zeros(info.pool_size, bool)
-        if exclude_labeled_from_unlabeled:
-            excluded[labeled] = True
-        blocks, sizes = _unlabeled_blocks(
-            source, _shard(info.pool_size, index, count), excluded, shuffle_buffer_size
-        )
-        if not blocks:
-            raise DataRequestError(f"Process {index} has no unlabeled examples in its shard.")
-        parts.append(
+    for what, size in (("labeled", local_labeled), ("unlabeled", local_unlabeled)):
+        if size % per_process:
+            raise DataRequestError(
+                f"The {what} batch of each process ({size}) does not split into its "
+                f"{per_process} data shards; choose a batch size divisible by num_shards={shards}."
+            )
+    excluded = np.zeros(info.pool_size, bool)
+    if exclude_labeled_from_unlabeled:
+        excluded[labeled] = True
+    rand_augment = augment.RandAugment()
+    my_shards = range(index * per_process, (index + 1) * per_process)
+    # What this process reads, in the log: multi-process tests check that the
+    # unlabeled ranges are disjoint and the labeled subset the same everywhere.
+    logging.info(
+        "Process %d/%d reads data shards %d-%d of %d: unlabeled pool ranges %s of %d; "
+        "labeled subset of %d examples, sha1 %s.",
+        index,
+        count,
+        my_shards[0],
+        my_shards[-1],
+        shards,
+        [list(_shard(info.pool_size, shard, shards)) for shard in my_shards],
+        info.pool_size,
+        len(labeled),
+        hashlib.sha1(np.asarray(labeled, np.int64).tobytes()).hexdigest()[:12],
+    )
+    shard_batches = []
+    for shard in my_shards:
+        common = {
+            "seed": seed,
+            # The shard, not the process, seeds the stream: one process or many
+            # read the same shard the same way.
+            "process_index": shard,
+            "start_step": start_step,
+            "flip": source.flip,
+            "rand_augment": rand_augment,
+        }
+        mine = labeled[shard::shards]
+        images, labels = source.gather_train(mine)
+        labeled_examples = {"image": images, "label": labels, "index": mine.astype(np.int32)}
+        parts = [
             streams.train_stream(
-                blocks,
-                sizes,
-                stream=streams.UNLABELED,
-                batch_size=local_unlabeled,
-                views=_UNLABELED_VIEWS[unlabeled_views],
-                rename=_rename_unlabeled,
+                [tf.data.Dataset.from_tensor_slices(labeled_examples)],
+                [len(mine)],
+                stream=streams.LABELED,
+                batch_size=local_labeled // per_process,
+                views=("weak", "strong")[:labeled_views],
+                rename=_rename_labeled,
                 **common,
             )
-        )
-    batches = tf.data.Dataset.zip(tuple(parts)).map(_merge).prefetch(2)
+        ]
+        if unlabeled_views != "none":
+            blocks, sizes = _unlabeled_blocks(
+                source, _shard(info.pool_size, shard, shards), excluded, shuffle_buffer_size
+            )
+            if not blocks:
+                raise DataRequestError(f"Data shard {shard} has no unlabeled examples.")
+            parts.append(
+                streams.train_stream(
+                    blocks,
+                    sizes,
+                    stream=streams.UNLABELED,
+                    batch_size=local_unlabeled // per_process,
+                    views=_UNLABELED_VIEWS[unlabeled_views],
+                    rename=_rename_unlabeled,
+                    **common,
+                )
+            )
+        shard_batches.append(tf.data.Dataset.zip(tuple(parts)).map(_merge))
+    if per_process == 1:
+        batches = shard_batches[0]
+    else:
+        batches = tf.data.Dataset.zip(tuple(shard_batches)).map(_concatenate)
+    batches = batches.prefetch(2)
     batches = batches.with_options(_options())
     return device.prefetch_to_device(batches.as_numpy_iterator(), sharding, size=prefetch)
 
@@ -322,6 +379,10 @@ def _rename_unlabeled(batch: dict) -> dict:
 
 def _merge(*parts: dict) -> dict:
     return {key: value for part in parts for key, value in part.items()}
+
+
+def _concatenate(*shard_batches: dict) -> dict:
+    return {key: tf.concat([b[key] for b in shard_batches], 0) for key in shard_batches[0]}
 
 
 def make_eval_iterator(

@@ -362,3 +362,40 @@ def test_mock_stl10_unlabeled_split_joins_the_unlabeled_stream(tmp_path):
         )  # fmt: skip
         seen = np.concatenate([next(it)["unlabeled_index"] for _ in range(2)])
     assert set(seen) == set(range(info.pool_size))  # train 0..9 and unlabeled 10..19
+
+
+def test_fixed_data_shards_give_the_same_global_batch_at_any_process_count():
+    """With num_shards fixed, 1 or 2 processes together yield the same global batches."""
+    kw = {**TRAIN, "num_shards": 4, "start_step": 5}  # Resumed mid-stream, too.
+
+    def global_batches(count, steps=2):
+        streams = [
+            ip.make_train_iterator("digits", process_index=i, process_count=count, **kw)
+            for i in range(count)
+        ]
+        return [
+            {key: np.concatenate([next_batch[key] for next_batch in parts]) for key in parts[0]}
+            for parts in ([next(stream) for stream in streams] for _ in range(steps))
+        ]
+
+    for a, b in zip(global_batches(1), global_batches(2), strict=True):
+        for key in a:
+            np.testing.assert_array_equal(a[key], b[key], err_msg=key)
+    # One shard per process (the default) is the stream each process read before shards.
+    default = next(ip.make_train_iterator("digits", process_index=1, process_count=2, **TRAIN))
+    explicit = next(
+        ip.make_train_iterator("digits", process_index=1, process_count=2, num_shards=2, **TRAIN)
+    )
+    for key in default:
+        np.testing.assert_array_equal(default[key], explicit[key], err_msg=key)
+
+
+@pytest.mark.parametrize(
+    "num_shards, message",
+    [(3, "multiple of the 2 processes"), (16, "does not split into its 8 data shards")],
+)
+def test_data_shards_that_do_not_fit_are_refused(num_shards, message):
+    with pytest.raises(ip.DataRequestError, match=message):
+        ip.make_train_iterator(
+            "digits", process_index=0, process_count=2, num_shards=num_shards, **TRAIN
+        )
