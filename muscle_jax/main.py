@@ -24,7 +24,21 @@ flags.DEFINE_string("workdir", None, "Directory for checkpoints, summaries and r
 flags.DEFINE_bool(
     "distributed",
     False,
-    "Call jax.distributed.initialize() first (multi-host TPU pods and GPU clusters).",
+    "Start JAX's distributed runtime with its cluster detection even where muscle_jax does "
+    "not recognise a cluster (multi-host TPU pod slices and SLURM jobs are recognised).",
+)
+flags.DEFINE_string(
+    "coordinator_address",
+    None,
+    "host:port of process 0's coordinator for a multi-process run (env JAX_COORDINATOR_ADDRESS).",
+)
+flags.DEFINE_integer("num_processes", None, "Processes in the run (env JAX_NUM_PROCESSES).")
+flags.DEFINE_integer("process_id", None, "This process's index, 0-based (env JAX_PROCESS_ID).")
+flags.DEFINE_integer(
+    "heartbeat_timeout_seconds",
+    60,
+    "A process that sends no heartbeat for this long is taken as dead and every other "
+    "process exits with an error.",
 )
 flags.mark_flags_as_required(["config", "workdir"])
 
@@ -59,8 +73,19 @@ def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
     _quiet_library_info_logs()
-    if FLAGS.distributed:
-        jax.distributed.initialize()
+    from muscle_jax import distributed
+
+    try:
+        setup = distributed.resolve(
+            coordinator_address=FLAGS.coordinator_address,
+            num_processes=FLAGS.num_processes,
+            process_id=FLAGS.process_id,
+            force=FLAGS.distributed,
+        )
+    except distributed.DistributedSetupError as error:
+        print(f"error: {error}", file=sys.stderr)
+        sys.exit(2)
+    distributed.initialize(setup, heartbeat_timeout_seconds=FLAGS.heartbeat_timeout_seconds)
     _hide_accelerators_from_tensorflow()
     logging.info(
         "JAX process %d/%d, %d local / %d global devices (%s).",
@@ -80,6 +105,8 @@ def main(argv):
         # printed once. Anything else is a bug or a library failure and keeps its traceback.
         print(f"error: {error}", file=sys.stderr)
         sys.exit(2)
+    if jax.process_index() > 0:
+        return  # Process 0 reports for the run.
     if results["status"] == "completed":
         evals = results["accuracy_steps"]
         print(
@@ -139,7 +166,12 @@ def usage() -> str:
         "  --config      the config file, e.g. configs/mnist.py:num_labeled=100",
         "  --workdir     checkpoints, TensorBoard summaries, results.json, summary.md, curves.png,",
         "                console.log; rerun the same command to resume",
-        "  --distributed call jax.distributed.initialize() first (TPU pods, GPU clusters)",
+        "  --distributed start JAX's distributed runtime with its cluster detection (multi-host",
+        "                TPU pod slices and SLURM jobs with several tasks start it by themselves)",
+        "  --coordinator_address, --num_processes, --process_id",
+        "                a multi-process run elsewhere (or the environment variables",
+        "                JAX_COORDINATOR_ADDRESS, JAX_NUM_PROCESSES, JAX_PROCESS_ID);",
+        "                launch/local.sh starts one on this machine",
         "  -v 1          log every loss term on the progress lines",
         "  --helpfull    every flag, absl's included",
     ]

@@ -4,6 +4,14 @@ Preemptible TPUs and cluster schedulers send SIGTERM shortly before they
 kill a job. Raising inside the handler could interrupt a checkpoint write;
 instead the handler only sets a flag that the train loop reads between
 steps, where the state is consistent.
+
+With several processes every process must stop at the same step, or the
+others would wait forever in the next step's collectives. There the
+signal is left to JAX's distributed runtime: a SIGTERM that reaches any
+process is announced to all through the coordination service, and
+`multihost_utils.reached_preemption_sync_point` turns true on every process
+at the same step. SIGINT is not caught (launch/local.sh turns Ctrl-C into a
+SIGTERM for every process).
 """
 
 import contextlib
@@ -14,14 +22,26 @@ from absl import logging
 
 
 class StopRequest:
-    """Set by SIGTERM or SIGINT while installed; the loop polls `requested`."""
+    """Whether to checkpoint and stop after a step; poll `should_stop` once per step."""
 
-    def __init__(self):
+    def __init__(self, *, multi_process: bool = False):
         self._event = threading.Event()
+        self._multi_process = multi_process
         self.signal_name: str | None = None
 
-    @property
-    def requested(self) -> bool:
+    def should_stop(self, step: int) -> bool:
+        """True after a stop request; with several processes, at the same ``step`` on all."""
+        if self._multi_process:
+            from jax.experimental import multihost_utils  # Deferred: single runs need no JAX.
+
+            if not self._event.is_set() and multihost_utils.reached_preemption_sync_point(step):
+                self.signal_name = "SIGTERM"
+                logging.warning(
+                    "A process received SIGTERM: every process saves a checkpoint at step %d "
+                    "and stops.",
+                    step,
+                )
+                self._event.set()
         return self._event.is_set()
 
     def _handle(self, signum, _frame):
@@ -31,10 +51,14 @@ class StopRequest:
 
 
 @contextlib.contextmanager
-def stop_on_signals(signals=(signal.SIGTERM, signal.SIGINT)):
-    """Installs the handlers for the duration of training, then restores the old ones."""
-    request = StopRequest()
-    if threading.current_thread() is not threading.main_thread():
+def stop_on_signals(signals=(signal.SIGTERM, signal.SIGINT), *, multi_process: bool = False):
+    """Installs the handlers for the duration of training, then restores the old ones.
+
+    With ``multi_process`` nothing is installed: JAX's preemption notifier
+    handles SIGTERM (see the module docstring).
+    """
+    request = StopRequest(multi_process=multi_process)
+    if multi_process or threading.current_thread() is not threading.main_thread():
         # Signal handlers can only be installed from the main thread.
         yield request
         return

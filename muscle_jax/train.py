@@ -313,7 +313,13 @@ def _restore_or_initialise(config, state, checkpointer, spec):
     if config.init_from:
         source = checkpointing.Checkpointer(config.init_from, max_to_keep=1, read_only=True)
         # The source's state tree has its own methods' state, which is not carried over.
-        template = state.replace(method_state=_saved_method_state(source, config, spec))
+        replicated = jax.tree.leaves(state)[0].sharding
+        template = state.replace(
+            method_state=jax.tree.map(
+                lambda leaf: jax.ShapeDtypeStruct(leaf.shape, leaf.dtype, sharding=replicated),
+                _saved_method_state(source, config, spec),
+            )
+        )
         restored, _ = source.restore(template, step=config.init_from_step, expected=expected)
         # Fine-tuning keeps the weights and restarts everything else.
         state = state.replace(
@@ -370,6 +376,11 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
     """
     started = time.perf_counter()
     started_at = provenance.now()
+    if config.data.num_shards == 0:
+        # One data shard per process, fixed from now on: it is saved with the
+        # checkpoints, so a resume on another process count reads the same data.
+        config = config.copy_and_resolve_references()
+        config.data.num_shards = jax.process_count()
     # Everything that can be wrong with the inputs is checked before compiling,
     # and before anything is created in the workdir.
     config_validation.validate_config(
@@ -402,16 +413,17 @@ def _train(config: ml_collections.ConfigDict, workdir: str, source, started: flo
     )
     info = source.info
     graphdef, state, tx = create_train_state(config, info)
+    mesh = make_mesh()
+    data_sharding = NamedSharding(mesh, P("data"))
+    shardings = state_sharding(config, info, mesh)
+    # Laid out over the mesh first, so a checkpoint is restored straight into
+    # its shards on every process (no array crosses hosts).
+    state = jax.device_put(state, shardings)
     state, history, train_history = _restore_or_initialise(
         config, state, checkpointer, state_spec(config, info)
     )
     is_first_process = jax.process_index() == 0
     last_plot = -float("inf")
-
-    mesh = make_mesh()
-    data_sharding = NamedSharding(mesh, P("data"))
-    shardings = state_sharding(config, info, mesh)
-    state = jax.device_put(state, shardings)
     start_step = int(state.step)
     train_batches = make_train_batches(
         config, source=source, sharding=data_sharding, start_step=start_step
@@ -430,7 +442,7 @@ def _train(config: ml_collections.ConfigDict, workdir: str, source, started: flo
     stopped_by = None
     last = None
     first_step_done = None
-    with preemption.stop_on_signals() as stop:
+    with preemption.stop_on_signals(multi_process=jax.process_count() > 1) as stop:
         for step in range(start_step, config.total_steps):
             state, metrics = p_train(state, next(train_batches))
             if first_step_done is None:
@@ -442,9 +454,10 @@ def _train(config: ml_collections.ConfigDict, workdir: str, source, started: flo
                 sums = monitoring.empty_sums(metrics)
             sums = monitoring.accumulate(sums, metrics, step)
             done = step + 1
+            stopping = stop.should_stop(done)
             checkpoint_due = _is_due(done, config.checkpoint_every_steps, config.total_steps)
             eval_due = _is_due(done, config.eval_every_steps, config.total_steps)
-            if stop.requested or checkpoint_due or eval_due or done % config.log_every_steps == 0:
+            if stopping or checkpoint_due or eval_due or done % config.log_every_steps == 0:
                 # The only host sync between steps; raises on a NaN before anything is saved.
                 means = monitoring.summarise(sums)
                 sums = None
@@ -481,7 +494,7 @@ def _train(config: ml_collections.ConfigDict, workdir: str, source, started: flo
                     plot = time.perf_counter() - last_plot >= PLOT_EVERY_SECONDS
                     _write_report(workdir, config, history, train_history, plot=plot)
                     last_plot = time.perf_counter() if plot else last_plot
-            if checkpoint_due or stop.requested:
+            if checkpoint_due or stopping:
                 checkpointer.save(
                     done,
                     state,
@@ -493,7 +506,7 @@ def _train(config: ml_collections.ConfigDict, workdir: str, source, started: flo
                     },
                     force=True,
                 )
-            if stop.requested:
+            if stopping:
                 stopped_by = stop.signal_name
                 break
     checkpointer.close()

@@ -72,3 +72,15 @@ def test_readme_experiment_commands_are_valid(tmp_path):
         )
         assert completed.returncode == 0, completed.stderr
         assert "would submit: sbatch" in completed.stdout
+
+
+def test_scaling_table_is_the_estimate_scripts_output():
+    sys.path.insert(0, os.path.join(REPO, "benchmarks"))
+    try:
+        import scaling_estimate
+    finally:
+        sys.path.pop(0)
+    table = scaling_estimate.table()
+    assert table in open(README).read()
+    # The protocol's FLOP count from the model's layer shapes: ~2e19, as the docs say.
+    assert 1.9e19 < scaling_estimate.training_flop() < 2.1e19

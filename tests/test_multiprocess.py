@@ -1,0 +1,202 @@
+"""Multi-process training with real processes: launch/local.sh on this machine's CPU.
+
+Two processes with 4 simulated devices each are compared with one process
+with 8, both reading the data as 2 shards (`data.num_shards`), so the global
+batch is the same. Tolerance: results and parameters agree to rtol 1e-5,
+atol 1e-6 (the cross-process all-reduce sums in another order than the
+in-process one; the runs below differ by about 1e-7).
+"""
+
+import json
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import time
+
+import jax
+import numpy as np
+import pytest
+
+from muscle_jax import input_pipeline, train
+
+from .helpers import load_config
+from .test_train import REPO
+
+pytestmark = pytest.mark.slow
+
+RTOL, ATOL = 1e-5, 1e-6
+# A process that dies is noticed by the others after the heartbeat timeout.
+HEARTBEAT_SECONDS = 5
+DEATH_BOUND_SECONDS = 45
+
+
+def _environment(devices: int) -> dict:
+    env = dict(os.environ)
+    flags = [f for f in env.get("XLA_FLAGS", "").split() if "device_count" not in f]
+    env["XLA_FLAGS"] = " ".join(flags)
+    env.update(DEVICES_PER_PROCESS=str(devices), PYTHON=sys.executable)
+    return env
+
+
+def _local(num_processes, workdir, log_dir, *args, background=False):
+    command = [
+        "bash",
+        os.path.join(REPO, "launch", "local.sh"),
+        str(num_processes),
+        "--config=configs/tiny.py",
+        f"--workdir={workdir}",
+        f"--heartbeat_timeout_seconds={HEARTBEAT_SECONDS}",
+        "--config.data.num_shards=2",
+        *args,
+    ]
+    env = _environment(8 // num_processes)
+    env["LOG_DIR"] = str(log_dir)
+    if background:
+        return subprocess.Popen(command, cwd=REPO, env=env, stderr=subprocess.PIPE, text=True)
+    completed = subprocess.run(
+        command, cwd=REPO, env=env, capture_output=True, text=True, timeout=600
+    )
+    assert completed.returncode == 0, _logs(log_dir) + completed.stderr[-3000:]
+    return completed
+
+
+def _logs(log_dir) -> str:
+    return "".join(
+        f"--- {name}\n" + (log_dir / name).read_text()[-3000:]
+        for name in sorted(os.listdir(log_dir))
+        if name.endswith(".log")
+    )
+
+
+def _final_state(workdir, config=None):
+    config = config or load_config("tiny")
+    checkpointer = train.checkpointing.Checkpointer(
+        str(workdir / "checkpoints"), max_to_keep=5, read_only=True
+    )
+    _, template, _ = train.create_train_state(config, input_pipeline.dataset_info("digits"))
+    state, _ = checkpointer.restore(template, expected=train.compatibility(config))
+    return state
+
+
+def _assert_same_run(a, b, *, compare_losses=True):
+    states = [_final_state(workdir) for workdir in (a, b)]
+    assert int(states[0].step) == int(states[1].step)
+    for x, y in zip(jax.tree.leaves(states[0]), jax.tree.leaves(states[1]), strict=True):
+        np.testing.assert_allclose(x, y, rtol=RTOL, atol=ATOL)
+    results = [json.loads((workdir / "results.json").read_text()) for workdir in (a, b)]
+    assert results[0]["history"]["step"] == results[1]["history"]["step"]
+    for key in ("ema_accuracy", "raw_accuracy"):
+        np.testing.assert_allclose(
+            results[0]["history"][key], results[1]["history"][key], atol=ATOL
+        )
+    if compare_losses:
+        # The logged losses are means over each logging interval; a run stopped
+        # mid-interval logs its parts separately, so it is compared by its state.
+        for term in ("total", "supervised", "consistency"):
+            np.testing.assert_allclose(
+                results[0]["train_history"][term], results[1]["train_history"][term], rtol=RTOL
+            )
+
+
+def _read_shards(log_dir, num_processes):
+    """Each process's logged unlabeled ranges and labeled-subset digest."""
+    pattern = re.compile(r"unlabeled pool ranges (\[.*?\]) of (\d+); .* sha1 (\w+)\.")
+    found = []
+    for index in range(num_processes):
+        match = pattern.search((log_dir / f"process_{index}.log").read_text())
+        assert match, f"process {index} did not log its data shards"
+        found.append((json.loads(match.group(1)), int(match.group(2)), match.group(3)))
+    return found
+
+
+def test_two_processes_train_as_one(tmp_path):
+    started = time.perf_counter()
+    _local(1, tmp_path / "one", tmp_path / "logs_one")
+    _local(2, tmp_path / "two", tmp_path / "logs_two")
+    _assert_same_run(tmp_path / "one", tmp_path / "two")
+    shards = _read_shards(tmp_path / "logs_two", 2)
+    ranges = [tuple(r) for process_ranges, _, _ in shards for r in process_ranges]
+    pool = shards[0][1]
+    # Disjoint unlabeled shards that together are the whole pool...
+    assert sorted(ranges) == [(0, pool // 2), (pool // 2, pool)]
+    # ...and one labeled subset, the same on both processes (and as with one process).
+    assert shards[0][2] == shards[1][2] == _read_shards(tmp_path / "logs_one", 1)[0][2]
+    # Only process 0 writes the workdir's logs and results.
+    console = (tmp_path / "two" / "console.log").read_text()
+    assert "Process 0/2 reads" in console and "Process 1/2" not in console
+    print(f"2 processes vs 1: {time.perf_counter() - started:.0f} s")
+
+
+def _drop_last_checkpoint(source, target):
+    shutil.copytree(source, target)
+    steps = sorted(int(name) for name in os.listdir(target / "checkpoints") if name.isdigit())
+    shutil.rmtree(target / "checkpoints" / str(steps[-1]))
+    (target / "results.json").unlink()
+    return steps[-2]
+
+
+@pytest.mark.parametrize("first, then", [(2, 1), (1, 2)])
+def test_a_checkpoint_resumes_on_another_process_count(tmp_path, first, then):
+    _local(first, tmp_path / "whole", tmp_path / "logs_whole")
+    resume_step = _drop_last_checkpoint(tmp_path / "whole", tmp_path / "resumed")
+    assert resume_step == 6
+    _local(then, tmp_path / "resumed", tmp_path / "logs_resumed")
+    log = (tmp_path / "logs_resumed" / "process_0.log").read_text()
+    assert "Resumed from" in log and "at step 6" in log
+    _assert_same_run(tmp_path / "whole", tmp_path / "resumed")
+
+
+def _wait_for(path, pattern, timeout=300):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if path.exists() and re.search(pattern, path.read_text()):
+            return
+        time.sleep(0.2)
+    raise AssertionError(f"{path} never showed {pattern!r}")
+
+
+LONG = ["--config.total_steps=60", "--config.checkpoint_every_steps=60"]
+
+
+def test_sigterm_to_one_process_stops_both_at_one_step(tmp_path):
+    _local(1, tmp_path / "uninterrupted", tmp_path / "logs_uninterrupted", *LONG)
+    log_dir = tmp_path / "logs"
+    launcher = _local(2, tmp_path / "run", log_dir, *LONG, background=True)
+    _wait_for(log_dir / "process_1.log", r"step 8/60")
+    pids = (log_dir / "pids").read_text().split()
+    os.kill(int(pids[1]), signal.SIGTERM)  # Process 1 only.
+    assert launcher.wait(timeout=300) == 0, _logs(log_dir)
+    stops = [
+        re.search(r"saves a checkpoint at step (\d+)", (log_dir / f"process_{i}.log").read_text())
+        for i in range(2)
+    ]
+    assert all(stops), _logs(log_dir)
+    step = int(stops[0].group(1))
+    assert int(stops[1].group(1)) == step and 8 <= step < 60
+    assert sorted(os.listdir(tmp_path / "run" / "checkpoints")) == [str(step)]
+    assert not (tmp_path / "run" / "results.json").exists()
+    _local(2, tmp_path / "run", tmp_path / "logs_resumed", *LONG)
+    _assert_same_run(tmp_path / "uninterrupted", tmp_path / "run", compare_losses=False)
+
+
+def test_a_killed_process_ends_the_others_within_the_bound(tmp_path):
+    log_dir = tmp_path / "logs"
+    launcher = _local(2, tmp_path / "run", log_dir, "--config.total_steps=100000", background=True)
+    _wait_for(log_dir / "process_1.log", r"step 8/100000")
+    pids = [int(pid) for pid in (log_dir / "pids").read_text().split()]
+    os.kill(pids[1], signal.SIGKILL)
+    killed = time.monotonic()
+    while time.monotonic() - killed < DEATH_BOUND_SECONDS + 30:
+        try:
+            os.kill(pids[0], 0)
+        except ProcessLookupError:
+            break
+        time.sleep(0.1)
+    elapsed = time.monotonic() - killed
+    code = launcher.wait(timeout=60)
+    assert code != 0
+    assert elapsed < DEATH_BOUND_SECONDS, f"process 0 outlived process 1 by {elapsed:.0f} s"
+    print(f"process 0 exited {elapsed:.1f} s after process 1 was killed")
