@@ -47,11 +47,11 @@ def test_readme_experiment_commands_are_valid(tmp_path):
         for line in open(README).read().splitlines()
         if line.startswith("python -m muscle_jax.experiments ")
     ]
+    from muscle_jax.experiments import suites
+
+    # One README command per suite.
     assert {arg for command in commands for arg in command if arg.startswith("--suite=")} == {
-        "--suite=label_sweep",
-        "--suite=bias",
-        "--suite=finetune",
-        "--suite=mi_ablation",
+        f"--suite={suite}" for suite in suites.SUITES
     }
     for index, command in enumerate(commands):
         args = [arg for arg in command[3:] if not arg.startswith("--workdir=")]
