@@ -245,12 +245,15 @@ def test_slurm_forwards_sigterm_and_requeues(tmp_path):
     bin_dir.mkdir()
     log = tmp_path / "log"
     # The fake srun stands for the trainer: it checkpoints (logs) on SIGTERM and exits 0.
+    # Its sleep holds none of the script's pipes: a SIGTERM that lands between
+    # `sleep &` and `child=$!` leaves the sleep running, and it must not keep
+    # communicate() waiting (seen on a loaded 2-core CI machine).
     _fake_command(
         bin_dir,
         "srun",
-        f"trap 'kill $child; echo srun-got-term >> {log}; exit 0' TERM\n"
+        f"trap 'kill $child 2>/dev/null; echo srun-got-term >> {log}; exit 0' TERM\n"
         f'echo "srun $*" >> {log}\n'
-        "sleep 30 & child=$!\nwait\n",
+        "sleep 30 >/dev/null 2>&1 & child=$!\nwait\n",
     )
     _fake_command(bin_dir, "scontrol", f'echo "scontrol $*" >> {log}\n')
     env = dict(
