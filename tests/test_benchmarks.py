@@ -1,18 +1,13 @@
 """Smoke tests: every benchmark runs from a clean checkout at a tiny size.
 
 No speed is asserted (these machines are noisy); each script must finish and
-print its headline figure on its last line.
+print its headline figure on its last line. The scripts run one after another
+in one interpreter, as `python benchmarks/NAME.py ARGS` would run each.
 """
 
-import os
 import re
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
-
-ROOT = Path(__file__).resolve().parents[1]
 
 # script -> (tiny-size arguments, pattern of the headline on the last line).
 SMOKE_RUNS = {
@@ -53,20 +48,10 @@ SMOKE_RUNS = {
 
 @pytest.mark.slow
 @pytest.mark.parametrize("script", sorted(SMOKE_RUNS))
-def test_benchmark_runs_and_prints_its_headline(script):
-    arguments, headline = SMOKE_RUNS[script]
-    # One CPU device, as a user runs them (the test session simulates eight).
-    env = {key: value for key, value in os.environ.items() if key != "XLA_FLAGS"}
-    env["MUSCLE_JAX_TORCH_PYTHON"] = ""  # The peer's side must skip cleanly without torch.
-    result = subprocess.run(
-        [sys.executable, str(ROOT / "benchmarks" / script), *arguments],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=600,
-        check=False,
-    )
-    assert result.returncode == 0, result.stderr[-3000:]
-    last_line = result.stdout.strip().splitlines()[-1]
-    assert re.search(headline, last_line), result.stdout[-3000:]
+def test_benchmark_runs_and_prints_its_headline(shared_runs, script):
+    # All of them run once, in one interpreter (tests/shared_runs.py).
+    _, outcomes = shared_runs.original("benchmarks")
+    outcome = outcomes[f"benchmarks/{script}"]
+    assert outcome["error"] is None, outcome["error"][-3000:]
+    last_line = outcome["stdout"].strip().splitlines()[-1]
+    assert re.search(SMOKE_RUNS[script][1], last_line), outcome["stdout"][-3000:]

@@ -1,9 +1,12 @@
 """The experiment suites: which runs they make, their statistics and files, the CLI.
 
 Unit tests build suites from the shipped configs and write results.json files
-by hand, so the tables are checked against hand-computed numbers. The slow
-tests run every suite end to end on digits through the real command line,
-2 seeds at a few steps each, and kill a suite mid-way and resume it.
+by hand, so the tables are checked against hand-computed numbers. Every
+suite then runs through the real command line with a fake trainer
+(tests/fake_trainer.py, no training: `--trainer=tests.fake_trainer`), which
+checks the suites' bookkeeping in seconds. Two slow tests use the real
+trainer on digits: one suite end to end (fine-tuning: two stages, one
+starting from the other's checkpoints), and a suite killed mid-way and resumed.
 """
 
 import csv
@@ -22,6 +25,7 @@ from muscle_jax.experiments import dispatch, results, statistics, suites
 from tests.helpers import load_config
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
+FAKE_TRAINER = "tests.fake_trainer"
 SHORT = [
     "--config.total_steps=4",
     "--config.eval_every_steps=2",
@@ -409,7 +413,19 @@ def _csv(workdir):
         return list(csv.DictReader(handle))
 
 
-@pytest.mark.slow
+def _check_suite_files(workdir, expected_runs, plot):
+    rows = _csv(workdir)
+    assert len(rows) == expected_runs
+    assert {row["status"] for row in rows} == {"completed"}
+    assert {row["seed"] for row in rows} == {"0", "1"}
+    for row in rows:
+        assert 0 <= float(row["accuracy"]) <= 1 and 0 <= float(row["worst_class_accuracy"]) <= 1
+        assert (workdir / row["run"] / "results.json").exists()
+    assert "95 % CI" in (workdir / "results.md").read_text()
+    assert (workdir / plot).read_bytes()[:4] == b"\x89PNG"
+    return rows
+
+
 @pytest.mark.parametrize(
     "suite, args, expected_runs, plot",
     [
@@ -422,32 +438,75 @@ def _csv(workdir):
         ("finetune", ["--arms=finetune_muscle,finetune_supervised"], 6, "finetune.png"),
         ("mi_ablation", ["--knobs=mi_weight", "--mi_weights=0,1"], 4, "mi_ablation.png"),
         ("objectives", ["--arms=base,sdt"], 4, "objectives.png"),
+        (
+            "label_sweep",
+            ["--arms=muscle,base", "--label_counts=10,20"],
+            8,
+            "accuracy_vs_labels.png",
+        ),
     ],
 )
-def test_each_suite_end_to_end_on_digits(tmp_path, suite, args, expected_runs, plot):
+def test_each_suite_through_the_command_line(tmp_path, suite, args, expected_runs, plot):
+    """Every suite's runs, files, statistics and plots, each run by the fake trainer."""
     workdir = tmp_path / suite
+    command = [f"--suite={suite}", "--config=configs/tiny.py", f"--workdir={workdir}"]
+    command += ["--seeds=0,1", *args, *SHORT, f"--trainer={FAKE_TRAINER}"]
+    result = _experiments(*command)
+    assert result.returncode == 0, result.stderr[-3000:]
+    rows = _check_suite_files(workdir, expected_runs, plot)
+    for row in rows:
+        # The fake's accuracies (tests/fake_trainer.py): 0.5 + 0.1 consistency + 0.05 MI
+        # + 0.01 a seed, and its worst class 0.1 below.
+        config = json.loads((workdir / row["run"] / "results.json").read_text())["config"]
+        expected = 0.5 + 0.01 * int(row["seed"])
+        expected += 0.1 * (config["loss"]["consistency"] != "none")
+        mi_on = config["loss"]["unsupervised"] != "none"
+        expected += 0.05 * (mi_on and config["loss"]["unsupervised_weight"] > 0)
+        assert float(row["accuracy"]) == pytest.approx(expected), row["run"]
+        assert float(row["worst_class_accuracy"]) == pytest.approx(expected - 0.1), row["run"]
+    if suite == "finetune":
+        log = (workdir / "finetune/finetune_muscle/seed_1/console.log").read_text()
+        pretrained = workdir / "finetune/pretrain/seed_1/checkpoints"
+        assert f"Initialised the weights from {pretrained}" in log
+        assert {row["steps"] for row in rows if row["arm"] != "pretrain"} == {"2"}
+    if suite == "mi_ablation":
+        # MI weight 1 against 0: the fake's +0.05 at both seeds, an interval of zero width.
+        assert "+5.0 [+5.0, +5.0]" in (workdir / "results.md").read_text()
+
+    # Rerun: every run is skipped; a changed setting is refused with the fix.
+    again = _experiments(*command)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert f"{expected_runs} of {expected_runs} runs already finished: skipped." in again.stderr
+    changed = _experiments(*command, "--config.optimizer.learning_rate=0.5")
+    assert changed.returncode == 2
+    assert "trained with other settings" in changed.stderr and "another --workdir" in changed.stderr
+    assert "Traceback" not in changed.stderr
+
+    # --report_only rebuilds the same report from the run directories.
+    before = _csv(workdir)
+    (workdir / "results.csv").unlink()
+    rebuilt = _experiments(*command, "--report_only")
+    assert rebuilt.returncode == 0 and "wrote" in rebuilt.stdout
+    assert _csv(workdir) == before
+
+
+@pytest.mark.slow
+def test_finetune_suite_end_to_end_with_the_real_trainer(tmp_path):
+    """The one real suite run: pre-training, then fine-tuning from its checkpoints."""
+    workdir = tmp_path / "finetune"
     result = _experiments(
-        f"--suite={suite}",
+        "--suite=finetune",
         "--config=configs/tiny.py",
         f"--workdir={workdir}",
         "--seeds=0,1",
-        *args,
+        "--arms=finetune_muscle",
         *SHORT,
     )
     assert result.returncode == 0, result.stderr[-3000:]
-    rows = _csv(workdir)
-    assert len(rows) == expected_runs
-    assert {row["status"] for row in rows} == {"completed"}
-    assert {row["seed"] for row in rows} == {"0", "1"}
-    for row in rows:
-        assert 0 <= float(row["accuracy"]) <= 1 and 0 <= float(row["worst_class_accuracy"]) <= 1
-        assert (workdir / row["run"] / "results.json").exists()
-    assert "95 % CI" in (workdir / "results.md").read_text()
-    assert (workdir / plot).read_bytes()[:4] == b"\x89PNG"
-    if suite == "finetune":
-        log = (workdir / "finetune/finetune_muscle/seed_1/console.log").read_text()
-        assert "Initialised the weights from" in log
-        assert {row["steps"] for row in rows if row["arm"] != "pretrain"} == {"2"}
+    rows = _check_suite_files(workdir, 4, "finetune.png")
+    log = (workdir / "finetune/finetune_muscle/seed_1/console.log").read_text()
+    assert "Initialised the weights from" in log
+    assert {row["steps"] for row in rows if row["arm"] != "pretrain"} == {"2"}
 
 
 @pytest.mark.slow

@@ -21,6 +21,7 @@ from muscle_jax import checkpointing, input_pipeline, monitoring, train, workdir
 from muscle_jax.config_validation import ConfigError
 
 from .helpers import load_config
+from .shared_runs import short_config
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # Two devices keep each subprocess cheap; every run in a comparison uses the same.
@@ -108,32 +109,28 @@ def test_kill_9_at_several_moments_then_resume_equals_uninterrupted(tmp_path):
         np.testing.assert_array_equal(a, b)
 
 
-def test_torn_checkpoint_is_never_loaded(tmp_path):
-    config = load_config("tiny")
-    config.total_steps = 6
-    config.checkpoint_every_steps = 2
-    train.train_and_evaluate(config, str(tmp_path))
-    checkpoints = tmp_path / "checkpoints"
-    # A write killed half-way: Orbax's temporary directory for step 8, with a truncated file.
-    torn = checkpoints / "8.orbax-checkpoint-tmp-1234"
-    shutil.copytree(checkpoints / "6", torn)
+def test_torn_checkpoint_is_never_loaded(shared_runs, tmp_path):
+    run, _ = shared_runs.copy("short", tmp_path / "run")  # 4 steps, checkpoints at 2 and 4.
+    checkpoints = run / "checkpoints"
+    # A write killed half-way: Orbax's temporary directory for step 6, with a truncated file.
+    torn = checkpoints / "6.orbax-checkpoint-tmp-1234"
+    shutil.copytree(checkpoints / "4", torn)
     for file in sorted(torn.rglob("*")):
         if file.is_file():
             file.write_bytes(file.read_bytes()[: len(file.read_bytes()) // 2])
-    assert checkpointing.Checkpointer(str(checkpoints), max_to_keep=3).latest_step() == 6
+    assert checkpointing.Checkpointer(str(checkpoints), max_to_keep=3).latest_step() == 4
 
-    config.total_steps = 8
+    config = short_config()
+    config.total_steps = 6
     config.allow_config_change_on_resume = True  # Extends the finished run, on purpose.
-    results = train.train_and_evaluate(config, str(tmp_path))
-    assert results["steps"] == 8
+    results = train.train_and_evaluate(config, str(run))
+    assert results["steps"] == 6
 
 
-def test_nan_stops_the_run_naming_step_and_term(tmp_path):
-    config = load_config("tiny")
-    config.total_steps = 4
-    config.checkpoint_every_steps = 2
-    train.train_and_evaluate(config, str(tmp_path))
-    good = final_state(tmp_path, config)
+def test_nan_stops_the_run_naming_step_and_term(shared_runs, tmp_path):
+    run, _ = shared_runs.copy("short", tmp_path / "run")
+    config = short_config()
+    good = final_state(run, config)
 
     # Resume with a learning rate that overflows the weights at once.
     config.total_steps = 12
@@ -141,13 +138,13 @@ def test_nan_stops_the_run_naming_step_and_term(tmp_path):
     config.optimizer.learning_rate = 1e30
     config.allow_config_change_on_resume = True
     with pytest.raises(monitoring.NonFiniteLossError) as info:
-        train.train_and_evaluate(config, str(tmp_path))
+        train.train_and_evaluate(config, str(run))
     message = str(info.value)
     assert "became non-finite at step" in message
     assert any(term in message for term in ("supervised", "total", "grad_norm"))
-    reader = checkpointing.Checkpointer(str(tmp_path / "checkpoints"), max_to_keep=2)
+    reader = checkpointing.Checkpointer(str(run / "checkpoints"), max_to_keep=2)
     assert reader.latest_step() == 4
-    for a, b in zip(jax.tree.leaves(final_state(tmp_path, config)), jax.tree.leaves(good)):
+    for a, b in zip(jax.tree.leaves(final_state(run, config)), jax.tree.leaves(good)):
         np.testing.assert_array_equal(a, b)
 
 
@@ -170,22 +167,19 @@ def test_full_disk_is_refused_before_training(tmp_path, monkeypatch):
     assert not (tmp_path / "checkpoints").exists()
 
 
-def test_incompatible_checkpoint_is_refused_and_left_alone(tmp_path):
-    config = load_config("tiny")
-    config.total_steps = 2
-    config.checkpoint_every_steps = 2
-    train.train_and_evaluate(config, str(tmp_path))
-    before = {p: p.stat().st_mtime_ns for p in tmp_path.rglob("*")}
+def test_incompatible_checkpoint_is_refused_and_left_alone(shared_runs, tmp_path):
+    run, _ = shared_runs.copy("short", tmp_path / "run")
+    before = {p: p.stat().st_mtime_ns for p in run.rglob("*")}
 
-    other_model = load_config("tiny")
+    other_model = short_config()
     other_model.model.kwargs.widths = (16, 16)
     with pytest.raises(checkpointing.IncompatibleCheckpointError, match="model_kwargs"):
-        train.train_and_evaluate(other_model, str(tmp_path))
-    other_classes = load_config("tiny")
+        train.train_and_evaluate(other_model, str(run))
+    other_classes = short_config()
     other_classes.data.num_classes = 12
     with pytest.raises(ConfigError, match="num_classes=12"):
-        train.train_and_evaluate(other_classes, str(tmp_path))
-    after = {p: p.stat().st_mtime_ns for p in tmp_path.rglob("*")}
+        train.train_and_evaluate(other_classes, str(run))
+    after = {p: p.stat().st_mtime_ns for p in run.rglob("*")}
     assert after == before
 
 
@@ -203,26 +197,22 @@ BAD_CONFIGS = [
 ]
 
 
-def test_bad_inputs_fail_before_training_and_keep_earlier_outputs(tmp_path):
-    config = load_config("tiny")
-    config.total_steps = 2
-    config.checkpoint_every_steps = 2
-    config.eval_every_steps = 2
-    train.train_and_evaluate(config, str(tmp_path))
-    before = {p: p.stat().st_mtime_ns for p in tmp_path.rglob("*")}
+def test_bad_inputs_fail_before_training_and_keep_earlier_outputs(shared_runs, tmp_path):
+    run, _ = shared_runs.copy("short", tmp_path / "run")
+    before = {p: p.stat().st_mtime_ns for p in run.rglob("*")}
     for key, value, fragment in BAD_CONFIGS:
         bad = load_config("tiny")
         section, _, name = key.rpartition(".")
         (bad[section] if section else bad)[name] = value
         started = time.perf_counter()
         with pytest.raises(ValueError) as info:
-            train.train_and_evaluate(bad, str(tmp_path))
+            train.train_and_evaluate(bad, str(run))
         assert fragment in str(info.value), (key, str(info.value))
         # Refused before anything compiles.
         assert time.perf_counter() - started < 5, key
     missing = load_config("tiny", "dataset=cifar10")
     missing.data.data_dir = str(tmp_path / "no_tfds_here")
     with pytest.raises(FileNotFoundError, match="no_tfds_here"):
-        train.train_and_evaluate(missing, str(tmp_path))
-    after = {p: p.stat().st_mtime_ns for p in tmp_path.rglob("*")}
+        train.train_and_evaluate(missing, str(run))
+    after = {p: p.stat().st_mtime_ns for p in run.rglob("*")}
     assert after == before

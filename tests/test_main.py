@@ -3,9 +3,7 @@
 import pytest
 
 from muscle_jax import config_validation, train
-from muscle_jax.data import sources
 
-from .helpers import load_config
 from .test_train import REPO
 
 
@@ -41,16 +39,9 @@ def test_other_errors_keep_their_traceback(parsed_main, monkeypatch, error):
         parsed_main.main(["main"])
 
 
-def test_a_run_opens_its_dataset_once(monkeypatch, tmp_path):
-    calls = []
-    real_load = sources.digits.load
-
-    def counting_load():
-        calls.append(1)
-        return real_load()
-
-    monkeypatch.setattr(sources.digits, "load", counting_load)
-    config = load_config("tiny")
-    results = train.train_and_evaluate(config, str(tmp_path))
-    assert len(results["history"]["step"]) == 2  # Two evaluations, one training stream...
-    assert len(calls) == 1  # ...and the data read once.
+def test_a_run_opens_its_dataset_once(shared_runs):
+    # The shared tiny run counted its calls of the digits loader while it trained.
+    _, outcome = shared_runs.original("tiny")
+    history = outcome["results"]["history"]
+    assert len(history["step"]) == 2  # Two evaluations, one training stream...
+    assert outcome["dataset_reads"] == 1  # ...and the data read once.

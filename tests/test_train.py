@@ -6,10 +6,6 @@ data-parallel over 8 devices, as it would on a TPU slice.
 
 import json
 import os
-import signal
-import subprocess
-import sys
-import time
 
 import jax
 import numpy as np
@@ -18,6 +14,7 @@ import pytest
 from muscle_jax import input_pipeline, train
 
 from .helpers import load_config, mock_tfds
+from .shared_runs import PREEMPTED_AT
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -72,17 +69,17 @@ def test_overclustering_and_mi_on_labeled_train():
     assert np.isfinite(metrics["overclustering_mutual_information"])
 
 
-def test_end_to_end_digits_writes_results(tmp_path):
+def test_end_to_end_digits_writes_results(shared_runs):
+    workdir, outcome = shared_runs.original("tiny")
     config = load_config("tiny")
-    results = train.train_and_evaluate(config, str(tmp_path))
-    written = json.loads((tmp_path / "results.json").read_text())
-    assert written["steps"] == config.total_steps == results["steps"]
+    written = json.loads((workdir / "results.json").read_text())
+    assert written["steps"] == config.total_steps == outcome["results"]["steps"]
     assert 0.0 <= written["accuracy"] <= 1.0
     assert len(written["per_class_accuracy"]) == 10
     assert written["num_test_examples"] == input_pipeline.dataset_info("digits").num_test
     assert written["config"]["model"]["name"] == "small_cnn"
     assert written["history"]["step"] == [6, 12]
-    assert any(name.startswith("events.out.tfevents") for name in os.listdir(tmp_path))
+    assert any(name.startswith("events.out.tfevents") for name in os.listdir(workdir))
 
 
 def test_end_to_end_mock_cifar10(tmp_path):
@@ -98,45 +95,33 @@ def test_end_to_end_mock_cifar10(tmp_path):
     assert np.isfinite(results["accuracy"])
 
 
-def _run_until_step(config, workdir, stop_after):
-    """Runs ``train_and_evaluate``, sending itself SIGTERM after ``stop_after`` steps."""
-    calls = {"n": 0}
-    real_accumulate = train.monitoring.accumulate
-
-    def counting_accumulate(sums, metrics, step):
-        calls["n"] += 1
-        if calls["n"] == stop_after:
-            os.kill(os.getpid(), signal.SIGTERM)
-        return real_accumulate(sums, metrics, step)
-
-    train.monitoring.accumulate = counting_accumulate
-    try:
-        return train.train_and_evaluate(config, workdir)
-    finally:
-        train.monitoring.accumulate = real_accumulate
+def final_state(workdir, config):
+    """The state of the workdir's latest checkpoint."""
+    ckpt = train.checkpointing.Checkpointer(
+        str(workdir / "checkpoints"), max_to_keep=2, read_only=True
+    )
+    _, template, _ = train.create_train_state(config, input_pipeline.dataset_info(config.data.name))
+    state, _ = ckpt.restore(template, expected=train.compatibility(config))
+    return state
 
 
-def test_stop_and_resume_equals_uninterrupted(tmp_path):
+def test_stop_and_resume_equals_uninterrupted(shared_runs, tmp_path):
     config = load_config("tiny")
-    uninterrupted = train.train_and_evaluate(config, str(tmp_path / "a"))
+    reference, uninterrupted = shared_runs.original("tiny")
+    workdir, stopped = shared_runs.copy("tiny_preempted", tmp_path / "b")
+    assert stopped["stopped"] == {"status": "preempted", "step": PREEMPTED_AT}
+    assert not (workdir / "results.json").exists()
+    resumed = train.train_and_evaluate(config, str(workdir))
 
-    stopped = _run_until_step(config, str(tmp_path / "b"), stop_after=5)
-    assert stopped == {"status": "preempted", "step": 5}
-    assert not (tmp_path / "b" / "results.json").exists()
-    resumed = train.train_and_evaluate(config, str(tmp_path / "b"))
-
-    assert resumed["history"] == uninterrupted["history"]
-    assert resumed["accuracy"] == uninterrupted["accuracy"]
-    assert resumed["per_class_accuracy"] == uninterrupted["per_class_accuracy"]
-    final = {}
-    for name in ("a", "b"):
-        ckpt = train.checkpointing.Checkpointer(
-            str(tmp_path / name / "checkpoints"), max_to_keep=2, read_only=True
-        )
-        info = input_pipeline.dataset_info(config.data.name)
-        _, template, _ = train.create_train_state(config, info)
-        final[name], _ = ckpt.restore(template, expected=train.compatibility(config))
-    for a, b in zip(jax.tree.leaves(final["a"]), jax.tree.leaves(final["b"])):
+    assert resumed["history"] == uninterrupted["results"]["history"]
+    assert resumed["accuracy"] == uninterrupted["results"]["accuracy"]
+    assert resumed["per_class_accuracy"] == uninterrupted["results"]["per_class_accuracy"]
+    leaves = zip(
+        jax.tree.leaves(final_state(reference, config)),
+        jax.tree.leaves(final_state(workdir, config)),
+        strict=True,
+    )
+    for a, b in leaves:
         np.testing.assert_array_equal(a, b)
 
 
@@ -150,43 +135,6 @@ def test_fine_tune_from_mi_only_pretraining(tmp_path):
     finetune.total_steps = 6
     results = train.train_and_evaluate(finetune, str(tmp_path / "finetune"))
     assert results["steps"] == 6
-
-
-def test_sigterm_leaves_a_restorable_checkpoint(tmp_path):
-    workdir = tmp_path / "run"
-    command = [
-        sys.executable,
-        "-m",
-        "muscle_jax.main",
-        "--config=configs/tiny.py",
-        f"--workdir={workdir}",
-        "--config.total_steps=100000",
-        "--config.log_every_steps=1",
-        "--config.eval_every_steps=100000",
-        "--config.checkpoint_every_steps=100000",
-    ]
-    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=2")
-    process = subprocess.Popen(
-        command, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
-    )
-    deadline = time.time() + 240
-    for line in process.stdout:
-        if "step 3/" in line or time.time() > deadline:
-            break
-    process.send_signal(signal.SIGTERM)
-    output, _ = process.communicate(timeout=120)
-    assert process.returncode == 0, output
-    assert "stopped at step" in output
-    steps = train.checkpointing.Checkpointer(
-        str(workdir / "checkpoints"), max_to_keep=2, read_only=True
-    ).all_steps()
-    assert steps and steps[-1] >= 3
-
-    config = load_config("tiny")
-    config.total_steps = steps[-1] + 2
-    config.allow_config_change_on_resume = True  # A shorter run than the stopped one, on purpose.
-    results = train.train_and_evaluate(config, str(workdir))
-    assert results["steps"] == steps[-1] + 2
 
 
 def test_bfloat16_compute_keeps_float32_state_and_finite_loss():

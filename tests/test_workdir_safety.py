@@ -2,6 +2,7 @@
 
 import json
 import os
+import signal
 import socket
 import stat
 import subprocess
@@ -14,7 +15,8 @@ import pytest
 from muscle_jax import evaluation, train, workdir
 
 from .helpers import load_config
-from .test_train import REPO, _run_until_step
+from .shared_runs import PREEMPTED_AT
+from .test_train import REPO
 
 
 def _array_files(checkpoint):
@@ -27,15 +29,15 @@ def _array_files(checkpoint):
     ]
 
 
-@pytest.mark.slow
 @pytest.mark.parametrize("damage", ["random_bytes", "truncated"])
-def test_unreadable_latest_checkpoint_falls_back_to_the_previous_one(tmp_path, damage, caplog):
+def test_unreadable_latest_checkpoint_falls_back_to_the_previous_one(
+    shared_runs, tmp_path, damage, caplog
+):
     config = load_config("tiny")
-    uninterrupted = train.train_and_evaluate(config, str(tmp_path / "a"))
-
-    stopped = _run_until_step(config, str(tmp_path / "b"), stop_after=8)
-    assert stopped == {"status": "preempted", "step": 8}
-    for victim in _array_files(tmp_path / "b" / "checkpoints" / "8"):
+    _, uninterrupted = shared_runs.original("tiny")
+    run, stopped = shared_runs.copy("tiny_preempted", tmp_path / "b")
+    assert stopped["stopped"] == {"status": "preempted", "step": PREEMPTED_AT}
+    for victim in _array_files(run / "checkpoints" / str(PREEMPTED_AT)):
         size = os.path.getsize(victim)
         with open(victim, "r+b") as handle:
             if damage == "random_bytes":
@@ -43,26 +45,25 @@ def test_unreadable_latest_checkpoint_falls_back_to_the_previous_one(tmp_path, d
             else:
                 handle.truncate(min(size, 1000) // 2)
 
-    resumed = train.train_and_evaluate(config, str(tmp_path / "b"))
+    resumed = train.train_and_evaluate(config, str(run))
 
-    assert resumed["history"] == uninterrupted["history"]
-    assert resumed["accuracy"] == uninterrupted["accuracy"]
-    moved = os.listdir(tmp_path / "b" / "checkpoints.unreadable")
-    assert len(moved) == 1 and moved[0].startswith("8-")  # Moved aside, not deleted.
+    assert resumed["history"] == uninterrupted["results"]["history"]
+    assert resumed["accuracy"] == uninterrupted["results"]["accuracy"]
+    moved = os.listdir(run / "checkpoints.unreadable")
+    assert len(moved) == 1 and moved[0].startswith(f"{PREEMPTED_AT}-")  # Moved aside, kept.
     warnings = [r.getMessage() for r in caplog.records if "cannot be read" in r.getMessage()]
-    assert len(warnings) == 1 and "step 8" in warnings[0]
+    assert len(warnings) == 1 and f"step {PREEMPTED_AT}" in warnings[0]
 
 
-@pytest.mark.slow
-def test_no_readable_checkpoint_is_one_clear_error(tmp_path):
-    config = load_config("tiny")
-    _run_until_step(config, str(tmp_path), stop_after=3)
-    for victim in _array_files(tmp_path / "checkpoints" / "3"):
-        with open(victim, "r+b") as handle:
-            handle.truncate(10)
+def test_no_readable_checkpoint_is_one_clear_error(shared_runs, tmp_path):
+    run, _ = shared_runs.copy("tiny_preempted", tmp_path / "run")
+    for step in (6, PREEMPTED_AT):  # Every checkpoint the stopped run kept.
+        for victim in _array_files(run / "checkpoints" / str(step)):
+            with open(victim, "r+b") as handle:
+                handle.truncate(10)
     with pytest.raises(train.checkpointing.UnreadableCheckpointError, match="new --workdir"):
-        train.train_and_evaluate(config, str(tmp_path))
-    assert os.listdir(tmp_path / "checkpoints.unreadable")
+        train.train_and_evaluate(load_config("tiny"), str(run))
+    assert len(os.listdir(run / "checkpoints.unreadable")) == 2
 
 
 def test_second_lock_on_a_workdir_is_refused_and_released_after(tmp_path):
@@ -141,50 +142,45 @@ def test_headline_of_the_documented_smoke_run():
     assert evaluation.reported_accuracy([0.25, 0.3967, 0.9367], indices) == 0.9367
 
 
-@pytest.mark.slow
-def test_results_carry_the_run_description(tmp_path):
-    config = load_config("tiny")
-    train.train_and_evaluate(config, str(tmp_path))
-    results = json.loads((tmp_path / "results.json").read_text())
+def test_results_carry_the_run_description(shared_runs):
+    run_dir, _ = shared_runs.original("tiny")
+    results = json.loads((run_dir / "results.json").read_text())
     run = results["run"]
     assert run["wall_seconds"] > 0 and run["started_at"] <= run["ended_at"]
     assert run["device_count"] == 8 and run["host"] == socket.gethostname()
     assert run["libraries"]["jax"] and run["libraries"]["flax"]
     assert results["accuracy_steps"] == [12]  # tiny evaluates at 6 and 12 of 12.
     assert results["timing"]["loop_steps"] == 11
-    assert not (tmp_path / workdir.LOCK_NAME).exists()
+    assert not (run_dir / workdir.LOCK_NAME).exists()
 
 
-@pytest.mark.slow
-def test_resume_refuses_a_changed_schedule_and_allows_reporting_keys(tmp_path, caplog):
-    config = load_config("tiny")
-    _run_until_step(config, str(tmp_path), stop_after=4)
+def test_resume_refuses_a_changed_schedule_and_allows_reporting_keys(shared_runs, tmp_path, caplog):
+    run, _ = shared_runs.copy("tiny_preempted", tmp_path / "run")
     longer = load_config("tiny")
     longer.total_steps = 16
     with pytest.raises(train.config_validation.ConfigError, match="total_steps: 12 -> 16"):
-        train.train_and_evaluate(longer, str(tmp_path))
+        train.train_and_evaluate(longer, str(run))
 
     relogged = load_config("tiny")
     relogged.log_every_steps = 2
-    results = train.train_and_evaluate(relogged, str(tmp_path))
+    results = train.train_and_evaluate(relogged, str(run))
     assert results["steps"] == 12
     assert any("log_every_steps: 4 -> 2" in r.getMessage() for r in caplog.records)
 
     longer.allow_config_change_on_resume = True  # Extending a finished run, explicitly.
-    assert train.train_and_evaluate(longer, str(tmp_path))["steps"] == 16
+    assert train.train_and_evaluate(longer, str(run))["steps"] == 16
 
 
-@pytest.mark.slow
-def test_summary_and_plot_match_results(tmp_path):
-    config = load_config("tiny")
-    results = train.train_and_evaluate(config, str(tmp_path))
-    summary = (tmp_path / "summary.md").read_text()
+def test_summary_and_plot_match_results(shared_runs):
+    run, outcome = shared_runs.original("tiny")
+    results = outcome["results"]
+    summary = (run / "summary.md").read_text()
     assert f"Test accuracy (EMA model): {results['accuracy']:.4f}" in summary
     for step, ema in zip(results["history"]["step"], results["history"]["ema_accuracy"]):
         assert f"| {step} | {ema:.4f} |" in summary
-    assert (tmp_path / "curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert (run / "curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     for name in ("results.json", "summary.md", "curves.png"):
-        assert stat.S_IMODE(os.stat(tmp_path / name).st_mode) & 0o044, name  # Group/other read.
+        assert stat.S_IMODE(os.stat(run / name).st_mode) & 0o044, name  # Group/other read.
 
 
 def test_failed_validation_creates_nothing(tmp_path):
@@ -209,15 +205,20 @@ def test_help_exits_zero_and_lists_the_configs():
 
 
 @pytest.mark.slow
-def test_second_process_on_a_workdir_is_refused_and_the_first_finishes(tmp_path):
+def test_second_process_is_refused_and_sigterm_leaves_a_restorable_checkpoint(tmp_path):
+    """Two real `python -m muscle_jax.main` on one workdir: the second is refused at once;
+    a SIGTERM then stops the first at a step, with a checkpoint a resume continues from."""
     env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=2")
     command = [
         sys.executable,
         "-m",
         "muscle_jax.main",
         "--config=configs/tiny.py",
-        "--config.total_steps=60",
         f"--workdir={tmp_path}",
+        "--config.total_steps=100000",
+        "--config.log_every_steps=1",
+        "--config.eval_every_steps=2",
+        "--config.checkpoint_every_steps=100000",
     ]
     first = subprocess.Popen(
         command, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
@@ -230,12 +231,30 @@ def test_second_process_on_a_workdir_is_refused_and_the_first_finishes(tmp_path)
         command, cwd=REPO, env=env, capture_output=True, text=True, timeout=120, check=False
     )
     refused_after = time.time() - started
-    output, _ = first.communicate(timeout=600)
     assert second.returncode == 2, second.stdout + second.stderr
     assert f"pid {first.pid}" in second.stderr and second.stderr.count("error:") == 1
     assert refused_after < 30  # Refused at start-up (imports included), not after training.
+
+    deadline = time.time() + 240
+    for line in first.stdout:
+        if "step 3/" in line or time.time() > deadline:
+            break
+    first.send_signal(signal.SIGTERM)
+    output, _ = first.communicate(timeout=120)
     assert first.returncode == 0, output
-    assert json.loads((tmp_path / "results.json").read_text())["steps"] == 60
+    assert "stopped at step" in output
     # The first run's progress and evaluation lines were copied to the workdir.
     log = (tmp_path / "console.log").read_text()
-    assert "step 60/60 |" in log and "test accuracy EMA" in log
+    assert "step 3/100000 |" in log and "test accuracy EMA" in log
+    assert not (tmp_path / workdir.LOCK_NAME).exists()
+    steps = train.checkpointing.Checkpointer(
+        str(tmp_path / "checkpoints"), max_to_keep=2, read_only=True
+    ).all_steps()
+    assert steps and steps[-1] >= 3
+
+    config = load_config("tiny")
+    config.total_steps = steps[-1] + 2
+    config.allow_config_change_on_resume = True  # A shorter run than the stopped one, on purpose.
+    results = train.train_and_evaluate(config, str(tmp_path))
+    assert results["steps"] == steps[-1] + 2
+    assert json.loads((tmp_path / "results.json").read_text())["steps"] == steps[-1] + 2

@@ -50,6 +50,13 @@ flags.DEFINE_float(
 flags.DEFINE_enum("dispatch", "local", ["local", "slurm"], "Where the runs go.")
 flags.DEFINE_bool("dry_run", False, "With --dispatch=slurm: write and print, do not submit.")
 flags.DEFINE_multi_string("sbatch_arg", [], "With --dispatch=slurm: an extra sbatch argument.")
+flags.DEFINE_string(
+    "trainer",
+    dispatch.DEFAULT_TRAINER,
+    "The module every run starts as `python -m TRAINER` with main's flags: a module of "
+    "yours that registers your own method (muscle_jax.methods.register) and then runs "
+    "muscle_jax.main's main.",
+)
 flags.DEFINE_bool(
     "report_only", False, "Rebuild results.csv/results.md/plots from the run directories."
 )
@@ -96,6 +103,7 @@ def invocation_from_flags() -> dispatch.Invocation:
         overrides=overrides,
         workdir=os.path.abspath(FLAGS.workdir),
         total_steps=FLAGS.config.total_steps,
+        trainer=FLAGS.trainer,
     )
 
 

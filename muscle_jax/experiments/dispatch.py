@@ -25,6 +25,7 @@ from muscle_jax.experiments import suites
 
 PROGRESS = re.compile(r"step (\d+)/(\d+) \|")
 LAUNCH_SCRIPT = os.path.join("launch", "gpu_slurm.sbatch")
+DEFAULT_TRAINER = "muscle_jax.main"
 
 
 class DispatchError(RuntimeError):
@@ -40,6 +41,9 @@ class Invocation:
     overrides: tuple[tuple[str, Any], ...]  # The user's --config.KEY=VALUE, in order.
     workdir: str
     total_steps: int  # The config's, after the user's overrides.
+    # The module each run starts (``python -m TRAINER``): muscle_jax.main, or a module of
+    # the user's that registers their own method and then calls muscle_jax.main's main.
+    trainer: str = DEFAULT_TRAINER
 
     def run_dir(self, run: suites.Run) -> str:
         return os.path.join(self.workdir, run.name)
@@ -64,13 +68,13 @@ class Invocation:
         return f"{self.config_path}:{','.join(variants)}"
 
     def main_args(self, run: suites.Run) -> list[str]:
-        """Everything after ``python -m muscle_jax.main``."""
+        """Everything after ``python -m muscle_jax.main`` (or the suite's ``trainer``)."""
         return [f"--config={self.config_flag(run)}", f"--workdir={self.run_dir(run)}"] + [
             f"--config.{key}={value}" for key, value in self.run_overrides(run)
         ]
 
     def command(self, run: suites.Run) -> list[str]:
-        return [sys.executable, "-m", "muscle_jax.main", *self.main_args(run)]
+        return [sys.executable, "-m", self.trainer, *self.main_args(run)]
 
     def steps(self, run: suites.Run) -> int:
         return int(dict(self.run_overrides(run)).get("total_steps", self.total_steps))
@@ -334,6 +338,7 @@ def slurm_scripts(
                 "#SBATCH --open-mode=append",
                 f"#SBATCH --output={slurm_dir}/%x-%A_%a.out",
                 "set -euo pipefail",
+                f"export MAIN_MODULE={shlex.quote(invocation.trainer)}",
                 f'line=$(sed -n "$((SLURM_ARRAY_TASK_ID + 1))p" {shlex.quote(runs_file)})',
                 'eval "set -- $line"',
                 f'exec bash {LAUNCH_SCRIPT} "$@"',
