@@ -209,5 +209,10 @@ def parse_flags(argv):
         sys.exit(2)
 
 
-if __name__ == "__main__":
+def run() -> None:
+    """The command line's entry point; a module of yours that registers a method calls it."""
     app.run(main, flags_parser=parse_flags)
+
+
+if __name__ == "__main__":
+    run()

@@ -136,11 +136,18 @@ def _benchmarks(workdir: Path) -> dict[str, Any]:
     return benchmark_smoke(scripts)
 
 
+def _multiprocess_one(workdir: Path) -> dict[str, Any]:
+    from tests.test_multiprocess import one_process_reference
+
+    return one_process_reference(workdir)
+
+
 SCENARIOS: dict[str, Callable[[Path], dict[str, Any]]] = {
     "tiny": _tiny,
     "tiny_preempted": _tiny_preempted,
     "short": _short,
     "benchmarks": _benchmarks,
+    "multiprocess_one": _multiprocess_one,
 }
 
 

@@ -10,6 +10,7 @@ starting from the other's checkpoints), and a suite killed mid-way and resumed.
 """
 
 import csv
+import dataclasses
 import json
 import math
 import os
@@ -331,6 +332,12 @@ def test_run_commands_are_ordinary_main_commands(tmp_path):
         f"--config.init_from={tmp_path}/finetune/pretrain/seed_0/checkpoints",
     ]
     assert invocation.steps(tuned) == 750
+    # A trainer module of the user's (one that registers a method) starts each run instead.
+    own = dataclasses.replace(invocation, trainer="my_project.train")
+    assert own.command(tuned)[1:3] == ["-m", "my_project.train"]
+    assert own.command(tuned)[3:] == invocation.command(tuned)[3:]
+    (_, _, _, _, script), *_ = dispatch.slurm_scripts(runs, own, "finetune", sbatch_args=[])
+    assert "export MAIN_MODULE=my_project.train" in script
     environment = dispatch.run_environment(invocation)
     assert environment.get("JAX_COMPILATION_CACHE_DIR") in (
         os.environ.get("JAX_COMPILATION_CACHE_DIR"),
@@ -356,6 +363,7 @@ def test_slurm_dry_run_writes_chained_arrays_that_launch_each_run(tmp_path):
     assert "would submit: sbatch --parsable --partition=gpu " in result.stdout
     assert "--dependency=afterok:" in result.stdout  # fine-tuning waits for pre-training
     stage0 = (workdir / "slurm" / "finetune_stage0.sbatch").read_text()
+    assert "export MAIN_MODULE=muscle_jax.main" in stage0
     assert "#SBATCH --array=0-3" in stage0  # 2 pre-training + 2 from-scratch runs
     lines = (workdir / "slurm" / "finetune_stage1.runs").read_text().splitlines()
     assert len(lines) == 4
@@ -491,22 +499,25 @@ def test_each_suite_through_the_command_line(tmp_path, suite, args, expected_run
 
 
 @pytest.mark.slow
-def test_finetune_suite_end_to_end_with_the_real_trainer(tmp_path):
-    """The one real suite run: pre-training, then fine-tuning from its checkpoints."""
-    workdir = tmp_path / "finetune"
+def test_a_suite_end_to_end_with_the_real_trainer(tmp_path):
+    """The one real suite run besides the kill-and-resume one: MUSCLE and its base, 2 seeds."""
+    workdir = tmp_path / "bias"
     result = _experiments(
-        "--suite=finetune",
+        "--suite=bias",
         "--config=configs/tiny.py",
         f"--workdir={workdir}",
         "--seeds=0,1",
-        "--arms=finetune_muscle",
+        "--arms=muscle,base",
+        "--imbalance_ratios=2",
+        "--label_counts=20",
         *SHORT,
     )
     assert result.returncode == 0, result.stderr[-3000:]
-    rows = _check_suite_files(workdir, 4, "finetune.png")
-    log = (workdir / "finetune/finetune_muscle/seed_1/console.log").read_text()
-    assert "Initialised the weights from" in log
-    assert {row["steps"] for row in rows if row["arm"] != "pretrain"} == {"2"}
+    rows = _check_suite_files(workdir, 4, "accuracy_vs_imbalance.png")
+    for row in rows:
+        results = json.loads((workdir / row["run"] / "results.json").read_text())
+        assert results["run"]["wall_seconds"] > 0 and results["steps"] == 4  # Trained.
+        assert (workdir / row["run"] / "checkpoints").is_dir()
 
 
 @pytest.mark.slow

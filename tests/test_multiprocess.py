@@ -15,6 +15,7 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import jax
 import numpy as np
@@ -120,31 +121,43 @@ def _drop_last_checkpoint(source, target):
     return steps[-2]
 
 
-def test_two_processes_train_as_one_and_checkpoints_cross_process_counts(tmp_path):
+# Every run here is tiny, 36 steps, checkpoints every 12 (2 kept): long enough
+# for a signal to land mid-run, with two checkpoints to resume from.
+LONG = ["--config.total_steps=36", "--config.checkpoint_every_steps=12"]
+
+
+def one_process_reference(workdir):
+    """The 1-process run both tests compare with (tests/shared_runs.py trains it once)."""
+    _local(1, workdir, workdir.parent / "logs_one", *LONG)
+    return {"logs": str(workdir.parent / "logs_one")}
+
+
+def test_two_processes_train_as_one_and_checkpoints_cross_process_counts(shared_runs, tmp_path):
     started = time.perf_counter()
-    _local(1, tmp_path / "one", tmp_path / "logs_one")
-    _local(2, tmp_path / "two", tmp_path / "logs_two")
-    _assert_same_run(tmp_path / "one", tmp_path / "two")
+    one, reference = shared_runs.copy("multiprocess_one", tmp_path / "one")
+    logs_one = Path(reference["logs"])
+    _local(2, tmp_path / "two", tmp_path / "logs_two", *LONG)
+    _assert_same_run(one, tmp_path / "two")
     shards = _read_shards(tmp_path / "logs_two", 2)
     ranges = [tuple(r) for process_ranges, _, _ in shards for r in process_ranges]
     pool = shards[0][1]
     # Disjoint unlabeled shards that together are the whole pool...
     assert sorted(ranges) == [(0, pool // 2), (pool // 2, pool)]
     # ...and one labeled subset, the same on both processes (and as with one process).
-    assert shards[0][2] == shards[1][2] == _read_shards(tmp_path / "logs_one", 1)[0][2]
+    assert shards[0][2] == shards[1][2] == _read_shards(logs_one, 1)[0][2]
     # Only process 0 writes the workdir's logs and results.
     console = (tmp_path / "two" / "console.log").read_text()
     assert "Process 0/2 reads" in console and "Process 1/2" not in console
     equal = time.perf_counter() - started
 
-    # Each run's step-6 checkpoint, resumed on the other process count, ends as both did.
+    # Each run's step-24 checkpoint, resumed on the other process count, ends as both did.
     for first, then in ((2, 1), (1, 2)):
         source = tmp_path / ("two" if first == 2 else "one")
         resumed = tmp_path / f"{first}_then_{then}"
-        assert _drop_last_checkpoint(source, resumed) == 6
-        _local(then, resumed, tmp_path / f"logs_{first}_then_{then}")
+        assert _drop_last_checkpoint(source, resumed) == 24
+        _local(then, resumed, tmp_path / f"logs_{first}_then_{then}", *LONG)
         log = (tmp_path / f"logs_{first}_then_{then}" / "process_0.log").read_text()
-        assert "Resumed from" in log and "at step 6" in log
+        assert "Resumed from" in log and "at step 24" in log
         _assert_same_run(source, resumed)
     resumes = time.perf_counter() - started - equal
     print(f"2 processes vs 1: {equal:.0f} s; both resumes: {resumes:.0f} s")
@@ -159,11 +172,8 @@ def _wait_for(path, pattern, timeout=300):
     raise AssertionError(f"{path} never showed {pattern!r}")
 
 
-LONG = ["--config.total_steps=36", "--config.checkpoint_every_steps=36"]
-
-
-def test_sigterm_to_one_process_stops_both_at_one_step(tmp_path):
-    _local(1, tmp_path / "uninterrupted", tmp_path / "logs_uninterrupted", *LONG)
+def test_sigterm_to_one_process_stops_both_at_one_step(shared_runs, tmp_path):
+    uninterrupted, _ = shared_runs.original("multiprocess_one")
     log_dir = tmp_path / "logs"
     launcher = _local(2, tmp_path / "run", log_dir, *LONG, background=True)
     _wait_for(log_dir / "process_1.log", r"step 8/36")
@@ -177,10 +187,11 @@ def test_sigterm_to_one_process_stops_both_at_one_step(tmp_path):
     assert all(stops), _logs(log_dir)
     step = int(stops[0].group(1))
     assert int(stops[1].group(1)) == step and 8 <= step < 36
-    assert sorted(os.listdir(tmp_path / "run" / "checkpoints")) == [str(step)]
+    saved = [int(name) for name in os.listdir(tmp_path / "run" / "checkpoints")]
+    assert max(saved) == step  # Saved where both stopped.
     assert not (tmp_path / "run" / "results.json").exists()
     _local(2, tmp_path / "run", tmp_path / "logs_resumed", *LONG)
-    _assert_same_run(tmp_path / "uninterrupted", tmp_path / "run", compare_losses=False)
+    _assert_same_run(uninterrupted, tmp_path / "run", compare_losses=False)
 
 
 def test_a_killed_process_ends_the_others_within_the_bound(tmp_path):

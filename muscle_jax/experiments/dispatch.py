@@ -88,7 +88,9 @@ def check_finished_run(invocation: Invocation, run: suites.Run, results: dict[st
     """Raises when a finished run's config differs from what the suite asks of it now."""
     config = results["config"]
     problems = []
-    for key, wanted in invocation.run_overrides(run):
+    # The run's own overrides come last and win, as on the command line (finetune
+    # splits the user's total_steps into its stages' own).
+    for key, wanted in dict(invocation.run_overrides(run)).items():
         node: Any = config
         for part in key.split("."):
             node = node.get(part) if isinstance(node, dict) else None
