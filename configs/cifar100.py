@@ -18,7 +18,7 @@ machine and pass ``--config.data.data_dir=DIR`` (see docs/datasets.md).
 
 Expected accuracy: no MUSCLE figure has been measured with this code. The
 anchors are the base method's: FixMatch (RandAugment) reaches 51.15 / 71.71 /
-77.40 % with 400 / 2500 / 10000 labels (FixMatch paper, as listed in docs
+77.40 % with 400 / 2500 / 10000 labels (FixMatch paper, as listed in
 docs/method.md). MUSCLE claims to improve on its base method on CIFAR-100; the MI
 weight and ramp-up here are this library's defaults, not the MUSCLE paper's.
 With method=mixmatch the consistency weight stays at MixMatch's CIFAR-10 value

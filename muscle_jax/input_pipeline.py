@@ -1,7 +1,8 @@
 """The input pipeline: seeded, resumable, sharded tf.data streams for semi-supervised training.
 
-Layout as in big_vision: per-process shard -> shuffle -> repeat -> augment ->
-batch (per-process size, drop remainder) -> global `jax.Array`s, prefetched.
+Layout as in big_vision, in the order the steps run: data shard -> block
+shuffle -> repeat -> batch (per-process size, drop remainder) -> augment each
+batch (one vectorised call per view) -> global `jax.Array`s, prefetched.
 
 Training batches (`make_train_iterator`) are dicts:
   "labeled"          [B, H, W, C] float32 in [-1, 1], weakly augmented

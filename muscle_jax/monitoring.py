@@ -20,7 +20,7 @@ class NonFiniteLossError(FloatingPointError):
 
 @jax.jit
 def accumulate(sums, metrics, step):
-    """Adds ``metrics`` of ``step`` into ``sums`` (or starts them when ``sums`` is None)."""
+    """Adds ``metrics`` of ``step`` into ``sums`` (from `empty_sums`), noting first non-finites."""
     first_bad = {
         key: jnp.where(
             (sums["first_nonfinite"][key] < 0) & ~jnp.isfinite(value),

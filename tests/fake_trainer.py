@@ -22,9 +22,13 @@ from absl import app, flags
 from ml_collections import config_flags
 
 FLAGS = flags.FLAGS
-config_flags.DEFINE_config_file("config", None, "The run's config, as main takes it.")
-flags.DEFINE_string("workdir", None, "The run's directory.")
-flags.mark_flags_as_required(["config", "workdir"])
+
+
+def define_flags():
+    """Main's flags; defined only when this runs, since pytest's doctest run imports it."""
+    config_flags.DEFINE_config_file("config", None, "The run's config, as main takes it.")
+    flags.DEFINE_string("workdir", None, "The run's directory.")
+    flags.mark_flags_as_required(["config", "workdir"])
 
 
 def accuracy(config) -> float:
@@ -69,4 +73,5 @@ def main(argv):
 
 
 if __name__ == "__main__":
+    define_flags()
     app.run(main)

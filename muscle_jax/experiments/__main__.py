@@ -1,6 +1,6 @@
 """Command line: ``python -m muscle_jax.experiments --suite=SUITE --config=CONFIG --workdir=DIR``.
 
-Runs one suite (label_sweep, bias, finetune, mi_ablation) over several
+Runs one suite (see --help for the list, `suites.SUITES`) over several
 seeds, each run an ordinary ``python -m muscle_jax.main`` run in
 ``DIR/SETTING/ARM/seed_K``, then writes DIR/results.csv, DIR/results.md and
 the PNG plots. Rerunning the command resumes: finished runs are skipped,

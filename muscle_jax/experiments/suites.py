@@ -1,4 +1,4 @@
-"""The four experiment suites: which runs each is made of.
+"""The experiment suites (`SUITES`): which runs each is made of.
 
 A suite is a list of `Run`s. Each run is an ordinary
 ``python -m muscle_jax.main`` run: the user's config, a method variant

@@ -92,7 +92,7 @@ def muscle_loss(
       student_logits: ``mixmatch`` only: logits of the mixed unlabeled inputs.
       mi_probs: optional ``(probs_a, probs_b)`` to use for the MI term instead
         of the softmax of the two unlabeled views, e.g. with the labeled views
-        appended (``loss.mi_on_labeled``) or unmixed MixMatch views.
+        appended (``loss.iic.on_labeled``) or unmixed MixMatch views.
       labeled_where: optional ``[batch_l]`` mask of real labeled examples.
       unlabeled_where: optional ``[batch_u]`` mask of real unlabeled examples;
         masked rows are left out of the consistency and MI terms.
