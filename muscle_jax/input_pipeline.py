@@ -274,7 +274,7 @@ def make_train_iterator(
     excluded = np.zeros(info.pool_size, bool)
     if exclude_labeled_from_unlabeled:
         excluded[labeled] = True
-    rand_augment = augment.RandAugment()
+    rand_augment = augment.shared_rand_augment()
     my_shards = range(index * per_process, (index + 1) * per_process)
     # What this process reads, in the log: multi-process tests check that the
     # unlabeled ranges are disjoint and the labeled subset the same everywhere.

@@ -94,6 +94,7 @@ def _inputs(model, batch, *, teacher, key, step, total_steps, num_classes, dtype
         view_a_overclustering=heads.get("unlabeled_a"),
         view_b_overclustering=heads.get("unlabeled_b"),
         teacher_a_logits=teacher_a_logits,
+        unlabeled_index=batch.get("unlabeled_index"),
         model=model,
         batch=batch,
         key=key,

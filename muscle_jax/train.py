@@ -46,6 +46,7 @@ from muscle_jax import (
 from muscle_jax import (
     workdir as workdir_lib,
 )
+from muscle_jax.data import splits
 
 COMPUTE_DTYPES = config_validation.COMPUTE_DTYPES
 # The accuracy/loss PNG is redrawn at an evaluation at most this often.
@@ -99,7 +100,17 @@ def build_model(config: ml_collections.ConfigDict, info: input_pipeline.DatasetI
 
 def state_spec(config: ml_collections.ConfigDict, info: input_pipeline.DatasetInfo):
     """What the loss terms size their state by."""
-    return methods.StateSpec(num_train=info.num_train, num_classes=config.data.num_classes)
+    counts = splits.per_class_counts(
+        config.data.num_labeled,
+        config.data.num_classes,
+        imbalance_ratio=config.data.imbalance_ratio,
+    )
+    return methods.StateSpec(
+        num_train=info.num_train,
+        num_classes=config.data.num_classes,
+        num_unlabeled=info.pool_size,
+        labeled_class_counts=tuple(int(count) for count in counts),
+    )
 
 
 def create_train_state(

@@ -131,6 +131,23 @@ def test_finetune_runs_start_from_their_seeds_pretraining():
     assert suites.build("finetune", config, suites.SuiteOptions(), pinned=["total_steps"])
 
 
+def test_bases_runs_each_base_alone_and_with_mi_at_two_label_counts():
+    runs = suites.build("bases", load_config("digits"), suites.SuiteOptions(), pinned=[])
+    bases = ("fixmatch", "flexmatch", "freematch", "softmatch", "adamatch", "uda", "dash")
+    assert suites.default_bases() == bases
+    assert len(runs) == len(bases) * 2 * 3 * 2  # bases x label counts x seeds x arms
+    assert len({run.name for run in runs}) == len(runs)
+    assert {(run.method, run.mi) for run in runs if run.arm == "muscle"} == {
+        (base, True) for base in bases
+    }
+    assert {run.method for run in runs if run.arm == "base" and not run.mi} == set(bases)
+    counts = sorted({int(dict(run.overrides)["data.num_labeled"]) for run in runs})
+    assert counts == [10, 40]  # 1 and 4 labels a class.
+    assert runs[0].name == "fixmatch_at_10_labels/muscle/seed_0"
+    invocation = _invocation(pathlib.Path("/suite"))
+    assert invocation.config_flag(runs[1]).endswith("method=fixmatch,mi=False")
+
+
 def test_mi_ablation_flips_one_knob_at_a_time():
     config = load_config("digits")
     runs = suites.build("mi_ablation", config, suites.SuiteOptions(seeds=(5,)), pinned=[])
@@ -175,6 +192,7 @@ def test_mi_ablation_flips_one_knob_at_a_time():
         ("bias", suites.SuiteOptions(label_counts=(20,)), [], "smallest class would get no"),
         ("finetune", suites.SuiteOptions(label_counts=(10, 20)), [], "one label count"),
         ("mi_ablation", suites.SuiteOptions(knobs=("tau",)), [], "Unknown knob"),
+        ("bases", suites.SuiteOptions(bases=("fixmatch", "remixmatch")), [], "Unknown base"),
         (
             "mi_ablation",
             suites.SuiteOptions(),
@@ -452,6 +470,7 @@ def _check_suite_files(workdir, expected_runs, plot):
             8,
             "accuracy_vs_labels.png",
         ),
+        ("bases", ["--bases=fixmatch,freematch", "--label_counts=10"], 8, "bases.png"),
     ],
 )
 def test_each_suite_through_the_command_line(tmp_path, suite, args, expected_runs, plot):

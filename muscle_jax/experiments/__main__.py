@@ -28,8 +28,8 @@ flags.DEFINE_list("seeds", ["0", "1", "2"], "Seeds of every setting (config.seed
 flags.DEFINE_list(
     "label_counts",
     None,
-    "label_sweep: the label counts (default: 1, 2, 4, 10 per class); bias, finetune, "
-    "mi_ablation: the one label count.",
+    "label_sweep: the label counts (default: 1, 2, 4, 10 per class); bases: (default 1 and "
+    "4 per class); bias, finetune, mi_ablation, objectives: the one label count.",
 )
 flags.DEFINE_list("imbalance_ratios", None, "bias: the imbalance ratios (default 1,10,100).")
 flags.DEFINE_list("mi_weights", None, "mi_ablation: the MI weights (default 0,0.1,0.3,1,3).")
@@ -42,7 +42,12 @@ flags.DEFINE_list(
     "arms",
     None,
     "label_sweep/bias: a subset of muscle,base,supervised_mi,supervised; finetune: of "
-    "finetune_muscle,finetune_supervised,scratch_muscle.",
+    "finetune_muscle,finetune_supervised,scratch_muscle; bases: of muscle,base.",
+)
+flags.DEFINE_list(
+    "bases",
+    None,
+    "bases: the base methods (default: " + ",".join(suites.default_bases()) + ").",
 )
 flags.DEFINE_float(
     "pretrain_fraction", 0.5, "finetune: the share of total_steps spent on MI-only pre-training."
@@ -90,6 +95,7 @@ def options_from_flags() -> suites.SuiteOptions:
         knobs=tuple(FLAGS.knobs) if FLAGS.knobs else None,
         arms=tuple(FLAGS.arms) if FLAGS.arms else None,
         pretrain_fraction=FLAGS.pretrain_fraction,
+        bases=tuple(FLAGS.bases) if FLAGS.bases else None,
     )
 
 

@@ -19,6 +19,7 @@ PLOT_NAMES = {
     "finetune": ("finetune.png",),
     "mi_ablation": ("mi_ablation.png",),
     "objectives": ("objectives.png",),
+    "bases": ("bases.png",),
 }
 
 
@@ -40,7 +41,8 @@ def write(workdir: str, suite: str, outcomes: Sequence[results_lib.Outcome], *, 
         _gain(axes[-1], outcomes, base, suites.PAIRED[suite], measures, x_of)
         axes[-1].set(xlabel=x_label)
     else:
-        figure = Figure(figsize=(9, 4.2))
+        # The bases suite has a bar per base, label count and arm: 28 by default.
+        figure = Figure(figsize=(16 if suite == "bases" else 9, 4.2))
         axis = figure.subplots()
         _bars(axis, outcomes, base, suite)
     figure.tight_layout()
@@ -131,7 +133,12 @@ def _bars(axis, outcomes, base, suite):
         summary = statistics.summarise(list(results_lib.by_seed(outcomes, setting, arm).values()))
         if not summary.n:
             continue
-        labels.append(setting if suite == "mi_ablation" else suites.arm_label(arm, base))
+        if suite == "mi_ablation":
+            labels.append(setting)
+        elif suite == "bases":
+            labels.append(f"{setting}{' + MI' if arm == 'muscle' else ''}")
+        else:
+            labels.append(suites.arm_label(arm, base))
         means.append(100 * summary.mean)
         stds.append(0.0 if math.isnan(summary.std) else 100 * summary.std)
     positions = range(len(labels))

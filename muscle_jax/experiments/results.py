@@ -257,6 +257,15 @@ def markdown(
             "",
             comparison_table(outcomes, base=base, measure="accuracy", row_title="", pairs=pairs),
         ]
+    elif suite == "bases":
+        lines += [
+            "Each row is one base method at one label count, alone (`base`) and with "
+            "MUSCLE's MI term on top (`muscle`), at the config's MI weight; no tuning.",
+            "",
+            comparison_table(
+                outcomes, base="base", measure="accuracy", row_title="base, labels", pairs=paired
+            ),
+        ]
     elif suite == "mi_ablation":
         default = f"mi_weight={suites._number(default_mi_weight)}"
         settings = {outcome.run.setting for outcome in outcomes}

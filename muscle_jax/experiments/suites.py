@@ -17,7 +17,7 @@ from collections.abc import Sequence
 
 import ml_collections
 
-SUITES = ("label_sweep", "bias", "finetune", "mi_ablation", "objectives")
+SUITES = ("label_sweep", "bias", "finetune", "mi_ablation", "objectives", "bases")
 
 # Arm -> (method variant, MI on). "base" is filled in with the config's own
 # consistency method (FixMatch for every shipped config).
@@ -50,6 +50,7 @@ PAIRED = {
     "finetune": (FINETUNE_MUSCLE, FINETUNE_SUPERVISED),
     "mi_ablation": ("muscle", "base"),
     "objectives": ("iic", "base"),
+    "bases": ("muscle", "base"),
 }
 
 # Keys a suite sets from the user's own value rather than sweeping them: the
@@ -63,6 +64,9 @@ DEFAULT_LABELS_PER_CLASS = (1, 2, 4, 10)
 # The finetune and mi_ablation suites run at one label count: 2 a class.
 DEFAULT_ONE_COUNT_PER_CLASS = 2
 DEFAULT_IMBALANCE_RATIOS = (1.0, 10.0, 100.0)
+# The bases suite: 1 and 4 labels a class (10 and 40 on digits and CIFAR-10,
+# the protocol's hardest CIFAR-10 count and the one below it).
+DEFAULT_BASES_LABELS_PER_CLASS = (1, 4)
 DEFAULT_MI_WEIGHTS = (0.0, 0.1, 0.3, 1.0, 3.0)
 # The MI ablation's knobs: the MI weight is swept, the others flipped one at a time.
 ABLATION_KNOBS = ("mi_weight", "mi_rampup_steps", "lamb", "overclustering_heads", "mi_on_labeled")
@@ -115,6 +119,7 @@ class SuiteOptions:
     knobs: tuple[str, ...] | None = None
     arms: tuple[str, ...] | None = None
     pretrain_fraction: float = 0.5
+    bases: tuple[str, ...] | None = None
 
 
 class SuiteError(ValueError):
@@ -177,6 +182,7 @@ def build(
         "finetune": _finetune,
         "mi_ablation": _mi_ablation,
         "objectives": _objectives,
+        "bases": _bases,
     }[suite]
     runs = builder(config, options, base)
     for run in runs:
@@ -493,3 +499,42 @@ def _objectives(config, options, base):
                 )
             )
     return runs
+
+
+def default_bases() -> tuple[str, ...]:
+    """FixMatch and the modern bases (`methods.adaptive.MODERN_BASES`), as registered."""
+    from muscle_jax.methods import adaptive  # Deferred: the registry imports JAX.
+
+    return ("fixmatch", *adaptive.MODERN_BASES)
+
+
+def _bases(config, options, base):
+    """Each base method alone and with MUSCLE's MI term, at a few label counts."""
+    from muscle_jax import methods
+
+    bases = options.bases or default_bases()
+    known = [name for name in methods.names(methods.CONSISTENCY) if name != "none"]
+    unknown = [name for name in bases if name not in known]
+    if unknown:
+        raise SuiteError(f"Unknown base(s) {unknown}; choose from {known}.")
+    counts = options.label_counts or tuple(
+        per_class * config.data.num_classes for per_class in DEFAULT_BASES_LABELS_PER_CLASS
+    )
+    _check_counts(counts, config.data.num_classes, balanced=True)
+    arms = _arms(options, ("muscle", "base"), ("muscle", "base"))
+    return [
+        Run(
+            suite="bases",
+            setting=f"{name} at {count} labels",
+            arm=arm,
+            seed=seed,
+            method=name,
+            mi=arm == "muscle",
+            overrides=(("data.num_labeled", str(count)), ("seed", str(seed))),
+            varied=(("base", name), ("num_labeled", str(count))),
+        )
+        for count in counts
+        for name in bases
+        for seed in options.seeds
+        for arm in arms
+    ]

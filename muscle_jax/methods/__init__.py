@@ -147,11 +147,17 @@ def model_heads(loss_config: ml_collections.ConfigDict) -> dict:
 
 def init_state(loss_config: ml_collections.ConfigDict, spec: StateSpec) -> dict:
     """``{term name: state}`` for the chosen terms that carry state across steps."""
-    return {
+    import jax
+    import jax.numpy as jnp
+
+    states = {
         term.name: term.init_state(spec, section(loss_config, term))
         for term in selected(loss_config).values()
         if term.init_state is not None
     }
+    # Every leaf its own buffer: the state is donated to the step, and a term may
+    # start two leaves from one array (one buffer cannot be donated twice).
+    return jax.tree.map(jnp.array, states)
 
 
 def state_partition(loss_config: ml_collections.ConfigDict, spec: StateSpec, num_devices: int):
@@ -195,4 +201,4 @@ def check(config: ml_collections.ConfigDict) -> list[str]:
 
 
 # The built-in terms register themselves on import.
-from muscle_jax.methods import consistency, supervised, unsupervised  # noqa: E402, F401
+from muscle_jax.methods import adaptive, consistency, supervised, unsupervised  # noqa: E402, F401

@@ -50,6 +50,8 @@ class Inputs:
     view_a_overclustering: jax.Array | None = None  # [heads, batch, outputs]
     view_b_overclustering: jax.Array | None = None
     teacher_a_logits: jax.Array | None = None
+    # [mu*B] the unlabeled images' ids in [0, StateSpec.num_unlabeled) (FlexMatch's record).
+    unlabeled_index: jax.Array | None = None
     # For a second pass: the student, the batch, this step's key and dtype.
     model: Callable[..., Any] | None = None
     batch: Mapping[str, jax.Array] | None = None
@@ -80,6 +82,11 @@ class StateSpec:
 
     num_train: int  # Training-set examples; ``labeled_index`` lies in [0, num_train).
     num_classes: int
+    # The unlabeled pool (training set + unlabeled-only splits such as STL-10's);
+    # ``unlabeled_index`` lies in [0, num_unlabeled). 0: not known (no such state).
+    num_unlabeled: int = 0
+    # The labeled subset's examples per class (its size, imbalance and seed fix it).
+    labeled_class_counts: tuple[int, ...] = ()
 
 
 def _no_problems(section: ml_collections.ConfigDict, config: ml_collections.ConfigDict):

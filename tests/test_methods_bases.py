@@ -1,0 +1,127 @@
+"""The modern base methods as consistency terms: each trains, carries its state and resumes.
+
+Their math is tested against hand-computed values in
+tests/test_losses_bases_thresholds.py and tests/test_losses_bases_alignment.py;
+here the terms run inside the trainer on the tiny digits config over the 8
+simulated devices of conftest.py.
+"""
+
+import dataclasses
+
+import jax
+import numpy as np
+import pytest
+from jax.sharding import PartitionSpec as P
+
+from muscle_jax import config_validation, input_pipeline, methods, objective, train
+
+from .helpers import load_config
+from .shared_runs import run_until_step
+from .test_train import final_state, run_steps
+
+BASES = ("flexmatch", "freematch", "softmatch", "adamatch", "uda", "dash")
+STATEFUL = ("flexmatch", "freematch", "softmatch", "adamatch", "dash")
+
+
+@pytest.mark.parametrize("base", BASES)
+def test_each_base_alone_trains_a_step_with_the_common_metrics(base):
+    config = load_config("tiny", f"method={base},mi=False")
+    assert config.loss.consistency == base and config.loss.unsupervised == "none"
+    assert config.loss.consistency_weight == 1.0  # Each paper's lambda_u, from the first step.
+    state, metrics, _ = run_steps(config, train.make_mesh(jax.devices()[:1]), 2)
+    assert set(objective.METRIC_KEYS) <= set(metrics)
+    for key, value in metrics.items():
+        assert np.isfinite(value), key
+    assert 0.0 <= float(metrics["mask_rate"]) <= 1.0
+    assert set(state.method_state) == ({base} if base in STATEFUL else set())
+
+
+def test_the_flexmatch_record_covers_the_whole_unlabeled_pool():
+    config = load_config("tiny", "method=flexmatch")
+    # STL-10-like: the unlabeled-only split joins the pool after the training set.
+    info = dataclasses.replace(input_pipeline.dataset_info("digits"), num_unlabeled_only=503)
+    spec = train.state_spec(config, info)
+    assert spec.num_unlabeled == 1497 + 503
+    _, state, _ = train.create_train_state(config, info)
+    selected = state.method_state["flexmatch"]["selected"]
+    assert selected.shape == (2000,) and int(selected.max()) == -1  # Nothing selected yet.
+    mesh = train.make_mesh()
+    sharding = train.state_sharding(config, info, mesh).method_state["flexmatch"]["selected"]
+    assert sharding.spec == P("data")  # 2000 rows over 8 devices: row-sharded.
+    odd = dataclasses.replace(info, num_unlabeled_only=500)
+    spec = train.state_sharding(config, odd, mesh).method_state["flexmatch"]["selected"].spec
+    assert spec == P()
+
+
+def test_adamatch_can_align_to_the_labeled_histogram():
+    config = load_config("tiny", "method=adamatch,num_labeled=100")
+    config.data.imbalance_ratio = 10.0
+    config.loss.adamatch.alignment_target = "labeled"
+    _, state, _ = train.create_train_state(config, input_pipeline.dataset_info("digits"))
+    target = np.asarray(state.method_state["adamatch"]["p_target"])
+    counts = np.asarray(
+        train.state_spec(config, input_pipeline.dataset_info("digits")).labeled_class_counts
+    )
+    np.testing.assert_allclose(target, counts / counts.sum(), rtol=1e-6)
+    assert target[0] > target[-1]  # Long-tailed: class 0 is the largest.
+
+
+@pytest.mark.parametrize(
+    "base, change, message",
+    [
+        ("flexmatch", lambda s: setattr(s, "mapping", "cubic"), "loss.flexmatch.mapping='cubic'"),
+        ("flexmatch", lambda s: setattr(s, "threshold", 1.5), "loss.flexmatch.threshold=1.5"),
+        ("freematch", lambda s: setattr(s, "momentum", 1.0), "loss.freematch.momentum=1.0"),
+        ("freematch", lambda s: setattr(s, "fairness_weight", -1.0), "fairness_weight=-1.0"),
+        ("softmatch", lambda s: setattr(s, "n_sigma", 0.0), "loss.softmatch.n_sigma=0.0"),
+        (
+            "adamatch",
+            lambda s: setattr(s, "alignment_target", "test_set"),
+            "alignment_target='test_set'",
+        ),
+        ("uda", lambda s: setattr(s, "temperature", 0.0), "loss.uda.temperature=0.0"),
+        ("dash", lambda s: setattr(s, "gamma", 1.0), "gamma=1.0"),
+    ],
+)
+def test_base_sections_are_checked_before_anything_runs(base, change, message):
+    config = load_config("tiny", f"method={base}")
+    change(config.loss[base])
+    with pytest.raises(config_validation.ConfigError, match=message.replace("(", r"\(")):
+        config_validation.validate_config(config, num_devices=1)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("base", BASES)
+def test_each_base_with_mi_stops_and_resumes_bit_identically(base, tmp_path):
+    config = load_config("tiny", f"method={base}")
+    assert config.loss.unsupervised == "iic"  # MUSCLE's MI term on top.
+    uninterrupted = train.train_and_evaluate(config, str(tmp_path / "a"))
+    stopped = run_until_step(config, tmp_path / "b", stop_after=5)
+    assert stopped == {"status": "preempted", "step": 5}
+    resumed = train.train_and_evaluate(config, str(tmp_path / "b"))
+    assert resumed["history"] == uninterrupted["history"]
+    assert (
+        resumed["train_history"]["consistency"][-1]
+        == (uninterrupted["train_history"]["consistency"][-1])
+    )
+    states = [final_state(tmp_path / name, config) for name in ("a", "b")]
+    for a, b in zip(jax.tree.leaves(states[0]), jax.tree.leaves(states[1]), strict=True):
+        np.testing.assert_array_equal(a, b)
+    state = jax.tree.map(np.asarray, states[0].method_state.get(base, {}))
+    uniform = 1.0 / config.data.num_classes
+    if base == "flexmatch":
+        assert state["selected"].shape == (input_pipeline.dataset_info("digits").pool_size,)
+        assert state["selected"].min() >= -1 and state["selected"].max() < 10
+    elif base == "freematch":
+        assert 0.0 < state["tau"] < 1.0 and state["tau"] != np.float32(uniform)
+        np.testing.assert_allclose(state["p_tilde"].sum(), 1.0, rtol=1e-5)
+    elif base == "softmatch":
+        assert state["mu"] != np.float32(uniform) and state["var"] != np.float32(1.0)
+    elif base == "adamatch":
+        np.testing.assert_allclose(state["p_model"].sum(), 1.0, rtol=1e-5)
+        assert np.any(state["p_model"] != np.float32(uniform))
+    elif base == "dash":
+        assert bool(state["initialised"]) and state["rho_init"] > 0
+    else:
+        assert base not in states[0].method_state
+    assert methods.get(methods.CONSISTENCY, base).weighting["weight"] == 1.0
