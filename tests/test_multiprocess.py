@@ -4,9 +4,10 @@ Two processes with 4 simulated devices each are compared with one process
 with 8, both reading the data as 2 shards (`data.num_shards`), so the global
 batch is the same. The runs train FlexMatch + MI: of the bases, the one with
 the largest method state (a record per unlabeled image, written from the
-global batch at every step), so the state is checked across processes too. Tolerance: results and parameters agree to rtol 1e-5,
-atol 1e-6 (the cross-process all-reduce sums in another order than the
-in-process one; the runs below differ by about 1e-7).
+global batch at every step), so the state is checked across processes too.
+Tolerance: results and parameters agree to rtol 1e-5, atol 1e-6 (the
+cross-process all-reduce sums in another order than the in-process one; the
+runs below differ by about 1e-7).
 """
 
 import json
