@@ -20,6 +20,8 @@ import sys
 import tempfile
 import time
 
+import ml_collections
+
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import harness
 import synthetic_tfds
@@ -53,6 +55,12 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=2)
     parser.add_argument("--batch_scale", type=float, default=1.0, help="scales B (smoke tests)")
     parser.add_argument("--num_train", type=int, default=5_000, help="synthetic TFDS train size")
+    parser.add_argument(
+        "--model",
+        default=None,
+        help="replace every config's model with this one (smoke tests: small_cnn compiles in "
+        "seconds where WRN-28-2 takes a minute); the headroom is then not the config's",
+    )
     args = parser.parse_args()
 
     print(harness.device_line())
@@ -61,6 +69,9 @@ def main() -> None:
         for name in args.configs.split(","):
             config = load_config(name)
             config.data.batch_size = max(1, round(config.data.batch_size * args.batch_scale))
+            if args.model:
+                config.model.name = args.model
+                config.model.kwargs = ml_collections.ConfigDict()
             if name != "digits":
                 synthetic_tfds.prepare(
                     config.data.name, data_dir, num_train=args.num_train, num_test=200

@@ -36,6 +36,7 @@ SMOKE_RUNS = {
             "--steps=1",
             "--batch_scale=0.125",
             "--num_train=200",
+            "--model=small_cnn",
         ],
         r"^pipeline images/s / step images/s: digits [\d.]+, mnist [\d.]+, cifar10 [\d.]+$",
     ),

@@ -116,3 +116,16 @@ def test_grey_images_stay_one_channel():
 def test_unknown_op_rejected():
     with pytest.raises(ValueError, match="Unknown RandAugment ops"):
         augment.RandAugment(op_names=("warp",))
+
+
+def test_the_shared_instance_takes_every_image_shape_as_a_fresh_one():
+    # One RandAugment serves every pipeline of a process (its graph traced once per
+    # shape); images of another size after the first must keep their static shape.
+    shared = augment.shared_rand_augment()
+    assert augment.shared_rand_augment() is shared
+    for shape in [(4, 8, 8, 1), (4, 28, 28, 1), (6, 32, 32, 3)]:
+        images = _batch(shape)
+        out = augment.strong(images, SEED, shared, flip=True)
+        fresh = augment.strong(images, SEED, augment.RandAugment(), flip=True)
+        assert out.shape == shape
+        np.testing.assert_array_equal(out.numpy(), fresh.numpy())

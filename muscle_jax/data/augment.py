@@ -128,7 +128,8 @@ class RandAugment:
         # Traced once per image shape and reused by every pipeline that shares this
         # instance (`shared_rand_augment`): tracing the 11 Keras ops through
         # autograph took ~2 s of every digits run's start-up on 2 cores.
-        self._traced = tf.function(self._augment, reduce_retracing=True)
+        # (No reduce_retracing: cutout needs the static image size of each shape.)
+        self._traced = tf.function(self._augment)
 
     def __call__(self, images: tf.Tensor, seed: tf.Tensor) -> tf.Tensor:
         return self._traced(images, seed)
