@@ -495,7 +495,10 @@ def test_each_suite_through_the_command_line(tmp_path, suite, args, expected_run
         # MI weight 1 against 0: the fake's +0.05 at both seeds, an interval of zero width.
         assert "+5.0 [+5.0, +5.0]" in (workdir / "results.md").read_text()
 
-    # Rerun: every run is skipped; a changed setting is refused with the fix.
+    if suite != "finetune":
+        return
+    # For one suite (the two-stage one, whose stages override the user's total_steps):
+    # a rerun skips every run; a changed setting is refused with the fix.
     again = _experiments(*command)
     assert again.returncode == 0, again.stderr[-3000:]
     assert f"{expected_runs} of {expected_runs} runs already finished: skipped." in again.stderr

@@ -525,7 +525,9 @@ def make_mesh(axis_type):
     return jax.make_mesh((NUM_DEVICES,), ("data",), axis_types=(axis_type,))
 
 
-@pytest.fixture(scope="module")
+# Function-scoped: a module-scoped `jax.set_mesh` context stays entered while the
+# other fixture's is too, so which mesh is current would depend on test order.
+@pytest.fixture
 def mesh():
     """The mesh for shard_map, where each device sees its own slice."""
     mesh = make_mesh(jax.sharding.AxisType.Explicit)
@@ -533,7 +535,7 @@ def mesh():
         yield mesh
 
 
-@pytest.fixture(scope="module", params=[jax.sharding.AxisType.Auto, jax.sharding.AxisType.Explicit])
+@pytest.fixture(params=[jax.sharding.AxisType.Auto, jax.sharding.AxisType.Explicit])
 def global_mesh(request):
     """Global-view jit over a sharded batch must work in both sharding modes."""
     mesh = make_mesh(request.param)

@@ -125,3 +125,32 @@ def test_each_base_with_mi_stops_and_resumes_bit_identically(base, tmp_path):
     else:
         assert base not in states[0].method_state
     assert methods.get(methods.CONSISTENCY, base).weighting["weight"] == 1.0
+
+
+def test_flexmatch_row_sharded_step_equals_one_device_step():
+    if jax.device_count() < 8:
+        pytest.skip("needs 8 devices")
+    config = load_config("tiny", "method=flexmatch")
+    config.loss.flexmatch.threshold = 0.0  # Every image is recorded at every step.
+    # A pool of 2000 (digits' 1497 + 503 unlabeled-only rows that no batch reads) is
+    # row-sharded over 8 devices: the scatter writes into other devices' rows.
+    info = dataclasses.replace(input_pipeline.dataset_info("digits"), num_unlabeled_only=503)
+    batch = next(train.make_train_batches(config))
+    results = {}
+    for devices in (1, 8):
+        mesh = train.make_mesh(jax.devices()[:devices])
+        graphdef, state, tx = train.create_train_state(config, info)
+        shardings = train.state_sharding(config, info, mesh)
+        p_train, _ = train.compile_steps(graphdef, tx, config, mesh, shardings)
+        state = jax.device_put(state, shardings)
+        for _ in range(2):
+            state, metrics = p_train(state, batch)
+        results[devices] = (np.asarray(state.method_state["flexmatch"]["selected"]), metrics)
+    selected = results[8][0]
+    np.testing.assert_array_equal(selected, results[1][0])
+    written = np.unique(np.asarray(batch["unlabeled_index"]))
+    assert np.all(selected[written] >= 0)  # Each image of the batch got its pseudo-label...
+    assert np.sum(selected >= 0) == len(written)  # ...and no other row was touched.
+    np.testing.assert_allclose(
+        results[8][1]["consistency"], results[1][1]["consistency"], rtol=2e-4
+    )
