@@ -42,6 +42,9 @@ import pytest  # noqa: E402  (after the environment, which jax reads on import)
 
 from tests.shared_runs import SharedRuns  # noqa: E402
 
+# The `mesh` and `global_mesh` fixtures of the losses' sharding tests.
+pytest_plugins = ["tests.meshes"]
+
 
 def pytest_unconfigure(config):
     if os.environ.get(_OWN_CACHE) == str(os.getpid()) and not hasattr(config, "workerinput"):

@@ -14,7 +14,6 @@ import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 
 from muscle_jax import losses
@@ -34,8 +33,7 @@ from muscle_jax.losses._alignment import (
     tsa_threshold,
     uda_consistency,
 )
-
-NUM_DEVICES = 8
+from tests.meshes import shard
 
 
 def log_softmax(logits):
@@ -517,34 +515,6 @@ def test_tsa_errors():
 
 
 # ---------------------------------------------------------------- sharded == single device
-
-
-def make_mesh(axis_type):
-    if jax.device_count() < NUM_DEVICES:
-        pytest.skip(f"needs {NUM_DEVICES} devices, have {jax.device_count()}")
-    return jax.make_mesh((NUM_DEVICES,), ("data",), axis_types=(axis_type,))
-
-
-# Function-scoped: a module-scoped `jax.set_mesh` context stays entered while the
-# other fixture's is too, so which mesh is current would depend on test order.
-@pytest.fixture
-def mesh():
-    """The mesh for shard_map, where each device sees its own slice."""
-    mesh = make_mesh(jax.sharding.AxisType.Explicit)
-    with jax.set_mesh(mesh):
-        yield mesh
-
-
-@pytest.fixture(params=[jax.sharding.AxisType.Auto, jax.sharding.AxisType.Explicit])
-def global_mesh(request):
-    """Global-view jit over a sharded batch must work in both sharding modes."""
-    mesh = make_mesh(request.param)
-    with jax.set_mesh(mesh):
-        yield mesh
-
-
-def shard(tree, mesh):
-    return jax.device_put(tree, NamedSharding(mesh, P("data")))
 
 
 # Uneven per-device counts, so a per-device mean would differ from the global one.

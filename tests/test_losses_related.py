@@ -11,12 +11,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 
 from muscle_jax import losses
-
-NUM_DEVICES = 8
+from tests.meshes import NUM_DEVICES, shard
 
 
 def softplus(x):
@@ -391,32 +389,6 @@ def test_mio_same_value_under_jit_and_errors():
 
 
 # ---------------------------------------------------------------- sharded == single device
-
-
-def make_mesh(axis_type):
-    if jax.device_count() < NUM_DEVICES:
-        pytest.skip(f"needs {NUM_DEVICES} devices, have {jax.device_count()}")
-    return jax.make_mesh((NUM_DEVICES,), ("data",), axis_types=(axis_type,))
-
-
-@pytest.fixture(scope="module")
-def mesh():
-    """The mesh for shard_map, where each device sees its own slice in either mode."""
-    mesh = make_mesh(jax.sharding.AxisType.Explicit)
-    with jax.set_mesh(mesh):
-        yield mesh
-
-
-@pytest.fixture(scope="module", params=[jax.sharding.AxisType.Auto, jax.sharding.AxisType.Explicit])
-def global_mesh(request):
-    """Global-view jit over a sharded batch must work in both sharding modes."""
-    mesh = make_mesh(request.param)
-    with jax.set_mesh(mesh):
-        yield mesh
-
-
-def shard(tree, mesh):
-    return jax.device_put(tree, NamedSharding(mesh, P("data")))
 
 
 # Uneven per-device counts, so a per-device mean would differ from the global one.
