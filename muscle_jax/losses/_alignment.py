@@ -16,6 +16,7 @@ import jax.numpy as jnp
 from jax.typing import ArrayLike
 
 from muscle_jax.losses import _validation
+from muscle_jax.losses._supervised import supervised_loss
 
 TSA_SCHEDULES = ("none", "linear", "exp", "log")
 
@@ -110,11 +111,6 @@ def _ema_or_first(
         ema = jnp.where(initialised, ema, batch_value)
     # A step without any selected example carries no evidence: keep the estimate.
     return jnp.where(count > 0, ema, old)
-
-
-def _hard_cross_entropy(logits: ArrayLike, labels: jax.Array) -> jax.Array:
-    log_probs = jax.nn.log_softmax(jnp.asarray(logits, jnp.float32))
-    return -jnp.take_along_axis(log_probs, labels[:, None], axis=-1)[:, 0]
 
 
 # ---------------------------------------------------------------- distribution alignment
@@ -554,7 +550,7 @@ def softmatch_consistency(
         )
     pseudo_labels = jnp.argmax(jax.lax.stop_gradient(jnp.asarray(weak_logits)), axis=-1)
     weights = jax.lax.stop_gradient(jnp.asarray(weights, jnp.float32))
-    return _hard_cross_entropy(strong_logits, pseudo_labels) * weights
+    return supervised_loss(strong_logits, pseudo_labels) * weights
 
 
 # ---------------------------------------------------------------- AdaMatch
@@ -719,7 +715,7 @@ def adamatch_consistency(
         axis_name=axis_name,
     )
     pseudo_labels = jnp.argmax(jax.lax.stop_gradient(jnp.asarray(aligned_probs)), axis=-1)
-    return _hard_cross_entropy(strong_logits, pseudo_labels) * mask, mask
+    return supervised_loss(strong_logits, pseudo_labels) * mask, mask
 
 
 # ---------------------------------------------------------------- UDA

@@ -29,9 +29,10 @@ def _probs(logits: jax.Array) -> jax.Array:
     return jax.nn.softmax(jax.lax.stop_gradient(jnp.asarray(logits, jnp.float32)))
 
 
-def _hard_cross_entropy(logits: jax.Array, labels: jax.Array) -> jax.Array:
-    log_probs = jax.nn.log_softmax(jnp.asarray(logits, jnp.float32))
-    return -jnp.take_along_axis(log_probs, labels[:, None], axis=-1)[:, 0]
+def _pseudo_label_loss(inputs: base.Inputs, probs: jax.Array, mask: jax.Array) -> jax.Array:
+    """Cross-entropy of the strong view to the weak view's argmax, masked, over the batch."""
+    pseudo_labels = jnp.argmax(probs, axis=-1)
+    return jnp.mean(losses.supervised_loss(inputs.view_b_logits, pseudo_labels) * mask)
 
 
 def _unit(name: str, value, *, closed_high: bool = True) -> list[str]:
@@ -55,13 +56,12 @@ def alignment_state(spec: base.StateSpec, target: str) -> dict[str, jax.Array]:
 
 def aligned(inputs: base.Inputs, state, *, target: str, momentum: float):
     """``(new state, aligned weak-view probabilities)``: the state is updated first."""
+    probs = _probs(inputs.view_a_logits)
     labeled_probs = _probs(inputs.labeled_logits) if target == "labeled_ema" else None
     state = losses.distribution_alignment_update(
-        state, _probs(inputs.view_a_logits), momentum=momentum, labeled_probs=labeled_probs
+        state, probs, momentum=momentum, labeled_probs=labeled_probs
     )
-    return state, losses.align_distribution(
-        _probs(inputs.view_a_logits), state["p_model"], state["p_target"]
-    )
+    return state, losses.align_distribution(probs, state["p_model"], state["p_target"])
 
 
 def _check_alignment(prefix: str, target: str, momentum: float) -> list[str]:
@@ -83,13 +83,13 @@ def _flexmatch(inputs: base.Inputs, section, state) -> base.TermResult:
         state["selected"], inputs.num_classes, warmup=section.warmup
     )
     mask = losses.flexmatch_mask(probs, beta, threshold=section.threshold, mapping=section.mapping)
-    pseudo_labels = jnp.argmax(probs, axis=-1)
-    per_example = _hard_cross_entropy(inputs.view_b_logits, pseudo_labels) * mask
     selected = losses.flexmatch_update(
         state["selected"], inputs.unlabeled_index, probs, threshold=section.threshold
     )
     return base.TermResult(
-        jnp.mean(per_example), {"mask_rate": jnp.mean(mask)}, {"selected": selected}
+        _pseudo_label_loss(inputs, probs, mask),
+        {"mask_rate": jnp.mean(mask)},
+        {"selected": selected},
     )
 
 
@@ -139,10 +139,8 @@ def _freematch(inputs: base.Inputs, section, state) -> base.TermResult:
     # FreeMatch updates its thresholds from this batch before masking it.
     state = losses.freematch_update(state, probs, momentum=section.momentum)
     mask = losses.freematch_mask(probs, state)
-    pseudo_labels = jnp.argmax(probs, axis=-1)
-    per_example = _hard_cross_entropy(inputs.view_b_logits, pseudo_labels) * mask
     fairness = losses.freematch_fairness_loss(inputs.view_b_logits, mask, state)
-    value = jnp.mean(per_example) + section.fairness_weight * fairness
+    value = _pseudo_label_loss(inputs, probs, mask) + section.fairness_weight * fairness
     metrics = {"mask_rate": jnp.mean(mask), "fairness": fairness, "threshold": state["tau"]}
     return base.TermResult(value, metrics, state)
 
@@ -312,8 +310,7 @@ def _dash(inputs: base.Inputs, section, state) -> base.TermResult:
         inputs.view_a_logits, rho, temperature=section.temperature, rho_min=section.rho_min
     )
     mask = losses.dash_mask(inputs.view_a_logits, targets, rho)
-    log_probs = jax.nn.log_softmax(jnp.asarray(inputs.view_b_logits, jnp.float32))
-    per_example = -jnp.sum(targets * log_probs, axis=-1) * mask
+    per_example = losses.supervised_loss(inputs.view_b_logits, targets) * mask
     new_state = {"rho_init": rho_init, "initialised": jnp.ones((), bool)}
     metrics = {"mask_rate": jnp.mean(mask), "threshold": rho}
     return base.TermResult(jnp.mean(per_example), metrics, new_state)
