@@ -83,7 +83,7 @@ def plot_curves(workdir: str, *, history: dict, train_history: dict[str, Any]) -
     loss_axis.grid(alpha=0.3)
     if train_history.get("step"):
         loss_axis.legend()
-    figure.tight_layout()
+    figure.subplots_adjust(left=0.07, right=0.98, bottom=0.13, top=0.9, wspace=0.25)
     workdir_lib.write_atomically(
         os.path.join(workdir, PLOT_NAME),
         lambda handle: figure.savefig(handle, dpi=90, format="png"),

@@ -434,7 +434,9 @@ def _train(config: ml_collections.ConfigDict, workdir: str, source, started: flo
         config, state, checkpointer, state_spec(config, info)
     )
     is_first_process = jax.process_index() == 0
-    last_plot = -float("inf")
+    # The first PNG a minute into the loop, not at the first evaluation: a short
+    # run draws it once, at its end (a drawing is ~0.2-0.8 s of CPU).
+    last_plot = time.perf_counter()
     start_step = int(state.step)
     train_batches = make_train_batches(
         config, source=source, sharding=data_sharding, start_step=start_step
@@ -500,8 +502,8 @@ def _train(config: ml_collections.ConfigDict, workdir: str, source, started: flo
                     last["raw_accuracy"],
                 )
                 if is_first_process:
-                    # summary.md at every evaluation; the PNG (~0.2 s of CPU a
-                    # drawing) at most once a minute, and always at the end.
+                    # summary.md at every evaluation; the PNG at most once a
+                    # minute, and always at the end (finished or stopped).
                     plot = time.perf_counter() - last_plot >= PLOT_EVERY_SECONDS
                     _write_report(workdir, config, history, train_history, plot=plot)
                     last_plot = time.perf_counter() if plot else last_plot
@@ -526,6 +528,8 @@ def _train(config: ml_collections.ConfigDict, workdir: str, source, started: flo
 
     final_step = int(state.step)
     if stopped_by is not None:
+        if is_first_process and history["step"]:
+            _write_report(workdir, config, history, train_history)
         logging.warning(
             "Stopped by %s at step %d with a checkpoint; rerun the same command to resume.",
             stopped_by,

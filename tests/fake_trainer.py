@@ -6,7 +6,7 @@ this module for every run with main's flags. What the suites do with runs
 with other settings, the report, its statistics and plots) does not depend
 on what training learns, so it is tested here in a second a run instead of
 a real run's quarter of a minute; tests/test_experiments.py keeps one real
-suite run and the real kill-and-resume run.
+suite run: killed mid-way, resumed and reported.
 
 It builds the same locked config from the same flags and writes the
 results.json that the trainer writes for a finished run, with accuracies
