@@ -5,6 +5,7 @@ the 8 simulated devices of conftest.py.
 """
 
 import dataclasses
+import pathlib
 import subprocess
 import sys
 
@@ -23,6 +24,7 @@ from muscle_jax import (
     objective,
     train,
 )
+from muscle_jax.methods import adaptive, tables
 
 from .helpers import load_config
 from .shared_runs import run_until_step
@@ -163,9 +165,17 @@ def test_every_method_reports_the_same_metric_keys(arg):
     np.testing.assert_allclose(metrics["total"], weights, rtol=1e-6)
 
 
-def test_the_objective_equals_the_public_muscle_loss():
-    """FixMatch + IIC through the trainer's objective is `losses.muscle_loss`."""
-    config = load_config("tiny")
+def _base_options(base: str, section, total_steps: int) -> dict:
+    """The keyword options the trainer's term passes to ``losses.<base>_step``."""
+    if base == "dash":
+        return adaptive.dash_options(section, total_steps)
+    return getattr(adaptive, f"{base}_options")(section)
+
+
+@pytest.mark.parametrize("consistency", ["fixmatch", *adaptive.MODERN_BASES])
+def test_the_objective_equals_the_public_muscle_loss(consistency):
+    """Each base + IIC through the trainer's objective is `losses.muscle_loss`, state included."""
+    config = load_config("tiny", f"method={consistency}")
     config.model.overclustering_heads = 0
     batch = next(train.make_train_batches(config))
     info = input_pipeline.dataset_info("digits")
@@ -174,13 +184,15 @@ def test_the_objective_equals_the_public_muscle_loss():
 
     model = nnx.merge(graphdef, state.params, state.batch_stats)
     step = jnp.asarray(7)
-    total, (metrics, _) = objective.compute_loss(
+    total, (metrics, new_state) = objective.compute_loss(
         model,
         batch,
         step=step,
         key=jax.random.key(0),
         loss_config=config.loss,
         num_classes=10,
+        total_steps=config.total_steps,
+        method_state=state.method_state,
     )
     model = nnx.merge(graphdef, state.params, state.batch_stats)
     images = jnp.concatenate([batch["labeled"], batch["unlabeled_a"], batch["unlabeled_b"]])
@@ -188,23 +200,49 @@ def test_the_objective_equals_the_public_muscle_loss():
     sizes = np.cumsum([len(batch["labeled"]), len(batch["unlabeled_a"])])
     labeled, view_a, view_b = jnp.split(logits, sizes)
     weights = objective.term_weights(config.loss, step)
+    if consistency == "fixmatch":
+        options = {"threshold": config.loss.fixmatch.threshold}
+    else:
+        section = config.loss[consistency]
+        options = {
+            "consistency_state": state.method_state.get(consistency, {}),
+            "consistency_options": _base_options(consistency, section, config.total_steps),
+            "unlabeled_index": batch["unlabeled_index"],
+            "step": step,
+        }
     expected, aux = losses.muscle_loss(
         labeled,
         batch["label"],
         view_a,
         view_b,
-        consistency="fixmatch",
+        consistency=consistency,
         consistency_weight=weights["consistency"],
         mutual_information_weight=weights["unsupervised"],
-        threshold=config.loss.fixmatch.threshold,
         lamb=config.loss.iic.lamb,
+        **options,
     )
     np.testing.assert_allclose(total, expected, rtol=1e-5)
     for key in ("supervised", "consistency", "mutual_information", "mask_rate"):
         np.testing.assert_allclose(metrics[key], aux[key], rtol=1e-5, atol=1e-7, err_msg=key)
+    if consistency in losses.STATEFUL_CONSISTENCY_KINDS:
+        carried = new_state.get(consistency, {})
+        assert jax.tree.structure(carried) == jax.tree.structure(aux["consistency_state"])
+        for a, b in zip(jax.tree.leaves(carried), jax.tree.leaves(aux["consistency_state"])):
+            np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7)
 
 
 # ---------------------------------------------------------------- config
+
+
+def test_the_docs_tables_are_written_from_the_registry():
+    """docs/method.md's method tables are `methods.tables`' output: no hand-kept lists."""
+    docs = (pathlib.Path(REPO) / "docs" / "method.md").read_text()
+    role_table, section_table = tables.config_tables().strip().split("\n\n")
+    assert role_table in docs and section_table in docs, (
+        "Regenerate with: python -m muscle_jax.methods.tables"
+    )
+    for name in methods.names(methods.CONSISTENCY):
+        assert f"`{name}`" in role_table
 
 
 @pytest.mark.parametrize("config_name", ["digits", "mnist", "cifar10", "cifar100", "tiny"])

@@ -53,6 +53,13 @@ def test_the_flexmatch_record_covers_the_whole_unlabeled_pool():
     assert spec == P()
 
 
+def test_a_flexmatch_record_without_the_pool_size_is_refused_when_built():
+    config = load_config("tiny", "method=flexmatch")
+    spec = methods.StateSpec(num_train=1497, num_classes=10)  # num_unlabeled not given.
+    with pytest.raises(ValueError, match="StateSpec.num_unlabeled=0; build the spec with"):
+        methods.init_state(config.loss, spec)
+
+
 def test_adamatch_can_align_to_the_labeled_histogram():
     config = load_config("tiny", "method=adamatch,num_labeled=100")
     config.data.imbalance_ratio = 10.0
@@ -64,6 +71,24 @@ def test_adamatch_can_align_to_the_labeled_histogram():
     )
     np.testing.assert_allclose(target, counts / counts.sum(), rtol=1e-6)
     assert target[0] > target[-1]  # Long-tailed: class 0 is the largest.
+
+
+@pytest.mark.parametrize("target", ["uniform", "labeled_ema"])
+def test_fixmatch_takes_distribution_alignment_as_an_option(target):
+    config = load_config("tiny", "method=fixmatch,mi=False")
+    _, plain, _ = train.create_train_state(config, input_pipeline.dataset_info("digits"))
+    assert plain.method_state == {}  # Off by default: FixMatch as its paper, no state.
+    config.loss.fixmatch.distribution_alignment = target
+    config.loss.fixmatch.alignment_momentum = 0.5  # Moves visibly in two steps.
+    state, metrics, _ = run_steps(config, train.make_mesh(jax.devices()[:1]), 2)
+    alignment = jax.tree.map(np.asarray, state.method_state["fixmatch"])
+    np.testing.assert_allclose(alignment["p_model"].sum(), 1.0, rtol=1e-5)
+    assert np.any(alignment["p_model"] != np.float32(0.1)) and bool(alignment["initialised"])
+    if target == "uniform":
+        np.testing.assert_array_equal(alignment["p_target"], np.full(10, 0.1, np.float32))
+    else:  # Moved towards the labeled batch's mean prediction.
+        assert np.any(alignment["p_target"] != np.float32(0.1))
+    assert 0.0 <= float(metrics["mask_rate"]) <= 1.0
 
 
 @pytest.mark.parametrize(
@@ -81,6 +106,11 @@ def test_adamatch_can_align_to_the_labeled_histogram():
         ),
         ("uda", lambda s: setattr(s, "temperature", 0.0), "loss.uda.temperature=0.0"),
         ("dash", lambda s: setattr(s, "gamma", 1.0), "gamma=1.0"),
+        (
+            "fixmatch",
+            lambda s: setattr(s, "distribution_alignment", "test_set"),
+            "loss.fixmatch.distribution_alignment='test_set'",
+        ),
     ],
 )
 def test_base_sections_are_checked_before_anything_runs(base, change, message):

@@ -38,9 +38,24 @@ from muscle_jax.losses._alignment import (
     tsa_threshold,
     uda_consistency,
 )
+from muscle_jax.losses._base_steps import (
+    adamatch_step,
+    dash_init,
+    dash_step,
+    dash_steps_per_decay,
+    flexmatch_step,
+    freematch_step,
+    softmatch_step,
+    uda_step,
+)
 from muscle_jax.losses._consistency import fixmatch_consistency, mixup, mse_consistency, sharpen
 from muscle_jax.losses._mio import mio_loss
-from muscle_jax.losses._muscle import CONSISTENCY_KINDS, masked_mean, muscle_loss
+from muscle_jax.losses._muscle import (
+    CONSISTENCY_KINDS,
+    STATEFUL_CONSISTENCY_KINDS,
+    masked_mean,
+    muscle_loss,
+)
 from muscle_jax.losses._mutual_information import (
     joint_distribution,
     multi_head_mutual_information,
@@ -60,13 +75,18 @@ __all__ = [
     "CONSISTENCY_KINDS",
     "FLEXMATCH_MAPPINGS",
     "RAMPUP_KINDS",
+    "STATEFUL_CONSISTENCY_KINDS",
     "TSA_SCHEDULES",
     "adamatch_consistency",
     "adamatch_mask",
+    "adamatch_step",
     "adamatch_threshold",
     "align_distribution",
+    "dash_init",
     "dash_initial_threshold",
     "dash_mask",
+    "dash_step",
+    "dash_steps_per_decay",
     "dash_targets",
     "dash_threshold",
     "distribution_alignment_init",
@@ -75,11 +95,13 @@ __all__ = [
     "flexmatch_class_effect",
     "flexmatch_init",
     "flexmatch_mask",
+    "flexmatch_step",
     "flexmatch_thresholds",
     "flexmatch_update",
     "freematch_fairness_loss",
     "freematch_init",
     "freematch_mask",
+    "freematch_step",
     "freematch_thresholds",
     "freematch_update",
     "homeostasis_update",
@@ -100,6 +122,7 @@ __all__ = [
     "sharpen",
     "softmatch_consistency",
     "softmatch_init",
+    "softmatch_step",
     "softmatch_update",
     "softmatch_weights",
     "supervised_loss",
@@ -107,4 +130,5 @@ __all__ = [
     "tsa_mask",
     "tsa_threshold",
     "uda_consistency",
+    "uda_step",
 ]

@@ -4,9 +4,24 @@ import jax
 import jax.numpy as jnp
 from jax.typing import ArrayLike
 
-from muscle_jax.losses import _consistency, _mutual_information, _supervised, _validation
+from muscle_jax.losses import (
+    _base_steps,
+    _consistency,
+    _mutual_information,
+    _supervised,
+    _validation,
+)
 
-CONSISTENCY_KINDS = ("fixmatch", "mse", "mean_teacher", "mixmatch", "none")
+# The modern bases: each carries a state from step to step (UDA's is empty).
+STATEFUL_CONSISTENCY_KINDS = ("flexmatch", "freematch", "softmatch", "adamatch", "uda", "dash")
+CONSISTENCY_KINDS = (
+    "fixmatch",
+    "mse",
+    "mean_teacher",
+    "mixmatch",
+    "none",
+    *STATEFUL_CONSISTENCY_KINDS,
+)
 
 
 def masked_mean(
@@ -43,6 +58,10 @@ def muscle_loss(
     labeled_where: ArrayLike | None = None,
     unlabeled_where: ArrayLike | None = None,
     axis_name: str | None = None,
+    consistency_state: dict | None = None,
+    consistency_options: dict | None = None,
+    unlabeled_index: ArrayLike | None = None,
+    step: ArrayLike = 0,
 ) -> tuple[jax.Array, dict[str, jax.Array]]:
     r"""MUSCLE loss: ``L = w_s L_sup + w_c L_cons - w_mi I(view a; view b)``.
 
@@ -62,6 +81,18 @@ def muscle_loss(
       sharpened guesses (required). ``labels`` are then the mixed soft
       targets of the labeled part.
     - ``none``: MUSCLE without a consistency term.
+    - the modern bases ``flexmatch``, ``freematch``, ``softmatch``,
+      ``adamatch``, ``uda``, ``dash`` (``STATEFUL_CONSISTENCY_KINDS``): the
+      ``*_step`` function of the same name (the one the trainer's terms
+      call), given ``consistency_state`` (from its ``*_init``; ``{}`` for
+      UDA) and its keyword options as ``consistency_options`` (e.g.
+      ``{"threshold": 0.95}`` for FlexMatch; Dash needs
+      ``steps_per_decay``). FlexMatch also takes ``unlabeled_index``, Dash
+      ``step``. ``aux["consistency_state"]`` is the state for the next step
+      and ``aux`` carries the method's diagnostics (``mask_rate``, ...).
+      Their batch statistics are of the arrays passed in, so they take no
+      ``unlabeled_where`` or ``axis_name``: call them on the global batch
+      under ``jax.jit``.
 
     The weights may be traced scalars (ramped up with :func:`term_weight`).
     All per-example terms are averaged over the examples their mask selects.
@@ -98,11 +129,16 @@ def muscle_loss(
         masked rows are left out of the consistency and MI terms.
       axis_name: mapped axis for use inside ``shard_map``/``pmap``; None under
         global-view ``jax.jit``.
+      consistency_state: a modern base's state (see the kinds above).
+      consistency_options: a modern base's keyword options.
+      unlabeled_index: ``[batch_u]`` the unlabeled images' ids (FlexMatch).
+      step: the training step (Dash's threshold schedule).
 
     Returns:
       ``(total, aux)``: the scalar loss and a dict of scalars with keys
       ``supervised``, ``consistency``, ``mutual_information`` (MI in nats, the
-      positive quantity), ``total``, and ``mask_rate`` for ``fixmatch``.
+      positive quantity), ``total``, ``mask_rate`` for ``fixmatch``, and for
+      a modern base its diagnostics and ``consistency_state``.
 
     References:
       Xie et al., `MUSCLE <https://arxiv.org/abs/2012.00150>`_, 2021.
@@ -120,6 +156,20 @@ def muscle_loss(
     _validation.check_where(unlabeled_where, jnp.shape(view_a_logits)[0])
     if consistency in ("mean_teacher", "mixmatch") and consistency_targets is None:
         raise ValueError(f"consistency={consistency!r} needs consistency_targets.")
+    if consistency in STATEFUL_CONSISTENCY_KINDS:
+        if consistency_state is None:
+            raise ValueError(
+                f"consistency={consistency!r} needs consistency_state (from "
+                f"losses.{consistency}_init, or {{}} for uda)."
+            )
+        if unlabeled_where is not None or axis_name is not None:
+            raise ValueError(
+                f"consistency={consistency!r} takes its batch statistics over the arrays "
+                "passed in: call it under jax.jit on the global batch, without "
+                "unlabeled_where or axis_name."
+            )
+        if consistency == "flexmatch" and unlabeled_index is None:
+            raise ValueError("consistency='flexmatch' needs unlabeled_index.")
 
     aux = {}
     supervised = masked_mean(
@@ -146,9 +196,32 @@ def muscle_loss(
         student = view_b_logits if student_logits is None else student_logits
         student_probs = jax.nn.softmax(jnp.asarray(student, jnp.float32))
         per_example = _consistency.mse_consistency(student_probs, consistency_targets)
+    elif consistency in STATEFUL_CONSISTENCY_KINDS:
+        options = dict(consistency_options or {})
+        state = consistency_state
+        if consistency == "flexmatch":
+            result = _base_steps.flexmatch_step(
+                view_a_logits, view_b_logits, state, unlabeled_index, **options
+            )
+        elif consistency in ("freematch", "softmatch"):
+            step_fn = getattr(_base_steps, f"{consistency}_step")
+            result = step_fn(view_a_logits, view_b_logits, state, **options)
+        elif consistency == "adamatch":
+            result = _base_steps.adamatch_step(
+                view_a_logits, view_b_logits, labeled_logits, state, **options
+            )
+        elif consistency == "uda":
+            result = _base_steps.uda_step(view_a_logits, view_b_logits, **options)
+        else:
+            result = _base_steps.dash_step(
+                view_a_logits, view_b_logits, labeled_logits, labels, state, step=step, **options
+            )
+        consistency_value, metrics, aux["consistency_state"] = result
+        aux.update(metrics)
     else:
         per_example = jnp.zeros(jnp.shape(view_a_logits)[:1], jnp.float32)
-    consistency_value = masked_mean(per_example, unlabeled_where, axis_name=axis_name)
+    if consistency not in STATEFUL_CONSISTENCY_KINDS:
+        consistency_value = masked_mean(per_example, unlabeled_where, axis_name=axis_name)
     aux["consistency"] = consistency_value
 
     if mi_probs is None:

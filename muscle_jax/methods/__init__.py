@@ -145,6 +145,21 @@ def model_heads(loss_config: ml_collections.ConfigDict) -> dict:
     return heads
 
 
+def _stateful(loss_config: ml_collections.ConfigDict, spec: StateSpec) -> list[Term]:
+    """The chosen terms whose state has leaves (an option may leave a term stateless)."""
+    import jax
+
+    terms = []
+    for term in selected(loss_config).values():
+        if term.init_state is None:
+            continue
+        term_section = section(loss_config, term)
+        shape = jax.eval_shape(lambda t=term, s=term_section: t.init_state(spec, s))
+        if jax.tree.leaves(shape):
+            terms.append(term)
+    return terms
+
+
 def init_state(loss_config: ml_collections.ConfigDict, spec: StateSpec) -> dict:
     """``{term name: state}`` for the chosen terms that carry state across steps."""
     import jax
@@ -152,8 +167,7 @@ def init_state(loss_config: ml_collections.ConfigDict, spec: StateSpec) -> dict:
 
     states = {
         term.name: term.init_state(spec, section(loss_config, term))
-        for term in selected(loss_config).values()
-        if term.init_state is not None
+        for term in _stateful(loss_config, spec)
     }
     # Every leaf its own buffer: the state is donated to the step, and a term may
     # start two leaves from one array (one buffer cannot be donated twice).
@@ -166,9 +180,7 @@ def state_partition(loss_config: ml_collections.ConfigDict, spec: StateSpec, num
     from jax.sharding import PartitionSpec as P
 
     partitions = {}
-    for term in selected(loss_config).values():
-        if term.init_state is None:
-            continue
+    for term in _stateful(loss_config, spec):
         term_section = section(loss_config, term)
         if term.state_partition is None:
             shape = jax.eval_shape(lambda t=term, s=term_section: t.init_state(spec, s))
@@ -201,4 +213,5 @@ def check(config: ml_collections.ConfigDict) -> list[str]:
 
 
 # The built-in terms register themselves on import.
-from muscle_jax.methods import adaptive, consistency, supervised, unsupervised  # noqa: E402, F401
+# FixMatch-era consistency terms first, then the modern bases, as tables list them.
+from muscle_jax.methods import consistency, adaptive, supervised, unsupervised  # noqa: E402, F401, I001

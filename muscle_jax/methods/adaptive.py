@@ -10,29 +10,16 @@ global batch: the step is jitted over the whole mesh, so XLA reduces across
 devices. Paper/code differences and the defaults chosen: docs/method.md.
 """
 
-import jax
-import jax.numpy as jnp
 from jax.sharding import PartitionSpec as P
 
 from muscle_jax import losses
-from muscle_jax.methods import base, register
+from muscle_jax.methods import alignment, base, register
 
 # The consistency terms this module registers, in the order tables list them.
 MODERN_BASES = ("flexmatch", "freematch", "softmatch", "adamatch", "uda", "dash")
 # Every method here is weighted as its paper (and USB/TorchSSL) weights it:
 # lambda_u = 1 from the first step, as FixMatch.
 _UNIT_WEIGHTING = {"weight": 1.0, "rampup": "none", "rampup_steps": 0}
-DISTRIBUTION_ALIGNMENT_TARGETS = ("uniform", "labeled", "labeled_ema")
-
-
-def _probs(logits: jax.Array) -> jax.Array:
-    return jax.nn.softmax(jax.lax.stop_gradient(jnp.asarray(logits, jnp.float32)))
-
-
-def _pseudo_label_loss(inputs: base.Inputs, probs: jax.Array, mask: jax.Array) -> jax.Array:
-    """Cross-entropy of the strong view to the weak view's argmax, masked, over the batch."""
-    pseudo_labels = jnp.argmax(probs, axis=-1)
-    return jnp.mean(losses.supervised_loss(inputs.view_b_logits, pseudo_labels) * mask)
 
 
 def _unit(name: str, value, *, closed_high: bool = True) -> list[str]:
@@ -42,59 +29,35 @@ def _unit(name: str, value, *, closed_high: bool = True) -> list[str]:
     return [f"{name}={value} must be in [0, 1{']' if closed_high else ')'}."]
 
 
-# ---------------------------------------------------------------- distribution alignment
-
-
-def alignment_state(spec: base.StateSpec, target: str) -> dict[str, jax.Array]:
-    """Distribution alignment's state for ``target`` (`DISTRIBUTION_ALIGNMENT_TARGETS`)."""
-    p_target = None
-    if target == "labeled":
-        # The labeled subset's class histogram, known when the run is built.
-        p_target = jnp.asarray(spec.labeled_class_counts, jnp.float32)
-    return losses.distribution_alignment_init(spec.num_classes, p_target=p_target)
-
-
-def aligned(inputs: base.Inputs, state, *, target: str, momentum: float):
-    """``(new state, aligned weak-view probabilities)``: the state is updated first."""
-    probs = _probs(inputs.view_a_logits)
-    labeled_probs = _probs(inputs.labeled_logits) if target == "labeled_ema" else None
-    state = losses.distribution_alignment_update(
-        state, probs, momentum=momentum, labeled_probs=labeled_probs
-    )
-    return state, losses.align_distribution(probs, state["p_model"], state["p_target"])
-
-
-def _check_alignment(prefix: str, target: str, momentum: float) -> list[str]:
-    problems = _unit(f"{prefix}.alignment_momentum", momentum, closed_high=False)
-    if target not in DISTRIBUTION_ALIGNMENT_TARGETS:
-        problems.append(
-            f"{prefix}.alignment_target={target!r} is not one of {DISTRIBUTION_ALIGNMENT_TARGETS}."
-        )
-    return problems
-
-
 # ---------------------------------------------------------------- FlexMatch
 
 
 def _flexmatch(inputs: base.Inputs, section, state) -> base.TermResult:
-    probs = _probs(inputs.view_a_logits)
-    # The thresholds of this step come from the record before this step's writes.
-    beta = losses.flexmatch_class_effect(
-        state["selected"], inputs.num_classes, warmup=section.warmup
-    )
-    mask = losses.flexmatch_mask(probs, beta, threshold=section.threshold, mapping=section.mapping)
-    selected = losses.flexmatch_update(
-        state["selected"], inputs.unlabeled_index, probs, threshold=section.threshold
-    )
     return base.TermResult(
-        _pseudo_label_loss(inputs, probs, mask),
-        {"mask_rate": jnp.mean(mask)},
-        {"selected": selected},
+        *losses.flexmatch_step(
+            inputs.view_a_logits,
+            inputs.view_b_logits,
+            state,
+            inputs.unlabeled_index,
+            **flexmatch_options(section),
+        )
     )
+
+
+def flexmatch_options(section) -> dict:
+    return {"threshold": section.threshold, "mapping": section.mapping, "warmup": section.warmup}
 
 
 def _flexmatch_state(spec: base.StateSpec, section):
     # One entry per image of the unlabeled pool (training set + unlabeled-only splits).
+    if spec.num_unlabeled < 1:
+        # A record too short would not fail at run time: JAX clamps out-of-range
+        # gathers and drops out-of-range scatters, so training would go on wrong.
+        raise ValueError(
+            f"FlexMatch's record needs the unlabeled pool's size, but StateSpec.num_unlabeled="
+            f"{spec.num_unlabeled}; build the spec with train.state_spec(config, info), which "
+            "takes it from the dataset (training set plus unlabeled-only splits)."
+        )
     return {"selected": losses.flexmatch_init(spec.num_unlabeled)}
 
 
@@ -135,14 +98,15 @@ FLEXMATCH = register(
 
 
 def _freematch(inputs: base.Inputs, section, state) -> base.TermResult:
-    probs = _probs(inputs.view_a_logits)
-    # FreeMatch updates its thresholds from this batch before masking it.
-    state = losses.freematch_update(state, probs, momentum=section.momentum)
-    mask = losses.freematch_mask(probs, state)
-    fairness = losses.freematch_fairness_loss(inputs.view_b_logits, mask, state)
-    value = _pseudo_label_loss(inputs, probs, mask) + section.fairness_weight * fairness
-    metrics = {"mask_rate": jnp.mean(mask), "fairness": fairness, "threshold": state["tau"]}
-    return base.TermResult(value, metrics, state)
+    return base.TermResult(
+        *losses.freematch_step(
+            inputs.view_a_logits, inputs.view_b_logits, state, **freematch_options(section)
+        )
+    )
+
+
+def freematch_options(section) -> dict:
+    return {"momentum": section.momentum, "fairness_weight": section.fairness_weight}
 
 
 def _check_freematch(section, config) -> list[str]:
@@ -173,14 +137,15 @@ FREEMATCH = register(
 
 
 def _softmatch(inputs: base.Inputs, section, state) -> base.TermResult:
-    probs = _probs(inputs.view_a_logits)
-    state, aligned_probs = losses.softmatch_update(state, probs, momentum=section.momentum)
-    weights = losses.softmatch_weights(
-        aligned_probs, state["mu"], state["var"], n_sigma=section.n_sigma
+    return base.TermResult(
+        *losses.softmatch_step(
+            inputs.view_a_logits, inputs.view_b_logits, state, **softmatch_options(section)
+        )
     )
-    per_example = losses.softmatch_consistency(inputs.view_b_logits, inputs.view_a_logits, weights)
-    metrics = {"mask_rate": jnp.mean(weights)}  # The mean weight: SoftMatch's soft mask.
-    return base.TermResult(jnp.mean(per_example), metrics, state)
+
+
+def softmatch_options(section) -> dict:
+    return {"momentum": section.momentum, "n_sigma": section.n_sigma}
 
 
 def _check_softmatch(section, config) -> list[str]:
@@ -211,18 +176,28 @@ SOFTMATCH = register(
 
 
 def _adamatch(inputs: base.Inputs, section, state) -> base.TermResult:
-    state, aligned_probs = aligned(
-        inputs, state, target=section.alignment_target, momentum=section.alignment_momentum
+    return base.TermResult(
+        *losses.adamatch_step(
+            inputs.view_a_logits,
+            inputs.view_b_logits,
+            inputs.labeled_logits,
+            state,
+            **adamatch_options(section),
+        )
     )
-    per_example, mask = losses.adamatch_consistency(
-        inputs.view_b_logits, aligned_probs, inputs.labeled_logits, threshold=section.threshold
-    )
-    return base.TermResult(jnp.mean(per_example), {"mask_rate": jnp.mean(mask)}, state)
+
+
+def adamatch_options(section) -> dict:
+    return {
+        "threshold": section.threshold,
+        "momentum": section.alignment_momentum,
+        "labeled_ema_target": section.alignment_target == "labeled_ema",
+    }
 
 
 def _check_adamatch(section, config) -> list[str]:
     problems = _unit("loss.adamatch.threshold", section.threshold)
-    return problems + _check_alignment(
+    return problems + alignment.check_alignment(
         "loss.adamatch", section.alignment_target, section.alignment_momentum
     )
 
@@ -242,7 +217,7 @@ ADAMATCH = register(
         },
         unlabeled_views="weak_strong",
         weighting=_UNIT_WEIGHTING,
-        init_state=lambda spec, section: alignment_state(spec, section.alignment_target),
+        init_state=lambda spec, section: alignment.alignment_state(spec, section.alignment_target),
         check=_check_adamatch,
     )
 )
@@ -252,13 +227,14 @@ ADAMATCH = register(
 
 
 def _uda(inputs: base.Inputs, section, state) -> base.TermResult:
-    per_example, mask = losses.uda_consistency(
-        inputs.view_b_logits,
-        inputs.view_a_logits,
-        temperature=section.temperature,
-        threshold=section.threshold,
+    loss, metrics, _ = losses.uda_step(
+        inputs.view_a_logits, inputs.view_b_logits, **uda_options(section)
     )
-    return base.TermResult(jnp.mean(per_example), {"mask_rate": jnp.mean(mask)})
+    return base.TermResult(loss, metrics)
+
+
+def uda_options(section) -> dict:
+    return {"temperature": section.temperature, "threshold": section.threshold}
 
 
 def _check_uda(section, config) -> list[str]:
@@ -287,33 +263,28 @@ UDA = register(
 # ---------------------------------------------------------------- Dash
 
 
-def _dash_decay_steps(section, total_steps: int) -> int:
-    """Dash's rho decays every 10 x 1024 of 2^20 steps; a shorter run keeps the fraction."""
-    if section.decay_every_steps:
-        return int(section.decay_every_steps)
-    return max(1, round(total_steps * 10 * 1024 / 2**20))
-
-
 def _dash(inputs: base.Inputs, section, state) -> base.TermResult:
-    # The starting threshold: the labeled TRAINING batch's loss at the first step
-    # (USB takes it from the test set after a warm-up, which leaks the test labels).
-    first = losses.dash_initial_threshold(inputs.labeled_logits, inputs.labels)
-    rho_init = jnp.where(state["initialised"], state["rho_init"], first)
-    rho = losses.dash_threshold(
-        inputs.step,
-        rho_init,
-        rho_min=section.rho_min,
-        gamma=section.gamma,
-        steps_per_decay=_dash_decay_steps(section, inputs.total_steps),
+    return base.TermResult(
+        *losses.dash_step(
+            inputs.view_a_logits,
+            inputs.view_b_logits,
+            inputs.labeled_logits,
+            inputs.labels,
+            state,
+            step=inputs.step,
+            **dash_options(section, inputs.total_steps),
+        )
     )
-    targets = losses.dash_targets(
-        inputs.view_a_logits, rho, temperature=section.temperature, rho_min=section.rho_min
-    )
-    mask = losses.dash_mask(inputs.view_a_logits, targets, rho)
-    per_example = losses.supervised_loss(inputs.view_b_logits, targets) * mask
-    new_state = {"rho_init": rho_init, "initialised": jnp.ones((), bool)}
-    metrics = {"mask_rate": jnp.mean(mask), "threshold": rho}
-    return base.TermResult(jnp.mean(per_example), metrics, new_state)
+
+
+def dash_options(section, total_steps: int) -> dict:
+    """Dash's options for a run of ``total_steps`` (its decay is a share of the run)."""
+    return {
+        "steps_per_decay": losses.dash_steps_per_decay(total_steps, section.decay_every_steps),
+        "gamma": section.gamma,
+        "rho_min": section.rho_min,
+        "temperature": section.temperature,
+    }
 
 
 def _check_dash(section, config) -> list[str]:
@@ -343,10 +314,7 @@ DASH = register(
         defaults={"gamma": 1.27, "rho_min": 0.05, "temperature": 0.5, "decay_every_steps": 0},
         unlabeled_views="weak_strong",
         weighting=_UNIT_WEIGHTING,
-        init_state=lambda spec, section: {
-            "rho_init": jnp.zeros((), jnp.float32),
-            "initialised": jnp.zeros((), bool),
-        },
+        init_state=lambda spec, section: losses.dash_init(),
         check=_check_dash,
     )
 )

@@ -6,7 +6,7 @@ import jax
 import jax.numpy as jnp
 
 from muscle_jax import losses
-from muscle_jax.methods import base, register
+from muscle_jax.methods import alignment, base, register
 
 
 def _probs(logits: jax.Array) -> jax.Array:
@@ -14,16 +14,49 @@ def _probs(logits: jax.Array) -> jax.Array:
 
 
 def _fixmatch(inputs: base.Inputs, section, state) -> base.TermResult:
-    per_example, mask = losses.fixmatch_consistency(
-        inputs.view_b_logits, inputs.view_a_logits, threshold=section.threshold
+    if section.distribution_alignment == "none":
+        per_example, mask = losses.fixmatch_consistency(
+            inputs.view_b_logits, inputs.view_a_logits, threshold=section.threshold
+        )
+        return base.TermResult(jnp.mean(per_example), {"mask_rate": jnp.mean(mask)})
+    # ReMixMatch's distribution alignment before the threshold, as AdaMatch's
+    # (state updated from this batch first): pseudo-label and mask from p_da.
+    probs = jax.nn.softmax(jax.lax.stop_gradient(jnp.asarray(inputs.view_a_logits, jnp.float32)))
+    labeled_probs = None
+    if section.distribution_alignment == "labeled_ema":
+        labeled_probs = jax.nn.softmax(jax.lax.stop_gradient(inputs.labeled_logits))
+    state = losses.distribution_alignment_update(
+        state, probs, momentum=section.alignment_momentum, labeled_probs=labeled_probs
     )
-    return base.TermResult(jnp.mean(per_example), {"mask_rate": jnp.mean(mask)})
+    aligned = losses.align_distribution(probs, state["p_model"], state["p_target"])
+    mask = (jnp.max(aligned, axis=-1) >= section.threshold).astype(jnp.float32)
+    per_example = losses.supervised_loss(inputs.view_b_logits, jnp.argmax(aligned, -1)) * mask
+    return base.TermResult(jnp.mean(per_example), {"mask_rate": jnp.mean(mask)}, state)
+
+
+def _fixmatch_state(spec: base.StateSpec, section):
+    if section.distribution_alignment == "none":
+        return {}  # No state: FixMatch as its paper.
+    return alignment.alignment_state(spec, section.distribution_alignment)
 
 
 def _check_fixmatch(section, config) -> list[str]:
+    problems = []
     if not 0.0 <= section.threshold <= 1.0:
-        return [f"loss.fixmatch.threshold={section.threshold} must be in [0, 1]."]
-    return []
+        problems.append(f"loss.fixmatch.threshold={section.threshold} must be in [0, 1].")
+    if section.distribution_alignment != "none":
+        problems += alignment.check_alignment(
+            "loss.fixmatch",
+            section.distribution_alignment,
+            section.alignment_momentum,
+            target_key="distribution_alignment",
+            allowed_extra=("none",),
+        )
+    elif not 0.0 <= section.alignment_momentum < 1.0:
+        problems.append(
+            f"loss.fixmatch.alignment_momentum={section.alignment_momentum} must be in [0, 1)."
+        )
+    return problems
 
 
 FIXMATCH = register(
@@ -33,8 +66,15 @@ FIXMATCH = register(
         loss=_fixmatch,
         description="FixMatch: cross-entropy of the strong view to the weak view's confident "
         "pseudo-label",
-        defaults={"threshold": 0.95},  # protocol (FixMatch tau).
+        # protocol (FixMatch tau); distribution alignment off, as the paper
+        # (on: "uniform", "labeled" or "labeled_ema", EMA 0.999 as USB).
+        defaults={
+            "threshold": 0.95,
+            "distribution_alignment": "none",
+            "alignment_momentum": 0.999,
+        },
         unlabeled_views="weak_strong",
+        init_state=_fixmatch_state,
         check=_check_fixmatch,
     )
 )

@@ -1,0 +1,37 @@
+"""Distribution alignment as a term option: its state and its checks (AdaMatch, FixMatch)."""
+
+import jax
+import jax.numpy as jnp
+
+from muscle_jax import losses
+from muscle_jax.methods import base
+
+# What p_model is aligned to: uniform, the labeled subset's class histogram
+# (known when the run is built), or an EMA of the labeled batch's mean prediction.
+DISTRIBUTION_ALIGNMENT_TARGETS = ("uniform", "labeled", "labeled_ema")
+
+
+def alignment_state(spec: base.StateSpec, target: str) -> dict[str, jax.Array]:
+    """Distribution alignment's state for ``target`` (`DISTRIBUTION_ALIGNMENT_TARGETS`)."""
+    p_target = None
+    if target == "labeled":
+        p_target = jnp.asarray(spec.labeled_class_counts, jnp.float32)
+    return losses.distribution_alignment_init(spec.num_classes, p_target=p_target)
+
+
+def check_alignment(
+    prefix: str,
+    target: str,
+    momentum: float,
+    *,
+    target_key: str = "alignment_target",
+    allowed_extra: tuple[str, ...] = (),
+) -> list[str]:
+    """Problems with a distribution-alignment target and momentum under ``prefix``."""
+    problems = []
+    if not 0.0 <= momentum < 1.0:
+        problems.append(f"{prefix}.alignment_momentum={momentum} must be in [0, 1).")
+    if target not in DISTRIBUTION_ALIGNMENT_TARGETS:
+        allowed = allowed_extra + DISTRIBUTION_ALIGNMENT_TARGETS
+        problems.append(f"{prefix}.{target_key}={target!r} is not one of {allowed}.")
+    return problems

@@ -1,0 +1,153 @@
+"""The modern bases' composed steps: the order each reference runs its pieces in, by hand.
+
+The pieces are tested in test_losses_bases_thresholds.py and
+test_losses_bases_alignment.py; here only what the composition decides:
+which state a step's mask reads (before or after this batch's update) and
+what the step returns. Expected values are worked out in the comments.
+"""
+
+import math
+
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from muscle_jax import losses
+
+
+def _logits(probs) -> jnp.ndarray:
+    return jnp.log(jnp.asarray(probs, jnp.float32))
+
+
+def test_flexmatch_masks_with_the_record_from_before_the_batch():
+    # An empty record with warm-up: beta = 0 for every class, threshold tau * M(0) = 0,
+    # so both images pass although only the first is confident (0.96 >= 0.95).
+    weak = _logits([[0.96, 0.04], [0.6, 0.4]])
+    strong = _logits([[0.5, 0.5], [0.5, 0.5]])
+    state = {"selected": losses.flexmatch_init(4)}
+    loss, metrics, new_state = losses.flexmatch_step(
+        weak, strong, state, jnp.array([2, 0]), threshold=0.95
+    )
+    assert float(metrics["mask_rate"]) == 1.0
+    # Both pseudo-labels are class 0; CE of a uniform strong view = log 2 each.
+    assert float(loss) == pytest.approx(math.log(2), rel=1e-5)
+    # Only the confident image (id 2) is written, with the FIXED tau 0.95.
+    np.testing.assert_array_equal(new_state["selected"], [-1, -1, 0, -1])
+
+
+def test_freematch_masks_with_the_thresholds_updated_from_the_batch():
+    # momentum 0: tau = mean confidence (0.9 + 0.6) / 2 = 0.75; p_tilde = mean probs
+    # [0.75, 0.25], max 0.75, so class 0's threshold is 0.75 * 0.75 / 0.75 = 0.75.
+    # Image 1 (0.9 >= 0.75) passes, image 2 (0.6) does not. The initial tau (1/2)
+    # would have passed both.
+    weak = _logits([[0.9, 0.1], [0.6, 0.4]])
+    strong = _logits([[0.5, 0.5], [0.5, 0.5]])
+    loss, metrics, state = losses.freematch_step(
+        weak, strong, losses.freematch_init(2), momentum=0.0, fairness_weight=0.0
+    )
+    assert float(metrics["mask_rate"]) == 0.5
+    assert float(state["tau"]) == pytest.approx(0.75, rel=1e-6)
+    assert float(metrics["threshold"]) == pytest.approx(0.75, rel=1e-6)
+    # One masked CE of log 2, averaged over the batch of 2.
+    assert float(loss) == pytest.approx(math.log(2) / 2, rel=1e-5)
+    # Every pseudo-label is class 0: a = normalise(p_tilde / hist) = [1, 0], and
+    # b = [1, 0] too, so the fairness term is 1 * log 1 = 0.
+    assert float(metrics["fairness"]) == 0.0
+
+    # Both classes pseudo-labelled: tau = (0.9 + 0.8) / 2 = 0.85, p_tilde [0.55, 0.45],
+    # thresholds [0.85, 0.85 * 0.45 / 0.55 = 0.695]: both images pass; hist [0.5, 0.5],
+    # a = normalise([1.1, 0.9]) = [0.55, 0.45]. The uniform strong views both argmax to
+    # class 0: b = normalise([0.5 / 2, 0.5 / 0 -> 0]) = [1, 0], and
+    # L_f = 0.55 log 1 + 0.45 log(0 + 1e-12) = 0.45 log 1e-12.
+    weak = _logits([[0.9, 0.1], [0.2, 0.8]])
+    loss, metrics, _ = losses.freematch_step(
+        weak, strong, losses.freematch_init(2), momentum=0.0, fairness_weight=0.5
+    )
+    fairness = 0.45 * math.log(1e-12)
+    assert float(metrics["mask_rate"]) == 1.0
+    assert float(metrics["fairness"]) == pytest.approx(fairness, rel=1e-4)
+    # L_u: both CEs are log 2; the fairness term enters with its weight.
+    assert float(loss) == pytest.approx(math.log(2) + 0.5 * fairness, rel=1e-4)
+
+
+def test_adamatch_aligns_with_the_state_updated_from_the_batch():
+    # momentum 0: p_model = the batch mean [0.7, 0.3]; the labeled EMA target = the
+    # labeled mean [0.5, 0.5]. Aligned: p * (0.5 / 0.7, 0.5 / 0.3) renormalised:
+    # [0.9, 0.1] -> [0.643, 0.167] -> [0.794, 0.206];
+    # [0.5, 0.5] -> [0.357, 0.833] -> [0.3, 0.7].
+    weak = _logits([[0.9, 0.1], [0.5, 0.5]])
+    labeled = _logits([[0.5, 0.5], [0.5, 0.5]])  # relative threshold 0.95 * 0.5 = 0.475
+    strong = _logits([[0.5, 0.5], [0.5, 0.5]])
+    loss, metrics, state = losses.adamatch_step(
+        weak, strong, labeled, losses.distribution_alignment_init(2), momentum=0.0
+    )
+    np.testing.assert_allclose(state["p_model"], [0.7, 0.3], rtol=1e-5)
+    np.testing.assert_allclose(state["p_target"], [0.5, 0.5], rtol=1e-5)
+    # Both aligned maxima (0.794, 0.7) clear 0.475; the CE to either label is log 2.
+    assert float(metrics["mask_rate"]) == 1.0
+    assert float(loss) == pytest.approx(math.log(2), rel=1e-5)
+    # Without the labeled EMA the target stays at its initial uniform value.
+    _, _, fixed = losses.adamatch_step(
+        weak,
+        strong,
+        _logits([[0.9, 0.1], [0.9, 0.1]]),
+        losses.distribution_alignment_init(2),
+        momentum=0.0,
+        labeled_ema_target=False,
+    )
+    np.testing.assert_allclose(fixed["p_target"], [0.5, 0.5], rtol=1e-6)
+
+
+def test_dash_sets_its_start_once_from_the_first_labeled_batch():
+    # The labeled batch's mean CE: -log 0.8 for both images = 0.2231.
+    labeled = _logits([[0.8, 0.2], [0.2, 0.8]])
+    labels = jnp.array([0, 1])
+    weak = _logits([[0.5, 0.5]])
+    options = {"steps_per_decay": 10, "gamma": 2.0, "rho_min": 0.05, "temperature": 0.5}
+    _, metrics, state = losses.dash_step(
+        weak, weak, labeled, labels, losses.dash_init(), step=0, **options
+    )
+    start = -math.log(0.8)
+    assert float(state["rho_init"]) == pytest.approx(start, rel=1e-5)
+    assert bool(state["initialised"])
+    assert float(metrics["threshold"]) == pytest.approx(1.0001 * start, rel=1e-5)
+    # A later batch with another labeled loss keeps the start; step 10 halves it.
+    _, later, kept = losses.dash_step(
+        weak, weak, _logits([[0.5, 0.5], [0.5, 0.5]]), labels, state, step=10, **options
+    )
+    assert float(kept["rho_init"]) == pytest.approx(start, rel=1e-5)
+    assert float(later["threshold"]) == pytest.approx(1.0001 * start / 2, rel=1e-5)
+
+
+def test_dash_decay_follows_the_reference_share_of_the_run():
+    # 10 x 1024 of 2^20 steps: 600 steps -> round(5.86) = 6; a given value wins.
+    assert losses.dash_steps_per_decay(600) == 6
+    assert losses.dash_steps_per_decay(2**20) == 10240
+    assert losses.dash_steps_per_decay(10) == 1  # Never 0.
+    assert losses.dash_steps_per_decay(600, decay_every_steps=50) == 50
+
+
+def test_muscle_loss_refuses_a_stateful_base_without_its_inputs():
+    logits = jnp.zeros((4, 3))
+    labels = jnp.array([0, 1, 2, 0])
+    with pytest.raises(ValueError, match="needs consistency_state"):
+        losses.muscle_loss(logits, labels, logits, logits, consistency="freematch")
+    with pytest.raises(ValueError, match="needs unlabeled_index"):
+        losses.muscle_loss(
+            logits,
+            labels,
+            logits,
+            logits,
+            consistency="flexmatch",
+            consistency_state={"selected": losses.flexmatch_init(4)},
+        )
+    with pytest.raises(ValueError, match="without unlabeled_where or axis_name"):
+        losses.muscle_loss(
+            logits,
+            labels,
+            logits,
+            logits,
+            consistency="uda",
+            consistency_state={},
+            unlabeled_where=jnp.ones(4, bool),
+        )
