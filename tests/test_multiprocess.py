@@ -1,8 +1,10 @@
 """Multi-process training with real processes: launch/local.sh on this machine's CPU.
 
-Two processes with 4 simulated devices each are compared with one process
-with 8, both reading the data as 2 shards (`data.num_shards`), so the global
-batch is the same. The runs train FlexMatch + MI: of the bases, the one with
+Two processes with one simulated device each are compared with one process
+with two, both reading the data as 2 shards (`data.num_shards`), so the
+global batch is the same. (One device a process keeps each run cheap: 4 and
+8 devices cost ~20 % more CPU a run here and prove nothing more about
+processes; the sharded step over 8 devices is tested in-process.) The runs train FlexMatch + MI: of the bases, the one with
 the largest method state (a record per unlabeled image, written from the
 global batch at every step), so the state is checked across processes too.
 Tolerance: results and parameters agree to rtol 1e-5, atol 1e-6 (the
@@ -57,7 +59,7 @@ def _local(num_processes, workdir, log_dir, *args, background=False):
         "--config.data.num_shards=2",
         *args,
     ]
-    env = _environment(8 // num_processes)
+    env = _environment(2 // num_processes)
     env["LOG_DIR"] = str(log_dir)
     if background:
         return subprocess.Popen(command, cwd=REPO, env=env, stderr=subprocess.PIPE, text=True)
@@ -193,7 +195,7 @@ def test_sigterm_to_one_process_stops_both_at_one_step(shared_runs, tmp_path):
     saved = [int(name) for name in os.listdir(tmp_path / "run" / "checkpoints")]
     assert max(saved) == step  # Saved where both stopped.
     assert not (tmp_path / "run" / "results.json").exists()
-    # Resumed on ONE process (8 devices): a checkpoint the 2 processes wrote
+    # Resumed on ONE process (2 devices): a checkpoint the 2 processes wrote
     # together restores on another process count and ends as the 1-process run.
     _local(1, tmp_path / "run", tmp_path / "logs_resumed", *LONG)
     log = (tmp_path / "logs_resumed" / "process_0.log").read_text()
