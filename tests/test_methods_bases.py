@@ -56,7 +56,7 @@ def test_the_flexmatch_record_covers_the_whole_unlabeled_pool():
 def test_a_flexmatch_record_without_the_pool_size_is_refused_when_built():
     config = load_config("tiny", "method=flexmatch")
     spec = methods.StateSpec(num_train=1497, num_classes=10)  # num_unlabeled not given.
-    with pytest.raises(ValueError, match="StateSpec.num_unlabeled=0; build the spec with"):
+    with pytest.raises(ValueError, match=r"StateSpec\.num_unlabeled=0; build the spec with"):
         methods.init_state(config.loss, spec)
 
 

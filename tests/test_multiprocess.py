@@ -4,9 +4,10 @@ Two processes with one simulated device each are compared with one process
 with two, both reading the data as 2 shards (`data.num_shards`), so the
 global batch is the same. (One device a process keeps each run cheap: 4 and
 8 devices cost ~20 % more CPU a run here and prove nothing more about
-processes; the sharded step over 8 devices is tested in-process.) The runs train FlexMatch + MI: of the bases, the one with
-the largest method state (a record per unlabeled image, written from the
-global batch at every step), so the state is checked across processes too.
+processes; the sharded step over 8 devices is tested in-process.) The runs
+train FlexMatch + MI: of the bases, the one with the largest method state (a
+record per unlabeled image, written from the global batch at every step), so
+the state is checked across processes too.
 Tolerance: results and parameters agree to rtol 1e-5, atol 1e-6 (the
 cross-process all-reduce sums in another order than the in-process one; the
 runs below differ by about 1e-7).
