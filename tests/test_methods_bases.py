@@ -91,6 +91,19 @@ def test_fixmatch_takes_distribution_alignment_as_an_option(target):
     assert 0.0 <= float(metrics["mask_rate"]) <= 1.0
 
 
+def test_uda_with_training_signal_annealing_masks_the_supervised_term():
+    config = load_config("tiny", "method=uda,mi=False")
+    config.loss.cross_entropy.tsa = "linear"
+    _, metrics, _ = run_steps(config, train.make_mesh(jax.devices()[:1]), 2)
+    # The last of the 2 steps is step 1 of 12: eta = (1 / 12) * (1 - 1/10) + 1/10.
+    assert float(metrics["tsa_threshold"]) == pytest.approx(0.9 / 12 + 0.1, rel=1e-5)
+    assert 0.0 <= float(metrics["tsa_mask_rate"]) <= 1.0
+    mixed = load_config("tiny", "method=mixmatch")
+    mixed.loss.cross_entropy.tsa = "log"
+    with pytest.raises(config_validation.ConfigError, match="MixMatch trains the supervised"):
+        config_validation.validate_config(mixed, num_devices=1)
+
+
 @pytest.mark.parametrize(
     "base, change, message",
     [
@@ -106,6 +119,7 @@ def test_fixmatch_takes_distribution_alignment_as_an_option(target):
         ),
         ("uda", lambda s: setattr(s, "temperature", 0.0), "loss.uda.temperature=0.0"),
         ("dash", lambda s: setattr(s, "gamma", 1.0), "gamma=1.0"),
+        ("cross_entropy", lambda s: setattr(s, "tsa", "cosine"), "loss.cross_entropy.tsa='cosine'"),
         (
             "fixmatch",
             lambda s: setattr(s, "distribution_alignment", "test_set"),
@@ -114,7 +128,8 @@ def test_fixmatch_takes_distribution_alignment_as_an_option(target):
     ],
 )
 def test_base_sections_are_checked_before_anything_runs(base, change, message):
-    config = load_config("tiny", f"method={base}")
+    consistency = base if base in methods.names(methods.CONSISTENCY) else "uda"
+    config = load_config("tiny", f"method={consistency}")
     change(config.loss[base])
     with pytest.raises(config_validation.ConfigError, match=message.replace("(", r"\(")):
         config_validation.validate_config(config, num_devices=1)

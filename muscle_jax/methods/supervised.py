@@ -14,13 +14,37 @@ def _cross_entropy(inputs: base.Inputs, section, state) -> base.TermResult:
         inputs.supervised_targets,
         label_smoothing=section.label_smoothing,
     )
-    return base.TermResult(jnp.mean(per_example))
+    if section.tsa == "none":
+        return base.TermResult(jnp.mean(per_example))
+    # UDA's training-signal annealing: labeled images the model already fits
+    # beyond eta_t leave the loss, which TorchSSL then averages over the batch.
+    eta = losses.tsa_threshold(inputs.step, inputs.total_steps, inputs.num_classes, section.tsa)
+    mask = losses.tsa_mask(
+        inputs.supervised_logits,
+        inputs.supervised_targets,
+        eta,
+        use_max_prob=section.tsa_max_prob,
+    )
+    metrics = {"tsa_mask_rate": jnp.mean(mask), "tsa_threshold": eta}
+    return base.TermResult(jnp.mean(per_example * mask), metrics)
 
 
 def _check_cross_entropy(section, config) -> list[str]:
+    problems = []
     if not 0.0 <= section.label_smoothing < 1.0:
-        return [f"loss.cross_entropy.label_smoothing={section.label_smoothing} must be in [0, 1)."]
-    return []
+        problems.append(
+            f"loss.cross_entropy.label_smoothing={section.label_smoothing} must be in [0, 1)."
+        )
+    if section.tsa not in losses.TSA_SCHEDULES:
+        problems.append(
+            f"loss.cross_entropy.tsa={section.tsa!r} is not one of {losses.TSA_SCHEDULES}."
+        )
+    elif section.tsa != "none" and config.loss.consistency == "mixmatch":
+        problems.append(
+            "loss.cross_entropy.tsa needs the integer labels, but MixMatch trains the supervised "
+            "term on mixed soft targets; set loss.cross_entropy.tsa='none' with MixMatch."
+        )
+    return problems
 
 
 CROSS_ENTROPY = register(
@@ -29,7 +53,9 @@ CROSS_ENTROPY = register(
         role=base.SUPERVISED,
         loss=_cross_entropy,
         description="cross-entropy on the labeled batch (optionally label-smoothed)",
-        defaults={"label_smoothing": 0.0},
+        # Training-signal annealing (UDA's TSA) off, as the papers' protocols; when on,
+        # TorchSSL's test of the largest probability (False: the paper's, the label's).
+        defaults={"label_smoothing": 0.0, "tsa": "none", "tsa_max_prob": True},
         check=_check_cross_entropy,
     )
 )
