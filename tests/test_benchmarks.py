@@ -57,7 +57,6 @@ SMOKE_RUNS = {
 
 
 @pytest.mark.slow
-@pytest.mark.xdist_group("training_subprocesses")
 @pytest.mark.parametrize("script", sorted(SMOKE_RUNS))
 def test_benchmark_runs_and_prints_its_headline(shared_runs, script):
     # All of them run once, in one interpreter (tests/shared_runs.py).

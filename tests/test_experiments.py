@@ -517,7 +517,6 @@ def test_each_suite_through_the_command_line(tmp_path, suite, args, expected_run
 
 
 @pytest.mark.slow
-@pytest.mark.xdist_group("training_subprocesses")
 def test_label_sweep_killed_mid_way_resumes_and_skips_finished_runs(tmp_path):
     workdir = tmp_path / "sweep"
     args = [

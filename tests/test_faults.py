@@ -82,7 +82,6 @@ def final_state(path, config=None):
 
 
 @pytest.mark.slow
-@pytest.mark.xdist_group("training_subprocesses")
 def test_kill_9_at_several_moments_then_resume_equals_uninterrupted(tmp_path):
     reference = run_to_completion(tmp_path / "reference")
     reference_state = final_state(tmp_path / "reference")

@@ -32,7 +32,7 @@ from muscle_jax import input_pipeline, train
 from .helpers import load_config
 from .test_train import REPO
 
-pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("training_subprocesses")]
+pytestmark = pytest.mark.slow
 
 RTOL, ATOL = 1e-5, 1e-6
 METHOD = "method=flexmatch"
