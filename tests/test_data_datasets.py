@@ -22,7 +22,8 @@ def test_missing_dataset_fails_fast_naming_dataset_dir_and_fix(name, tmp_path, m
     with pytest.raises(ip.DatasetNotFoundError) as error:
         ip.dataset_info(name, data_dir=data_dir)
     seconds = time.perf_counter() - start
-    assert seconds < 2.0, f"missing-dataset error took {seconds:.2f} s"
+    # Fast: no retry loop (those take minutes); 2 s failed once on a loaded machine.
+    assert seconds < 20.0, f"missing-dataset error took {seconds:.2f} s"
     message = str(error.value)
     assert repr(name) in message and data_dir in message
     assert "tfds build" in message and "--config.data.data_dir" in message
