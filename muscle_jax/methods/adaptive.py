@@ -16,7 +16,7 @@ from muscle_jax import losses
 from muscle_jax.methods import alignment, base, register
 
 # The consistency terms this module registers, in the order tables list them.
-MODERN_BASES = ("flexmatch", "freematch", "softmatch", "adamatch", "uda", "dash")
+MODERN_BASES = losses.STATEFUL_CONSISTENCY_KINDS  # One list, kept where their steps live.
 # Every method here is weighted as its paper (and USB/TorchSSL) weights it:
 # lambda_u = 1 from the first step, as FixMatch.
 _UNIT_WEIGHTING = {"weight": 1.0, "rampup": "none", "rampup_steps": 0}
