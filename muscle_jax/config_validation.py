@@ -120,6 +120,19 @@ def _check_divisibility(config, num_devices: int, num_processes: int) -> list[st
     return problems
 
 
+def with_data_shards(config: ml_collections.ConfigDict, num_processes: int):
+    """``config`` with ``data.num_shards=0`` (automatic) resolved to one shard a process.
+
+    Resolved when a run starts and fixed from then on: the value is saved with
+    the checkpoints, so a resume on another process count reads the same data.
+    """
+    if config.data.num_shards != 0:
+        return config
+    config = config.copy_and_resolve_references()
+    config.data.num_shards = num_processes
+    return config
+
+
 def validate_config(
     config: ml_collections.ConfigDict, *, num_devices: int, num_processes: int = 1
 ) -> None:

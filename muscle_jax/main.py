@@ -86,6 +86,7 @@ def main(argv):
         print(f"error: {error}", file=sys.stderr)
         sys.exit(2)
     distributed.initialize(setup, heartbeat_timeout_seconds=FLAGS.heartbeat_timeout_seconds)
+    _exit_on_what_can_be_refused_at_once(FLAGS.config, FLAGS.workdir)
     _hide_accelerators_from_tensorflow()
     logging.info(
         "JAX process %d/%d, %d local / %d global devices (%s).",
@@ -118,6 +119,27 @@ def main(argv):
         )
     else:
         print(f"stopped at step {results['step']} with a checkpoint; rerun to resume")
+
+
+def _exit_on_what_can_be_refused_at_once(config, workdir_path: str) -> None:
+    """An invalid config or a workdir in use: refused in seconds, before TensorFlow starts.
+
+    `train.train_and_evaluate` checks both again (for callers in Python, and the
+    lock for real); the checks against the dataset come there, once it is open.
+    """
+    from muscle_jax import config_validation, workdir
+
+    try:
+        config_validation.validate_config(
+            config_validation.with_data_shards(config, jax.process_count()),
+            num_devices=jax.device_count(),
+            num_processes=jax.process_count(),
+        )
+        if jax.process_index() == 0:  # The process that will hold the lock.
+            workdir.refuse_if_in_use(workdir_path)
+    except (config_validation.ConfigError, workdir.WorkdirError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        sys.exit(2)
 
 
 def user_errors() -> tuple[type[Exception], ...]:

@@ -387,11 +387,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
     """
     started = time.perf_counter()
     started_at = provenance.now()
-    if config.data.num_shards == 0:
-        # One data shard per process, fixed from now on: it is saved with the
-        # checkpoints, so a resume on another process count reads the same data.
-        config = config.copy_and_resolve_references()
-        config.data.num_shards = jax.process_count()
+    config = config_validation.with_data_shards(config, jax.process_count())
     # Everything that can be wrong with the inputs is checked before compiling,
     # and before anything is created in the workdir.
     config_validation.validate_config(

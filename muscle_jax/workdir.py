@@ -69,6 +69,40 @@ def _read_lock(path: str) -> dict[str, Any]:
         return {}  # Being written this instant, or torn: treated as held.
 
 
+def _live_holder(path: str) -> dict[str, Any] | None:
+    """Who holds the lock file ``path``; None when it is stale (a dead process of this host)."""
+    other = _read_lock(path)
+    stale = (
+        other.get("host") == socket.gethostname()
+        and isinstance(other.get("pid"), int)
+        and not _process_alive(other["pid"])
+    )
+    return None if stale else other
+
+
+def _in_use(workdir: str, path: str, other: dict[str, Any]) -> WorkdirError:
+    return WorkdirError(
+        f"--workdir {workdir} is in use by another run (host "
+        f"{other.get('host', '?')}, pid {other.get('pid', '?')}, started "
+        f"{other.get('started', '?')}; lock {path}). Wait for it to finish, or use "
+        "another --workdir. If that run is gone (e.g. its host died), delete the lock."
+    )
+
+
+def refuse_if_in_use(workdir: str) -> None:
+    """Raises `WorkdirError` when a live run holds ``workdir``'s lock; takes nothing.
+
+    The command line asks this at start-up, before the slow imports, so that a
+    second run on a busy workdir is refused in seconds; the run itself then
+    takes the lock with `lock`, which checks again.
+    """
+    path = os.path.join(workdir, LOCK_NAME)
+    if os.path.exists(path):
+        other = _live_holder(path)
+        if other is not None:
+            raise _in_use(workdir, path, other)
+
+
 @contextlib.contextmanager
 def lock(workdir: str):
     """Holds ``WORKDIR/run.lock`` for one run; a second run on the workdir is refused.
@@ -95,19 +129,9 @@ def lock(workdir: str):
         except OSError as error:
             if error.errno != errno.EEXIST:
                 raise WorkdirError(f"Cannot create the lock {path}: {error}.") from error
-            other = _read_lock(path)
-            stale = (
-                other.get("host") == holder["host"]
-                and isinstance(other.get("pid"), int)
-                and not _process_alive(other["pid"])
-            )
-            if not stale:
-                raise WorkdirError(
-                    f"--workdir {workdir} is in use by another run (host "
-                    f"{other.get('host', '?')}, pid {other.get('pid', '?')}, started "
-                    f"{other.get('started', '?')}; lock {path}). Wait for it to finish, or use "
-                    "another --workdir. If that run is gone (e.g. its host died), delete the lock."
-                ) from None
+            other = _live_holder(path)
+            if other is not None:
+                raise _in_use(workdir, path, other) from None
             # Left by a run that died without cleaning up: take it over.
             with contextlib.suppress(FileNotFoundError):
                 os.remove(path)

@@ -5,6 +5,8 @@ import re
 import subprocess
 import sys
 
+from tests import cli_driver
+
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 README = os.path.join(REPO, "README.md")
 
@@ -53,25 +55,22 @@ def test_readme_experiment_commands_are_valid(tmp_path):
     assert {arg for command in commands for arg in command if arg.startswith("--suite=")} == {
         f"--suite={suite}" for suite in suites.SUITES
     }
-    for index, command in enumerate(commands):
-        args = [arg for arg in command[3:] if not arg.startswith("--workdir=")]
-        completed = subprocess.run(
+    # Answered by one interpreter (tests/cli_driver.py): a dry run trains nothing.
+    outcomes = cli_driver.run_command_lines(
+        "muscle_jax.experiments.__main__",
+        [
             [
-                sys.executable,
-                "-m",
-                "muscle_jax.experiments",
-                *args,
+                *(arg for arg in command[3:] if not arg.startswith("--workdir=")),
                 f"--workdir={tmp_path / str(index)}",
                 "--dispatch=slurm",
                 "--dry_run",
-            ],
-            cwd=REPO,
-            capture_output=True,
-            text=True,
-            timeout=300,
-        )
-        assert completed.returncode == 0, completed.stderr
-        assert "would submit: sbatch" in completed.stdout
+            ]
+            for index, command in enumerate(commands)
+        ],
+    )
+    for command, completed in zip(commands, outcomes, strict=True):
+        assert completed.returncode == 0, (command, completed.stderr)
+        assert "would submit: sbatch" in completed.stdout, command
 
 
 def test_scaling_table_is_the_estimate_scripts_output():

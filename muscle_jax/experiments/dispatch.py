@@ -209,15 +209,17 @@ def run_locally(
     invocation: Invocation,
     *,
     after_each_run: Callable[[], None],
-    stream: TextIO = sys.stderr,
+    stream: TextIO | None = None,
 ) -> bool:
     """Runs the unfinished runs one after another; True when all have finished.
 
     SIGINT/SIGTERM to this process is passed on to the running training
     process, which checkpoints and stops; the suite then stops and resumes
     from there when the same command is run again. A failed run stops the
-    suite with its command and the end of its output.
+    suite with its command and the end of its output. Progress goes to
+    ``stream`` (default: sys.stderr as it is at the call, so a redirect holds).
     """
+    stream = stream or sys.stderr
     progress = Progress(runs, invocation, stream)
     done = 0
     pending = []
@@ -359,9 +361,13 @@ def submit_slurm(
     *,
     sbatch_args: Sequence[str],
     dry_run: bool,
-    stream: TextIO = sys.stdout,
+    stream: TextIO | None = None,
 ) -> list[str]:
-    """Writes the stage scripts and submits them chained (or prints them with ``dry_run``)."""
+    """Writes the stage scripts and submits them chained (or prints them with ``dry_run``).
+
+    Output goes to ``stream`` (default: sys.stdout as it is at the call).
+    """
+    stream = stream or sys.stdout
     jobs = slurm_scripts(runs, invocation, suite, sbatch_args=sbatch_args)
     if not jobs:
         stream.write("Every run has finished; nothing to submit.\n")
