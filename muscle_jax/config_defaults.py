@@ -16,6 +16,10 @@ Defaults marked "protocol" are the FixMatch protocol that SSL papers share;
 defaults marked "ours" are choices the MUSCLE abstract does not fix.
 """
 
+import ast
+import sys
+from typing import Any
+
 import ml_collections
 from ml_collections import config_dict
 
@@ -73,7 +77,14 @@ def base_config() -> ml_collections.ConfigDict:
     config.data.name = "cifar10"
     config.data.data_dir = config_dict.placeholder(str)  # None: TFDS's default directory.
     config.data.download = False  # Never reach the network unless asked to.
-    config.data.num_classes = 10
+    # Your own images instead of a named dataset: an image folder or an .npz
+    # (muscle_jax/data/files.py, docs/custom.md); data.name then only names it.
+    config.data.path = config_dict.placeholder(str)
+    # Resize data.path's images to image_size x image_size (None: keep their size).
+    config.data.image_size = config_dict.placeholder(int)
+    # Flip in the weak augmentation; None: the dataset's default (the table's, else on).
+    config.data.flip = config_dict.placeholder(bool)
+    config.data.num_classes = 10  # 0: the dataset's count (read when it opens).
     config.data.num_labeled = 4000
     config.data.imbalance_ratio = 1.0  # > 1: long-tailed labeled subset (bias experiments).
     config.data.exclude_labeled_from_unlabeled = False  # protocol: all images are unlabeled too.
@@ -152,6 +163,56 @@ def moved_key_problems(args) -> list[str]:
         if key in MOVED_KEYS:
             problems.append(f"--config.{key} is now --config.{MOVED_KEYS[key]}")
     return problems
+
+
+MODEL_KWARGS_FLAG = "--config.model.kwargs."
+
+
+def split_model_kwargs(args) -> tuple[list[str], dict[str, Any]]:
+    """(the other arguments, {KEY: value}) of the ``--config.model.kwargs.KEY=VALUE`` arguments.
+
+    ``model.kwargs`` go to the model's constructor, so their keys are the
+    model's (a backbone of yours has its own): the locked config cannot know
+    them, and the command line takes them apart from the other overrides.
+    Values are Python literals (``8``, ``0.3``, ``(16, 32)``, ``'same'``);
+    anything else is kept as a string.
+    """
+    rest, kwargs = [], {}
+    for arg in args:
+        if not (arg.startswith(MODEL_KWARGS_FLAG) and "=" in arg):
+            rest.append(arg)
+            continue
+        key, _, text = arg[len(MODEL_KWARGS_FLAG) :].partition("=")
+        if not key.isidentifier():
+            raise ValueError(f"{arg}: {key!r} is not a keyword argument name.")
+        try:
+            kwargs[key] = ast.literal_eval(text)
+        except (ValueError, SyntaxError):
+            kwargs[key] = text
+    return rest, kwargs
+
+
+def parse_without_model_kwargs(flag_values, argv: list[str]) -> list[str]:
+    """``flag_values(argv)`` for ``argv`` without the model kwargs (`split_model_kwargs`).
+
+    ml_collections' config flag reads the overrides from ``sys.argv`` itself, not
+    from the arguments it is given, so ``sys.argv`` is ``argv`` while it parses.
+    """
+    saved = sys.argv
+    sys.argv = list(argv)
+    try:
+        return flag_values(argv)
+    finally:
+        sys.argv = saved
+
+
+def set_model_kwargs(config: ml_collections.ConfigDict, kwargs: dict[str, Any]) -> None:
+    """Adds or replaces ``config.model.kwargs`` entries (see `split_model_kwargs`)."""
+    with config.model.kwargs.unlocked():
+        for key, value in kwargs.items():
+            if key in config.model.kwargs:
+                del config.model.kwargs[key]  # Its type may change (a list for a tuple).
+            config.model.kwargs[key] = value
 
 
 def parse_arg(arg: str | None, **defaults):

@@ -10,6 +10,7 @@ import jax.numpy as jnp
 import ml_collections
 
 from muscle_jax import losses, methods
+from muscle_jax.data import splits
 
 OPTIMIZERS = ("sgd", "adam")
 SCHEDULES = ("cosine", "constant")
@@ -51,8 +52,19 @@ def _check_types_and_ranges(config) -> list[str]:
     }.items():
         if not isinstance(value, int) or isinstance(value, bool) or value < 0:
             problems.append(f"{key}={value!r} must be an integer >= 0.")
-    if config.data.num_classes < 2:
-        problems.append(f"data.num_classes={config.data.num_classes} must be at least 2.")
+    if config.data.num_classes < 2 and config.data.num_classes != 0:
+        problems.append(
+            f"data.num_classes={config.data.num_classes} must be at least 2 (or 0: the "
+            "dataset's own count)."
+        )
+    if config.data.image_size is not None and config.data.image_size < 1:
+        problems.append(f"data.image_size={config.data.image_size} must be a positive integer.")
+    if config.data.image_size is not None and not config.data.path:
+        problems.append(
+            f"data.path is not set, but data.image_size={config.data.image_size} is, which "
+            "resizes data.path's images: give your images with --config.data.path=DIR (an "
+            "image folder) or FILE.npz, or unset image_size for a named dataset."
+        )
     if not 0.0 <= config.ema_decay < 1.0:
         problems.append(f"ema_decay={config.ema_decay} must be in [0, 1).")
     if config.data.imbalance_ratio < 1.0:
@@ -80,13 +92,20 @@ def _check_choices(config) -> list[str]:
         "optimizer.name": (config.optimizer.name, OPTIMIZERS),
         "optimizer.schedule": (config.optimizer.schedule, SCHEDULES),
         "model.compute_dtype": (config.model.compute_dtype, tuple(COMPUTE_DTYPES)),
-        "model.name": (config.model.name, models.list_models()),
     }
+    if not models.is_import_path(config.model.name):
+        choices["model.name"] = (config.model.name, models.list_models())
     problems = [
-        f"{key}={value!r} is not one of {allowed}."
+        f"{key}={value!r} is not one of {allowed}"
+        + (" (or module:Class, a backbone of yours)." if key == "model.name" else ".")
         for key, (value, allowed) in choices.items()
         if value not in allowed
     ]
+    if models.is_import_path(config.model.name):
+        try:
+            models.user.load_class(config.model.name)
+        except models.UserModelError as error:
+            problems.append(str(error))
     # The loss terms and their sections: each method checks its own.
     return problems + methods.check(config)
 
@@ -117,7 +136,20 @@ def _check_divisibility(config, num_devices: int, num_processes: int) -> list[st
             problems.append(
                 f"{name}={batches[name]} does not split into data.num_shards={shards} shards."
             )
+    if config.data.num_classes:  # (0: the dataset's count, checked once it is open.)
+        problems += _labeled_split_problems(config, config.data.num_classes)
     return problems
+
+
+def _labeled_split_problems(config, num_classes: int) -> list[str]:
+    """Whether ``data.num_labeled`` splits over the classes (per class, or long-tailed)."""
+    try:
+        splits.per_class_counts(
+            config.data.num_labeled, num_classes, imbalance_ratio=config.data.imbalance_ratio
+        )
+    except ValueError as error:
+        return [f"data.num_labeled={config.data.num_labeled}: {error}"]
+    return []
 
 
 def with_data_shards(config: ml_collections.ConfigDict, num_processes: int):
@@ -147,6 +179,15 @@ def validate_config(
         raise ConfigError("Invalid config:\n  - " + "\n  - ".join(problems))
 
 
+def with_dataset_facts(config: ml_collections.ConfigDict, info):
+    """``config`` with ``data.num_classes=0`` (the dataset's count) resolved from ``info``."""
+    if config.data.num_classes != 0:
+        return config
+    config = config.copy_and_resolve_references()
+    config.data.num_classes = info.num_classes
+    return config
+
+
 def validate_against_dataset(config: ml_collections.ConfigDict, info) -> None:
     """Checks the config against the dataset's real sizes (an `input_pipeline.DatasetInfo`)."""
     problems = []
@@ -155,6 +196,7 @@ def validate_against_dataset(config: ml_collections.ConfigDict, info) -> None:
             f"data.num_classes={config.data.num_classes} but dataset {info.name!r} has "
             f"{info.num_classes} classes; set --config.data.num_classes={info.num_classes}."
         )
+    problems += _labeled_split_problems(config, info.num_classes)
     if config.data.num_labeled > info.num_train:
         problems.append(
             f"data.num_labeled={config.data.num_labeled} is more than the {info.num_train} "

@@ -104,15 +104,24 @@ def _shard(size: int, index: int, count: int) -> tuple[int, int]:
     return size * index // count, size * (index + 1) // count
 
 
-def open_dataset(data_config) -> "sources.ArraySource | sources.TfdsSource":
-    """Opens ``data_config.name`` once for a run; pass the result to `training` and `evaluation`.
+def open_dataset(
+    data_config, *, cache_dir: str | None = None
+) -> "sources.ArraySource | sources.TfdsSource":
+    """Opens the config's dataset once for a run; pass the result to `training` and `evaluation`.
 
-    Reading a TFDS builder's metadata and cardinalities takes seconds on a
-    large dataset; a run does it here once instead of at every evaluation.
-    The result's ``info`` is the `DatasetInfo`.
+    That is ``data.path`` (your image folder or .npz; an image folder's decoded
+    arrays are kept in ``data.data_dir``, else in ``cache_dir``) or else
+    ``data.name``. Reading a TFDS builder's metadata and cardinalities takes
+    seconds on a large dataset; a run does it here once instead of at every
+    evaluation. The result's ``info`` is the `DatasetInfo`.
     """
     return sources.open_source(
-        data_config.name, data_dir=data_config.data_dir, download=data_config.download
+        data_config.name,
+        data_dir=data_config.data_dir,
+        download=data_config.download,
+        path=data_config.get("path"),
+        image_size=data_config.get("image_size"),
+        cache_dir=data_config.data_dir or cache_dir,
     )
 
 
@@ -133,7 +142,7 @@ def training(
     opened here).
     """
     return make_train_iterator(
-        data_config.name if source is None else source,
+        open_dataset(data_config) if source is None else source,
         data_dir=data_config.data_dir,
         num_labeled=data_config.num_labeled,
         seed=seed,
@@ -148,6 +157,7 @@ def training(
         sharding=sharding,
         download=data_config.download,
         start_step=start_step,
+        flip=data_config.get("flip"),
     )
 
 
@@ -156,7 +166,7 @@ def evaluation(
 ) -> Iterator[dict]:
     """`make_eval_iterator` (one pass over the test split) for a config's ``data`` section."""
     return make_eval_iterator(
-        data_config.name if source is None else source,
+        open_dataset(data_config) if source is None else source,
         data_dir=data_config.data_dir,
         batch_size=data_config.eval_batch_size,
         sharding=sharding,
@@ -186,6 +196,7 @@ def make_train_iterator(
     start_step: int = 0,
     shuffle_buffer_size: int = 50_000,
     prefetch: int = 2,
+    flip: bool | None = None,
 ) -> Iterator[dict]:
     """Endless training batches (keys in the module docstring), from `start_step` on.
 
@@ -218,6 +229,7 @@ def make_train_iterator(
       shuffle_buffer_size: the unlabeled shard is shuffled in blocks of at
         most this many examples (a full permutation when the shard is smaller).
       prefetch: batches kept in flight to the devices.
+      flip: horizontal flips in the augmentations; None: the dataset's default.
     """
     source = sources.open_source(name, data_dir=data_dir, download=download)
     info = source.info
@@ -299,7 +311,7 @@ def make_train_iterator(
             # read the same shard the same way.
             "process_index": shard,
             "start_step": start_step,
-            "flip": source.flip,
+            "flip": source.flip if flip is None else flip,
             "rand_augment": rand_augment,
         }
         mine = labeled[shard::shards]

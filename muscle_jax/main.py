@@ -144,10 +144,11 @@ def _exit_on_what_can_be_refused_at_once(config, workdir_path: str) -> None:
 
 def user_errors() -> tuple[type[Exception], ...]:
     """The project's own error types: each message names the problem and the fix."""
-    from muscle_jax import checkpointing, config_validation, monitoring, workdir
+    from muscle_jax import checkpointing, config_validation, models, monitoring, workdir
     from muscle_jax.data import sources, validation
 
     return (
+        models.UserModelError,
         config_validation.ConfigError,
         validation.DataValidationError,
         validation.DataRequestError,
@@ -217,7 +218,10 @@ def parse_flags(argv):
         )
         sys.exit(2)
     try:
-        return FLAGS(argv)
+        argv, model_kwargs = config_defaults.split_model_kwargs(argv)
+        remaining = config_defaults.parse_without_model_kwargs(FLAGS, argv)
+        config_defaults.set_model_kwargs(FLAGS.config, model_kwargs)
+        return remaining
     except (flags.Error, AttributeError, KeyError, TypeError, ValueError) as error:
         # ml_collections reports an unknown override key as AttributeError/KeyError.
         unknown_key = isinstance(error, (AttributeError, KeyError))

@@ -72,7 +72,9 @@ def _inputs(model, batch, *, teacher, key, step, total_steps, num_classes, dtype
     if "unlabeled_a" in batch:
         names += ["unlabeled_a", "unlabeled_b"]
     sizes = [batch[name].shape[0] for name in names]
-    output = model(jnp.concatenate([batch[name] for name in names]).astype(dtype), train=True)
+    images = jnp.concatenate([batch[name] for name in names]).astype(dtype)
+    # Models built with a dropout rate draw from the key; at rate 0 they ignore it.
+    output = model(images, train=True, dropout_key=methods.dropout_key(key, 0))
     logits = dict(zip(names, _split(output.logits, sizes), strict=True))
     projections = dict(zip(names, _split(output.projections, sizes), strict=True))
     # Over-clustering logits are [heads, batch, outputs]: the batch is axis 1.

@@ -56,6 +56,13 @@ def write_summary(workdir: str, *, config, history: dict, train_history: dict, r
             history["step"], history["ema_accuracy"], history["raw_accuracy"], strict=True
         )
     ]
+    if results is not None and results.get("per_class_accuracy"):
+        names = results.get("class_names") or range(len(results["per_class_accuracy"]))
+        lines += ["", "| class | test accuracy, EMA (final evaluation) |", "|---|---|"]
+        lines += [
+            f"| {name} | {'-' if value is None else f'{value:.4f}'} |"
+            for name, value in zip(names, results["per_class_accuracy"], strict=True)
+        ]
     if train_history.get("step"):
         lines += ["", f"Loss terms over training: {PLOT_NAME} (and TensorBoard in this workdir)."]
     text = "\n".join(lines) + "\n"

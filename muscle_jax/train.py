@@ -122,7 +122,10 @@ def create_train_state(
         _, params, batch_stats = nnx.split(build_model(config, info), nnx.Param, nnx.BatchStat)
         return params.to_pure_dict(), batch_stats.to_pure_dict()
 
-    graphdef = nnx.graphdef(nnx.eval_shape(lambda: build_model(config, info)))
+    abstract_model = nnx.eval_shape(lambda: build_model(config, info))
+    if models.is_import_path(config.model.name):  # A backbone of yours: its contract first.
+        models.user.check_contract(abstract_model, info.image_shape, config.model.name)
+    graphdef = nnx.graphdef(abstract_model)
     # One compiled initialiser: run eagerly, every kernel's random init compiles on its own.
     params, batch_stats = jax.jit(initial_variables)()
     tx = optim.make_optimizer(config)
@@ -378,12 +381,20 @@ def _is_due(step: int, every: int, total: int) -> bool:
     return step % every == 0 or step == total
 
 
-def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
+def train_and_evaluate(
+    config: ml_collections.ConfigDict,
+    workdir: str,
+    *,
+    source: "input_pipeline.ArrayDataset | None" = None,
+) -> dict[str, Any]:
     """Trains and evaluates ``config`` in ``workdir``, resuming from it when it has checkpoints.
 
-    Returns the results written to ``WORKDIR/results.json``, or, when a
-    SIGTERM/SIGINT stopped the run early, ``{"status": "preempted", "step": k}``
-    after saving a checkpoint at step k.
+    The data is ``source`` when given (an `input_pipeline.ArrayDataset` of
+    your arrays, in memory; ``data.name`` and ``data.path`` are then not
+    read), else the config's ``data.path`` or ``data.name``. Returns the
+    results written to ``WORKDIR/results.json``, or, when a SIGTERM/SIGINT
+    stopped the run early, ``{"status": "preempted", "step": k}`` after saving
+    a checkpoint at step k.
     """
     started = time.perf_counter()
     started_at = provenance.now()
@@ -394,9 +405,24 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
         config, num_devices=jax.device_count(), num_processes=jax.process_count()
     )
     # Opened once: training and every evaluation read from it.
-    source = input_pipeline.open_dataset(config.data)
+    if source is None:
+        source = input_pipeline.open_dataset(
+            config.data, cache_dir=os.path.join(workdir, "data_cache")
+        )
+    else:
+        source = input_pipeline.sources.open_source(source)
     info = source.info
+    config = config_validation.with_dataset_facts(config, info)
     config_validation.validate_against_dataset(config, info)
+    # The labeled subset the run will draw, once here: a class with too few
+    # examples is refused before the workdir is touched.
+    splits.select_labeled_indices(
+        source.train_labels(),
+        num_labeled=config.data.num_labeled,
+        seed=config.seed,
+        imbalance_ratio=config.data.imbalance_ratio,
+        num_classes=info.num_classes,
+    )
     workdir = workdir_lib.prepare(workdir)
     # One run per workdir; the first process holds the lock and writes the log.
     first = jax.process_index() == 0
@@ -546,6 +572,7 @@ def _train(config: ml_collections.ConfigDict, workdir: str, source, started: flo
         "accuracy_steps": [history["step"][index] for index in reported],
         "final_accuracy": last["ema_accuracy"],
         "per_class_accuracy": last["per_class_accuracy"],
+        "class_names": list(source.info.class_names or ()) or None,
         "num_test_examples": last["num_examples"],
         "steps": final_step,
         "timing": _timing(started, first_step_done, loop_done, final_step - start_step),

@@ -19,7 +19,12 @@ import pytest
 from flax import nnx
 
 from muscle_jax import config_defaults, models
-from muscle_jax.config_validation import ConfigError, validate_against_dataset, validate_config
+from muscle_jax.config_validation import (
+    ConfigError,
+    validate_against_dataset,
+    validate_config,
+    with_dataset_facts,
+)
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 CONFIG_DIR = REPO / "configs"
@@ -35,6 +40,8 @@ EXPECTED = {
     "mini_imagenet.py": ("mini_imagenet", 100, "resnet18"),
     "mnist.py": ("mnist", 10, "small_cnn"),
     "digits.py": ("digits", 10, "small_cnn"),
+    # Your own images: the class count is the data's (0 in the file; a 10-class folder here).
+    "image_folder.py": ("image_folder", 10, "wrn28_2"),
 }
 # The configs that follow docs/method.md's training protocol unchanged.
 PROTOCOL_CONFIGS = ("cifar10.py", "cifar100.py", "svhn.py", "stl10.py", "mini_imagenet.py")
@@ -48,6 +55,7 @@ DATASET_SIZES = {
     "mini_imagenet": (100, 50_000, (84, 84, 3)),
     "mnist": (10, 60_000, (28, 28, 1)),
     "digits": (10, 1_497, (8, 8, 1)),
+    "image_folder": (10, 1_000, (32, 32, 3)),  # A user's folder, at the config's image_size.
 }
 
 
@@ -74,11 +82,27 @@ def load_config_module(filename: str):
 
 
 def get_config(filename: str, arg: str | None = None) -> ml_collections.ConfigDict:
-    return load_config_module(filename).get_config(arg)
+    """The config, with ``num_classes=0`` (the data's count) read from `DATASET_SIZES`.
+
+    The image-folder config gets the ``data.path`` its command line must give.
+    """
+    config = load_config_module(filename).get_config(arg)
+    if filename == "image_folder.py":
+        config.data.path = "/data/my_images"
+    return with_dataset_facts(config, fake_info(config.data.name))
 
 
 def test_every_dataset_config_is_listed():
     assert set(EXPECTED) | {"tiny.py"} == set(CONFIG_FILES)
+
+
+def test_the_image_folder_config_takes_its_classes_and_sizes_from_the_data():
+    config = load_config_module("image_folder.py").get_config("image_size=64")
+    assert config.data.num_classes == 0 and config.data.path is None
+    assert config.data.image_size == 64
+    assert load_config_module("image_folder.py").get_config("image_size=0").data.image_size is None
+    mine = load_config_module("image_folder.py").get_config("model=mypkg.nets:Net")
+    assert mine.model.name == "mypkg.nets:Net"
 
 
 # ---------------------------------------------------------------- valid configs
@@ -162,12 +186,14 @@ def test_other_label_counts_seeds_and_short_runs(filename):
     default = get_config(filename)
     info = fake_info(default.data.name)
     fewer = default.data.num_labeled // 2 // default.data.num_classes * default.data.num_classes
-    arg = f"num_labeled={fewer},seed=3,total_steps=200,imbalance_ratio=10"
+    # A ratio of 10 needs ~5 labels a class for its smallest class to get one.
+    ratio = 10 if fewer >= 5 * default.data.num_classes else 2
+    arg = f"num_labeled={fewer},seed=3,total_steps=200,imbalance_ratio={ratio}"
     config = get_config(filename, arg)
     validate_config(config, num_devices=NUM_DEVICES)
     validate_against_dataset(config, info)
     assert (config.data.num_labeled, config.seed, config.total_steps) == (fewer, 3, 200)
-    assert config.data.imbalance_ratio == 10.0
+    assert config.data.imbalance_ratio == ratio
     assert config.eval_every_steps <= 200 and config.checkpoint_every_steps <= 200
 
 

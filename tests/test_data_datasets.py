@@ -56,9 +56,9 @@ def test_unknown_name_lists_the_known_ones():
 
 
 def test_catalog_flip_policy():
-    assert not catalog.entry("digits").flip and not catalog.entry("mnist").flip
-    assert not catalog.entry("svhn_cropped").flip
-    assert catalog.entry("cifar10").flip and catalog.entry("fashion_mnist").flip
+    assert not catalog.lookup("digits").flip and not catalog.lookup("mnist").flip
+    assert not catalog.lookup("svhn_cropped").flip
+    assert catalog.lookup("cifar10").flip and catalog.lookup("fashion_mnist").flip
 
 
 TRAIN_PER_CLASS, TEST_PER_CLASS, CLASSES = 3, 2, 3

@@ -1,7 +1,11 @@
 """The datasets the pipeline knows by name, and what each needs.
 
-A fixed table, not a registry: a config names one of these, and anything
-else (tests' own arrays, a new dataset) is passed in as an `ArrayDataset`.
+The table holds the facts TFDS's metadata does not give (whether a flip
+keeps the class, unlabeled-only splits). Any other name is read as a TFDS
+dataset prepared in ``data_dir`` with the defaults of `CatalogEntry`, its
+classes, image shape and splits from its metadata (`lookup`); your own files
+come in through ``data.path`` (`muscle_jax.data.files`), arrays in memory as
+an `ArrayDataset`.
 """
 
 import dataclasses
@@ -42,9 +46,11 @@ CATALOG: dict[str, CatalogEntry] = {
 }
 
 
-def entry(name: str) -> CatalogEntry:
-    if name not in CATALOG:
+def lookup(name: str) -> CatalogEntry:
+    """The table's entry for ``name``; for any other name, TFDS's dataset of that name."""
+    if not name:
         raise DataRequestError(
-            f"Unknown dataset {name!r}; known datasets: {', '.join(sorted(CATALOG))}."
+            "data.name is empty; name a dataset (" + ", ".join(sorted(CATALOG)) + ", or any "
+            "TFDS dataset prepared in data.data_dir) or give data.path."
         )
-    return CATALOG[name]
+    return CATALOG.get(name) or CatalogEntry(tfds_name=name)

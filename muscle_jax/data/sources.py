@@ -35,6 +35,8 @@ class DatasetInfo:
       num_unlabeled_only: examples without labels that join the unlabeled
         stream (STL-10: 100,000). Unlabeled indices run over
         `[0, num_train + num_unlabeled_only)`, training examples first.
+      class_names: the name of each label, where the dataset has them (an
+        image folder's class folders, a TFDS ClassLabel's names).
     """
 
     name: str
@@ -43,6 +45,7 @@ class DatasetInfo:
     num_train: int
     num_test: int
     num_unlabeled_only: int = 0
+    class_names: tuple[str, ...] | None = None
 
     @property
     def pool_size(self) -> int:
@@ -52,10 +55,12 @@ class DatasetInfo:
 
 @dataclasses.dataclass(frozen=True, eq=False)
 class ArrayDataset:
-    """A dataset held in memory: for tests, and for data that is not in the catalog.
+    """A dataset held in memory: your own arrays, the files of `muscle_jax.data.files`, tests.
 
-    Images are uint8 `[N, H, W, C]`, labels integer `[N]` in [0, num_classes).
-    Pass it wherever a dataset name is accepted.
+    Images are uint8 `[N, H, W, C]`, labels integer `[N]` in [0, num_classes);
+    ``unlabeled_images`` join the unlabeled pool. Train on it with
+    ``train.train_and_evaluate(config, workdir, source=dataset)``, or pass it to
+    the pipeline's functions in place of a dataset name.
     """
 
     name: str
@@ -66,6 +71,7 @@ class ArrayDataset:
     num_classes: int
     flip: bool = True
     unlabeled_images: np.ndarray | None = None
+    class_names: tuple[str, ...] | None = None
 
 
 class DatasetNotFoundError(FileNotFoundError):
@@ -99,6 +105,7 @@ class ArraySource:
             num_train=len(data.train_labels),
             num_test=len(data.test_labels),
             num_unlabeled_only=0 if extra is None else len(extra),
+            class_names=_checked_names(name, data.class_names, data.num_classes),
         )
         self._train_labels = np.asarray(data.train_labels, np.int32)
         pool_images = [data.train_images] + ([] if extra is None else [extra])
@@ -127,6 +134,14 @@ class ArraySource:
         )
 
 
+def _checked_names(name: str, names, num_classes: int) -> tuple[str, ...] | None:
+    if names is not None and len(names) != num_classes:
+        raise validation.DataValidationError(
+            f"Dataset {name!r}: {len(names)} class names for {num_classes} classes."
+        )
+    return None if names is None else tuple(str(n) for n in names)
+
+
 class TfdsSource:
     """A source over a prepared TFDS dataset."""
 
@@ -135,21 +150,23 @@ class TfdsSource:
         import tensorflow_datasets as tfds
 
         self._tfds = tfds
-        spec = catalog.entry(name)
+        spec = catalog.lookup(name)
         if spec.tfds_name == "mini_imagenet":
             from muscle_jax.data import mini_imagenet  # noqa: F401  (registers the builder)
         self.flip = spec.flip
-        self._spec = spec
-        self._builder = builder or tfds.builder(spec.tfds_name, data_dir=data_dir)
+        self._builder = builder or _builder(name, spec, data_dir)
         if not self._builder.is_prepared():
             if not download:
                 raise DatasetNotFoundError(_missing_message(name, spec, data_dir, self._builder))
             self._builder.download_and_prepare()
         features = self._builder.info.features
-        image, label = features["image"], features["label"]
+        self._image_key = _feature_key(name, features, tfds.features.Image, "image")
+        self._label_key = _feature_key(name, features, tfds.features.ClassLabel, "label")
+        image, label = features[self._image_key], features[self._label_key]
         validation.check_image_spec(name, image.shape, image.np_dtype)
+        self._spec = dataclasses.replace(spec, test_split=self._test_split(name, spec))
         self._sizes = {split: self._count(split) for split in self._pool_splits()}
-        self._test_size = self._count(spec.test_split)
+        self._test_size = self._count(self._spec.test_split)
         self.info = DatasetInfo(
             name=name,
             num_classes=label.num_classes,
@@ -157,6 +174,19 @@ class TfdsSource:
             num_train=self._sizes[spec.train_split],
             num_test=self._test_size,
             num_unlabeled_only=sum(self._sizes[s] for s in spec.extra_unlabeled_splits),
+            class_names=tuple(label.names) if label.names else None,
+        )
+
+    def _test_split(self, name: str, spec: catalog.CatalogEntry) -> str:
+        """The table's test split; a dataset without one is evaluated on its validation split."""
+        splits = set(self._builder.info.splits.keys())
+        if not splits or spec.test_split in splits:
+            return spec.test_split  # (tfds.testing.mock_data leaves the split metadata empty.)
+        if "validation" in splits:
+            return "validation"
+        raise validation.DataRequestError(
+            f"Dataset {name!r} has the splits {sorted(splits)}: none is {spec.test_split!r} or "
+            "'validation' to evaluate on."
         )
 
     def _pool_splits(self) -> tuple[str, ...]:
@@ -175,7 +205,7 @@ class TfdsSource:
         )
 
     def train_labels(self) -> np.ndarray:
-        decoders = {"image": self._tfds.decode.SkipDecoding()}
+        decoders = {self._image_key: self._tfds.decode.SkipDecoding()}
         split = self._spec.train_split
         ds = self._builder.as_dataset(
             split=split,
@@ -183,7 +213,7 @@ class TfdsSource:
             decoders=decoders,
             read_config=self._tfds.ReadConfig(**_IN_ORDER),
         )
-        batches = ds.map(lambda ex: ex["label"]).batch(8192).as_numpy_iterator()
+        batches = ds.map(lambda ex: ex[self._label_key]).batch(8192).as_numpy_iterator()
         labels = np.concatenate(list(batches)).astype(np.int32)
         validation.check_labels(self.info.name, split, labels, self.info.num_classes)
         return labels
@@ -222,8 +252,8 @@ class TfdsSource:
             datasets.append(
                 ds.map(
                     lambda i, ex: {
-                        "image": ex["image"],
-                        "label": tf.cast(ex["label"], tf.int32),
+                        "image": ex[self._image_key],
+                        "label": tf.cast(ex[self._label_key], tf.int32),
                         "index": tf.cast(i, tf.int32),
                     }
                 )
@@ -232,6 +262,43 @@ class TfdsSource:
         for more in datasets[1:]:
             ds = ds.concatenate(more)
         return ds
+
+
+def _builder(name: str, spec: catalog.CatalogEntry, data_dir: str | None):
+    """TFDS's builder for ``spec``: a registered one, or one prepared in ``data_dir``."""
+    import tensorflow_datasets as tfds
+
+    try:
+        return tfds.builder(spec.tfds_name, data_dir=data_dir)
+    except tfds.core.registered.DatasetNotFoundError:
+        pass
+    # Not a builder this TFDS knows: a dataset prepared elsewhere (a builder of
+    # your own, `tfds build` of a community dataset) is read from its files.
+    root = os.path.join(os.path.expanduser(data_dir or tfds.core.constants.DATA_DIR), name)
+    versions = sorted(
+        (v for v in (os.listdir(root) if os.path.isdir(root) else []) if v[:1].isdigit()),
+        key=lambda v: tuple(int(p) for p in v.split(".") if p.isdigit()),
+    )
+    if versions:
+        return tfds.builder_from_directory(os.path.join(root, versions[-1]))
+    raise validation.DataRequestError(
+        f"Unknown dataset {name!r}: not in the table ({', '.join(sorted(catalog.CATALOG))}), "
+        f"not a TFDS dataset, and not prepared in {root}. Name one of those, or give your own "
+        "images with --config.data.path=DIR (an image folder) or FILE.npz (see docs/custom.md)."
+    )
+
+
+def _feature_key(name: str, features, kind, preferred: str) -> str:
+    """The feature of ``kind`` (Image, ClassLabel): ``preferred`` or the only one there is."""
+    if preferred in features and isinstance(features[preferred], kind):
+        return preferred
+    keys = [key for key, feature in features.items() if isinstance(feature, kind)]
+    if len(keys) != 1:
+        raise validation.DataRequestError(
+            f"Dataset {name!r} has {len(keys)} {kind.__name__} features ({keys}) and none named "
+            f"{preferred!r}; the pipeline needs exactly one image and one class label."
+        )
+    return keys[0]
 
 
 def _missing_message(name, spec, data_dir, builder) -> str:
@@ -256,17 +323,31 @@ def _missing_message(name, spec, data_dir, builder) -> str:
 
 
 def open_source(
-    name: "str | ArrayDataset", *, data_dir: str | None = None, download: bool = False
+    name: "str | ArrayDataset",
+    *,
+    data_dir: str | None = None,
+    download: bool = False,
+    path: str | None = None,
+    image_size: int | None = None,
+    cache_dir: str | None = None,
 ) -> "ArraySource | TfdsSource":
-    """The source for a catalog name or an `ArrayDataset`; fails fast when data is missing.
+    """The source for a name, your own files at ``path``, or an `ArrayDataset`; fails fast.
 
-    An already opened source is returned as it is, so a run opens its dataset once.
+    ``path`` (an image folder or an ``.npz``, `muscle_jax.data.files`) takes
+    precedence over the name; ``image_size`` resizes its images and
+    ``cache_dir`` keeps an image folder's decoded arrays. A name is the
+    embedded digits, a table dataset or any TFDS dataset in ``data_dir``. An
+    already opened source is returned as it is, so a run opens its dataset once.
     """
     if isinstance(name, (ArraySource, TfdsSource)):
         return name
     if isinstance(name, ArrayDataset):
         return ArraySource(name)
-    spec = catalog.entry(name)
+    if path:
+        from muscle_jax.data import files
+
+        return ArraySource(files.load(path, image_size=image_size, cache_dir=cache_dir))
+    spec = catalog.lookup(name)
     if spec.tfds_name is None:
         train_x, train_y, test_x, test_y = digits.load()
         return ArraySource(

@@ -16,6 +16,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 from absl import app, flags
 from ml_collections import config_flags
 
+from muscle_jax import config_defaults
 from muscle_jax.experiments import dispatch, results, suites
 
 FLAGS = flags.FLAGS
@@ -68,6 +69,10 @@ flags.DEFINE_bool(
 flags.mark_flags_as_required(["suite", "config", "workdir"])
 
 
+# The command line's --config.model.kwargs.KEY=VALUE (parse_flags), passed on to every run.
+_MODEL_KWARGS: dict = {}
+
+
 class UsageError(ValueError):
     """A flag value that cannot be used; the message says which and why."""
 
@@ -102,7 +107,9 @@ def options_from_flags() -> suites.SuiteOptions:
 def invocation_from_flags() -> dispatch.Invocation:
     filename = config_flags.get_config_filename(FLAGS["config"])
     path, _, arg = filename.partition(":")
-    overrides = tuple(config_flags.get_override_values(FLAGS["config"]).items())
+    overrides = tuple(config_flags.get_override_values(FLAGS["config"]).items()) + tuple(
+        (f"model.kwargs.{key}", value) for key, value in _MODEL_KWARGS.items()
+    )
     return dispatch.Invocation(
         config_path=path,
         config_arg=arg,
@@ -174,7 +181,12 @@ def parse_flags(argv):
         for arg in argv
     ]
     try:
-        return FLAGS(argv)
+        argv, model_kwargs = config_defaults.split_model_kwargs(argv)
+        remaining = config_defaults.parse_without_model_kwargs(FLAGS, argv)
+        config_defaults.set_model_kwargs(FLAGS.config, model_kwargs)
+        _MODEL_KWARGS.clear()
+        _MODEL_KWARGS.update(model_kwargs)
+        return remaining
     except (flags.Error, AttributeError, KeyError, TypeError, ValueError) as error:
         unknown_key = isinstance(error, (AttributeError, KeyError))
         problem = f"unknown config key {error}" if unknown_key else str(error)

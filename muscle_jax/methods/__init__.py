@@ -21,6 +21,7 @@ from muscle_jax.methods.base import (
     StateSpec,
     Term,
     TermResult,
+    dropout_key,
 )
 
 __all__ = [
@@ -35,6 +36,7 @@ __all__ = [
     "TermResult",
     "check",
     "config_sections",
+    "dropout_key",
     "get",
     "init_state",
     "labeled_views",

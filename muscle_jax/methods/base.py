@@ -26,6 +26,15 @@ ROLES = (SUPERVISED, CONSISTENCY, UNSUPERVISED)
 UNLABELED_VIEWS = ("weak_strong", "weak_weak")
 
 
+def dropout_key(key: jax.Array, forward_pass: int) -> jax.Array:
+    """The dropout key of a step's ``forward_pass``-th student pass (0: the objective's).
+
+    Folded from the step's key with a constant of its own, so the streams that
+    methods draw from the step's key (MixMatch's MixUp) are not reused.
+    """
+    return jax.random.fold_in(jax.random.fold_in(key, 0x64726F70), forward_pass)
+
+
 @dataclasses.dataclass
 class Inputs:
     """What one forward pass of the student gives every term of a train step.

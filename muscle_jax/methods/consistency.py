@@ -131,7 +131,9 @@ def _mixmatch_prepare(inputs: base.Inputs, section) -> base.Inputs:
         [jax.nn.one_hot(batch["label"], inputs.num_classes), guess, guess], dtype=jnp.float32
     )
     mixed_images, mixed_targets, _ = losses.mixup(inputs.key, images, targets, alpha=section.alpha)
-    logits = inputs.model(mixed_images.astype(inputs.dtype), train=True).logits
+    logits = inputs.model(
+        mixed_images.astype(inputs.dtype), train=True, dropout_key=base.dropout_key(inputs.key, 1)
+    ).logits
     num_labeled = batch["labeled"].shape[0]
     return dataclasses.replace(
         inputs,

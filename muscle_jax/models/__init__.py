@@ -24,6 +24,7 @@ from muscle_jax.models.cnn13 import CNN13
 from muscle_jax.models.heads import ModelOutput, OutputHeads
 from muscle_jax.models.resnet import ResNet
 from muscle_jax.models.small import MLP, SmallCNN
+from muscle_jax.models.user import UserModel, UserModelError, is_import_path
 from muscle_jax.models.wide_resnet import WideResNet
 
 __all__ = [
@@ -33,6 +34,8 @@ __all__ = [
     "OutputHeads",
     "ResNet",
     "SmallCNN",
+    "UserModel",
+    "UserModelError",
     "WideResNet",
     "create_model",
     "list_models",
@@ -74,8 +77,10 @@ def create_model(
     """Builds the model called ``name``.
 
     Args:
-      name: one of `list_models()`. ``wrn28_2`` / ``wrn28_8`` are
-        ``wide_resnet`` with depth 28 and width 2 / 8.
+      name: one of `list_models()` (``wrn28_2`` / ``wrn28_8`` are
+        ``wide_resnet`` with depth 28 and width 2 / 8), or ``module:Class``,
+        a backbone of yours (`muscle_jax.models.user`: it gets ``in_channels``,
+        ``rngs`` and ``model_kwargs``; our heads go on its features).
       num_classes: classifier outputs.
       rngs: initialisation RNGs.
       overclustering_heads: number of IIC over-clustering heads (0: none).
@@ -95,9 +100,12 @@ def create_model(
       ValueError: for an unknown name, or keyword arguments that contradict
         what the name fixes (``wrn28_2`` with ``width=8``).
     """
-    if name not in _MODELS:
+    if is_import_path(name):
+        model_cls, fixed = UserModel, {"backbone": name}
+    elif name not in _MODELS:
         raise ValueError(f"Unknown model {name!r}; known models: {', '.join(list_models())}.")
-    model_cls, fixed = _MODELS[name]
+    else:
+        model_cls, fixed = _MODELS[name]
     clashes = {key for key, value in fixed.items() if model_kwargs.get(key, value) != value}
     if clashes:
         raise ValueError(
