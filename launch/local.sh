@@ -9,7 +9,8 @@
 #   PORT                 the coordinator's port on 127.0.0.1 (default: a free one)
 #   LOG_DIR              where process_K.log (each process's output) goes
 #                        (default: a new directory under ${TMPDIR:-/tmp}, printed)
-#   PYTHON               the interpreter (default: python)
+#   PYTHON               the interpreter (default: the active virtual environment's, else
+#                        the README's .venv beside this script, else python3)
 #
 # Each process runs `python -m muscle_jax.main MAIN_ARGS...` with JAX_COORDINATOR_ADDRESS,
 # JAX_NUM_PROCESSES and JAX_PROCESS_ID set, so JAX's distributed runtime joins them; process 0
@@ -22,12 +23,26 @@
 set -euo pipefail
 
 if (($# < 2)) || [[ "$1" == -h || "$1" == --help ]] || ! [[ "$1" =~ ^[1-9][0-9]*$ ]]; then
-  sed -n '2,20p' "$0" | sed 's/^# \{0,1\}//' >&2
+  sed -n '2,21p' "$0" | sed 's/^# \{0,1\}//' >&2
   exit 2
 fi
 num_processes=$1
 shift
-python=${PYTHON:-python}
+repo=$(cd "$(dirname "$0")/.." && pwd)
+if [[ -n "${PYTHON:-}" ]]; then
+  python=$PYTHON
+elif [[ -n "${VIRTUAL_ENV:-}" ]]; then
+  python=$VIRTUAL_ENV/bin/python
+elif [[ -x "$repo/.venv/bin/python" ]]; then
+  python=$repo/.venv/bin/python
+else
+  python=python3
+fi
+if ! "$python" -c "import muscle_jax" 2>/dev/null; then
+  echo "launch/local.sh: $python cannot import muscle_jax. Install it (README, Quick start)" \
+    "or set PYTHON=/path/to/your/venv/bin/python." >&2
+  exit 2
+fi
 
 if [[ -z "${PORT:-}" ]]; then
   PORT=$("$python" -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')

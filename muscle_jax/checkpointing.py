@@ -113,9 +113,17 @@ class Checkpointer:
                 tried.append(f"step {step} ({reason})")
         raise UnreadableCheckpointError(
             f"No checkpoint in {self.directory} can be read: {'; '.join(tried)}. They were moved "
-            f"to {self.directory}{UNREADABLE_SUFFIX}/. Start over with a new --workdir, or "
-            "restore a checkpoint from a backup into the checkpoints directory."
+            f"to {self.directory}{UNREADABLE_SUFFIX}/. Rerunning the same command starts over "
+            "from step 0 (saying so); or restore a checkpoint from a backup into the "
+            "checkpoints directory first."
         )
+
+    def moved_aside(self) -> list[str]:
+        """The checkpoints that `restore_newest_readable` moved aside, oldest first."""
+        target_dir = self.directory + UNREADABLE_SUFFIX
+        if not os.path.isdir(target_dir):
+            return []
+        return sorted(os.path.join(target_dir, name) for name in os.listdir(target_dir))
 
     def _move_aside(self, step: int) -> str:
         target_dir = self.directory + UNREADABLE_SUFFIX

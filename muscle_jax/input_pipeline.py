@@ -28,8 +28,9 @@ split over the shards.
 Evaluation batches (`make_eval_iterator`) are dicts "image", "label" and
 "mask" (False on padding); one pass covers the test split exactly once.
 
-The datasets: see `muscle_jax.data.catalog` and docs/datasets.md. Anything
-else can be passed in memory as an `ArrayDataset` in place of a name.
+The datasets: see `muscle_jax.data.catalog` and docs/datasets.md; your own
+files through ``data.path`` (`muscle_jax.data.files`, docs/custom.md), and
+arrays in memory as an `ArrayDataset` in place of a name.
 """
 
 import hashlib
@@ -204,7 +205,7 @@ def make_train_iterator(
     runs here, before the first batch and before anything compiles.
 
     Args:
-      name: a catalog name or an `ArrayDataset`.
+      name: a dataset name (`catalog.lookup`), an `ArrayDataset` or an opened source.
       data_dir: TFDS data directory (None: TFDS's default).
       num_labeled: size of the labeled subset (all processes together).
       seed: the labeled subset, the shuffles and the augmentations derive from it.

@@ -16,6 +16,9 @@ import jax
 from absl import app, flags, logging
 from ml_collections import config_flags
 
+from muscle_jax import command_line
+from muscle_jax.command_line import CONFIGS_DIR
+
 FLAGS = flags.FLAGS
 config_flags.DEFINE_config_file(
     "config", None, "Path to a config file, with an optional :arg.", lock_config=True
@@ -54,12 +57,19 @@ def _quiet_library_info_logs() -> None:
     """Keeps the console to the run's own lines and the warnings that matter.
 
     Orbax logs several INFO lines per checkpoint, and JAX says on every CPU or
-    GPU machine that it found no TPU; both are dropped. Warnings of the
-    project and of the libraries stay.
+    GPU machine that it found no TPU; both are dropped, and so are the
+    libraries' debug lines under ``-v 1``. Warnings of the project and of the
+    libraries stay.
     """
 
     def keep(record) -> bool:
         if "/orbax/" in record.pathname and record.levelno < std_logging.WARNING:
+            return False
+        # -v 1 adds the run's own detail (every loss term on the progress lines),
+        # not every library's debug output (~700 lines in a 12-step run).
+        if record.levelno < std_logging.INFO and f"{os.sep}muscle_jax{os.sep}" not in (
+            record.pathname
+        ):
             return False
         return "Unable to initialize backend" not in record.getMessage()
 
@@ -160,9 +170,6 @@ def user_errors() -> tuple[type[Exception], ...]:
     )
 
 
-CONFIGS_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "configs")
-
-
 def usage() -> str:
     """``--help``: the command, the configs with their first docstring line, where keys live."""
     lines = [
@@ -218,21 +225,13 @@ def parse_flags(argv):
         )
         sys.exit(2)
     try:
-        argv, model_kwargs = config_defaults.split_model_kwargs(argv)
-        remaining = config_defaults.parse_without_model_kwargs(FLAGS, argv)
-        config_defaults.set_model_kwargs(FLAGS.config, model_kwargs)
-        return remaining
-    except (flags.Error, AttributeError, KeyError, TypeError, ValueError) as error:
-        # ml_collections reports an unknown override key as AttributeError/KeyError.
-        unknown_key = isinstance(error, (AttributeError, KeyError))
-        problem = f"unknown config key {error}" if unknown_key else str(error)
-        print(
-            f"error: bad command line: {problem}\n"
-            "Config keys and their defaults are in muscle_jax/config_defaults.py and the "
-            "config file's docstring; see --helpfull for the flags.",
-            file=sys.stderr,
+        return command_line.parse(FLAGS, argv)
+    except command_line.CommandLineError as error:
+        command_line.exit_with(
+            f"bad command line: {error}\nConfig keys and their defaults are in "
+            "muscle_jax/config_defaults.py and the config file's docstring; see --helpfull "
+            "for the flags."
         )
-        sys.exit(2)
 
 
 def run() -> None:

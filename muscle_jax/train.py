@@ -324,6 +324,15 @@ def _restore_or_initialise(config, state, checkpointer, spec):
         if changes:
             logging.warning("Resumed with config changes: %s.", "; ".join(changes))
         return state, meta["history"], meta.get("train_history", train_history)
+    unreadable = checkpointer.moved_aside()
+    if unreadable:
+        logging.warning(
+            "Starting over from step 0: this workdir's earlier checkpoints could not be read "
+            "and were moved to %s (%d of them, e.g. %s).",
+            os.path.dirname(unreadable[0]),
+            len(unreadable),
+            os.path.basename(unreadable[-1]),
+        )
     if config.init_from:
         source = checkpointing.Checkpointer(config.init_from, max_to_keep=1, read_only=True)
         # The source's state tree has its own methods' state, which is not carried over.

@@ -25,6 +25,7 @@ from muscle_jax.config_validation import (
     validate_config,
     with_dataset_facts,
 )
+from tests import cli_driver
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 CONFIG_DIR = REPO / "configs"
@@ -453,3 +454,34 @@ def test_cli_rejects_bad_variant_arg(tmp_path):
     assert result.returncode != 0, output
     assert "num_labelled" in output
     assert not (workdir / "checkpoints").exists()
+
+
+def test_command_line_mistakes_are_one_line_each_with_the_fix(tmp_path):
+    digits = str(CONFIG_DIR / "digits.py")
+    workdir = f"--workdir={tmp_path / 'run'}"
+    missing, variant, key = cli_driver.run_command_lines(
+        "muscle_jax.main",
+        [
+            ["--config=configs/digits.py", workdir],  # Relative, from outside the repo.
+            [f"--config={digits}:foo=1", workdir],
+            [f"--config={digits}", "--config.total_step=3", workdir],
+        ],
+        cwd=tmp_path,
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+    )
+    for result in (missing, variant, key):
+        assert result.returncode == 2, result
+        assert "Traceback" not in result.stderr and result.stderr.count("error:") == 1
+    assert f"Did you mean --config={digits}?" in missing.stderr
+    assert "Unknown config arg 'foo'; known: [" in variant.stderr
+    assert "\\n" not in key.stderr and "\\'" not in key.stderr
+    assert "unknown config key 'total_step' Did you mean \"total_steps\"" in key.stderr
+    assert not (tmp_path / "run").exists()
+
+
+def test_experiments_help_lists_every_suite_and_the_overrides():
+    (result,) = cli_driver.run_command_lines("muscle_jax.experiments.__main__", [["--help"]])
+    assert result.returncode == 0, result
+    for suite in ("label_sweep", "bias", "finetune", "mi_ablation", "objectives", "bases"):
+        assert f"  {suite} " in result.stdout
+    assert "--config.KEY=VALUE" in result.stdout

@@ -9,7 +9,7 @@ interpreter (tests/cli_driver.py), as a user would type them.
 
 import json
 import os
-import textwrap
+import sys
 
 import numpy as np
 import pytest
@@ -20,6 +20,7 @@ from muscle_jax.data import files, sources
 from muscle_jax.data.validation import DataRequestError, DataValidationError
 
 from . import cli_driver
+from .test_docs_custom import snippet
 
 CLASSES = ("centre", "left", "top")  # Sorted, as the folder names are read.
 SIZE = 16
@@ -236,26 +237,8 @@ def test_an_unknown_dataset_name_says_what_would_work(tmp_path):
 
 # ---------------------------------------------------------------- end to end, through the CLI
 
-BACKBONE = '''
-"""A user's backbone: two convs, a mean pool, its own dropout from the key it is given."""
-import jax
-from flax import nnx
-
-
-class TwoConvs(nnx.Module):
-    def __init__(self, *, in_channels, width=8, rngs):
-        self.conv1 = nnx.Conv(in_channels, width, (3, 3), strides=2, rngs=rngs)
-        self.conv2 = nnx.Conv(width, 2 * width, (3, 3), strides=2, rngs=rngs)
-        self.num_features = 2 * width
-
-    def __call__(self, images, *, train, dropout_key=None):
-        x = jax.nn.relu(self.conv2(jax.nn.relu(self.conv1(images))))
-        features = x.mean(axis=(1, 2))
-        if train and dropout_key is not None:
-            keep = jax.random.bernoulli(dropout_key, 0.9, features.shape)
-            features = jax.numpy.where(keep, features / 0.9, 0.0)
-        return features
-'''
+# The backbone of docs/custom.md, as a user's module on PYTHONPATH.
+BACKBONE = snippet("backbone")
 
 # The same short schedule for every end-to-end run: enough to learn the three shapes.
 SHORT = [
@@ -278,7 +261,7 @@ def end_to_end_runs(tmp_path_factory, tfds_dir):
     root = tmp_path_factory.mktemp("custom")
     folder = make_image_folder(root / "pets")
     npz = make_npz(root / "shapes.npz")
-    (root / "mynets.py").write_text(textwrap.dedent(BACKBONE))
+    (root / "mynets.py").write_text(BACKBONE)
     command_lines = {
         "folder": [
             "--config=configs/image_folder.py:num_labeled=15,image_size=16",
@@ -328,3 +311,74 @@ def test_your_data_trains_through_the_command_line(end_to_end_runs, name):
     if name == "folder":
         assert results["config"]["model"]["name"] == "mynets:TwoConvs"
         assert list((workdir / "data_cache").glob("pets_*.npz"))  # Decoded once, kept.
+
+
+# ---------------------------------------------------------------- backbones that break the contract
+
+BROKEN_BACKBONES = """
+import jax.numpy as jnp
+from flax import nnx
+
+
+class NoWidth(nnx.Module):
+    def __init__(self, *, in_channels, rngs):
+        self.conv = nnx.Conv(in_channels, 4, (3, 3), rngs=rngs)
+
+    def __call__(self, images, *, train):
+        return self.conv(images).mean(axis=(1, 2))
+
+
+class OwnRngs(nnx.Module):
+    def __init__(self, *, in_channels, rngs):
+        self.conv = nnx.Conv(in_channels, 4, (3, 3), rngs=rngs)
+        self.drop = nnx.Dropout(0.5, rngs=rngs)
+        self.num_features = 4
+
+    def __call__(self, images, *, train):
+        return self.drop(self.conv(images).mean(axis=(1, 2)), deterministic=not train)
+
+
+class MapNotVector(nnx.Module):
+    def __init__(self, *, in_channels, rngs):
+        self.conv = nnx.Conv(in_channels, 4, (3, 3), rngs=rngs)
+        self.num_features = 4
+
+    def __call__(self, images, *, train):
+        return self.conv(images)
+
+
+NOT_A_MODULE = 3
+"""
+
+
+@pytest.mark.parametrize(
+    "name, message",
+    [
+        ("broken:NoWidth", "integer attribute num_features"),
+        ("broken:OwnRngs", r"variables other than nnx.Param and nnx.BatchStat: drop\.rngs"),
+        ("broken:MapNotVector", r"returned \(2, 16, 16, 4\).*\[batch, num_features\]"),
+        ("broken:NOT_A_MODULE", "no flax.nnx.Module class 'NOT_A_MODULE'"),
+        ("not_there:Net", "cannot import 'not_there'.*PYTHONPATH"),
+        ("broken:", "write it as module:Class"),
+    ],
+)
+def test_a_backbone_that_breaks_the_contract_is_refused(tmp_path, monkeypatch, name, message):
+    from flax import nnx
+
+    from muscle_jax import config_validation, models
+    from tests.helpers import load_config
+
+    (tmp_path / "broken.py").write_text(BROKEN_BACKBONES)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.delitem(sys.modules, "broken", raising=False)
+    with pytest.raises(models.UserModelError, match=message):
+        model = nnx.eval_shape(
+            lambda: models.create_model(name, num_classes=3, rngs=nnx.Rngs(0), in_channels=1)
+        )
+        models.user.check_contract(model, (16, 16, 1), name)
+    if name.startswith("not_there") or name.endswith(":"):
+        # Caught with the config's other checks, before TensorFlow or the data.
+        config = load_config("tiny")
+        config.model.name = name
+        with pytest.raises(config_validation.ConfigError, match=message):
+            config_validation.validate_config(config, num_devices=1)

@@ -130,3 +130,11 @@ def test_tfds_source_two_process_shards_are_disjoint_and_cover(tiny_mini_imagene
     images, picked_labels = source.gather_train(picked)
     assert images.shape == (CLASSES, 84, 84, 3) and images.dtype == np.uint8
     np.testing.assert_array_equal(picked_labels, labels[picked])
+
+
+def test_a_data_dir_for_the_embedded_digits_is_said_to_be_unused(tmp_path, caplog):
+    from muscle_jax.data import sources
+
+    sources.open_source("digits", data_dir=str(tmp_path))
+    said = [r.getMessage() for r in caplog.records if "is not read" in r.getMessage()]
+    assert len(said) == 1 and str(tmp_path) in said[0] and "data.path" in said[0]

@@ -299,3 +299,23 @@ def test_slurm_no_requeue_after_a_normal_exit(tmp_path):
     result = _run(["bash", str(SLURM_SCRIPT), "configs/cifar10.py", str(tmp_path / "w")], env=env)
     assert result.returncode == 3  # the trainer's exit status.
     assert "scontrol" not in log.read_text()
+
+
+LOCAL_SCRIPT = REPO / "launch" / "local.sh"
+
+
+def test_local_uses_the_active_virtual_environment_and_says_when_it_cannot(tmp_path):
+    # A virtual environment whose python cannot import muscle_jax: named in the error.
+    venv_bin = tmp_path / "venv" / "bin"
+    venv_bin.mkdir(parents=True)
+    _fake_command(venv_bin, "python", "exit 1\n")
+    env = {key: value for key, value in os.environ.items() if key != "PYTHON"}
+    env["VIRTUAL_ENV"] = str(tmp_path / "venv")
+    result = _run(["bash", str(LOCAL_SCRIPT), "1", "--config=configs/tiny.py"], env=env)
+    assert result.returncode == 2
+    assert f"{venv_bin / 'python'} cannot import muscle_jax" in result.stderr
+    assert "PYTHON=" in result.stderr
+    # PYTHON wins over the environment.
+    env["PYTHON"] = str(tmp_path / "missing_python")
+    result = _run(["bash", str(LOCAL_SCRIPT), "1", "--config=configs/tiny.py"], env=env)
+    assert result.returncode == 2 and "missing_python cannot import muscle_jax" in result.stderr

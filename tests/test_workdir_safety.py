@@ -55,15 +55,24 @@ def test_unreadable_latest_checkpoint_falls_back_to_the_previous_one(
     assert len(warnings) == 1 and f"step {PREEMPTED_AT}" in warnings[0]
 
 
-def test_no_readable_checkpoint_is_one_clear_error(shared_runs, tmp_path):
+def test_no_readable_checkpoint_is_one_clear_error_and_a_rerun_says_it_starts_over(
+    shared_runs, tmp_path, caplog
+):
     run, _ = shared_runs.copy("tiny_preempted", tmp_path / "run")
     for step in (6, PREEMPTED_AT):  # Every checkpoint the stopped run kept.
         for victim in _array_files(run / "checkpoints" / str(step)):
             with open(victim, "r+b") as handle:
                 handle.truncate(10)
-    with pytest.raises(train.checkpointing.UnreadableCheckpointError, match="new --workdir"):
+    with pytest.raises(
+        train.checkpointing.UnreadableCheckpointError, match="starts over from step 0"
+    ):
         train.train_and_evaluate(load_config("tiny"), str(run))
     assert len(os.listdir(run / "checkpoints.unreadable")) == 2
+    # The same command again: a new run from step 0, which says so and where they went.
+    caplog.clear()
+    assert train.train_and_evaluate(load_config("tiny"), str(run))["steps"] == 12
+    said = [r.getMessage() for r in caplog.records if "Starting over from step 0" in r.getMessage()]
+    assert len(said) == 1 and f"{run / 'checkpoints.unreadable'} (2 of them" in said[0]
 
 
 def test_second_lock_on_a_workdir_is_refused_and_released_after(tmp_path):

@@ -18,6 +18,7 @@ import os
 
 import numpy as np
 import tensorflow as tf
+from absl import logging
 
 from muscle_jax.data import catalog, digits, validation
 
@@ -349,6 +350,13 @@ def open_source(
         return ArraySource(files.load(path, image_size=image_size, cache_dir=cache_dir))
     spec = catalog.lookup(name)
     if spec.tfds_name is None:
+        if data_dir:
+            logging.warning(
+                "data.data_dir=%s is not read: %r is embedded (scikit-learn's copy). For your "
+                "own files give data.path; for a TFDS dataset there, its name.",
+                data_dir,
+                name,
+            )
         train_x, train_y, test_x, test_y = digits.load()
         return ArraySource(
             ArrayDataset(name, train_x, train_y, test_x, test_y, num_classes=10, flip=spec.flip)

@@ -16,7 +16,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 from absl import app, flags
 from ml_collections import config_flags
 
-from muscle_jax import config_defaults
+from muscle_jax import command_line, config_defaults
 from muscle_jax.experiments import dispatch, results, suites
 
 FLAGS = flags.FLAGS
@@ -174,24 +174,44 @@ def main(argv):
         sys.exit(3)
 
 
+def usage() -> str:
+    """``--help``: the command, the suites, the overrides and the flags."""
+    lines = [
+        "Run an experiment suite: python -m muscle_jax.experiments --suite=SUITE "
+        "--config=CONFIG[:VARIANTS] --workdir=DIR [--config.KEY=VALUE ...] [flags]",
+        "",
+        "Suites:",
+        *(f"  {name:12s} {suites.DESCRIPTIONS[name]}" for name in suites.SUITES),
+        "",
+        "--config.KEY=VALUE overrides reach every run of the suite (e.g. "
+        "--config.total_steps=600); a key the suite varies is refused. Rerun the same "
+        "command to resume: finished runs are skipped. Details: docs/experiments.md.",
+        "",
+        "Flags:",
+    ]
+    own_flags = FLAGS.get_key_flags_for_module(sys.modules[__name__])
+    for name in sorted(own_flags, key=lambda flag: flag.name):
+        lines.append(f"  --{name.name:18s} {' '.join(name.help.split())}")
+    return "\n".join(lines)
+
+
 def parse_flags(argv):
     """Accepts ``--dry-run``/``--report-only`` too; a bad flag is one line, not a traceback."""
+    if any(arg in ("-h", "--help", "-help", "--helpshort") for arg in argv[1:]):
+        print(usage())
+        sys.exit(0)
     argv = [
         arg.replace("--dry-run", "--dry_run").replace("--report-only", "--report_only")
         for arg in argv
     ]
     try:
-        argv, model_kwargs = config_defaults.split_model_kwargs(argv)
-        remaining = config_defaults.parse_without_model_kwargs(FLAGS, argv)
-        config_defaults.set_model_kwargs(FLAGS.config, model_kwargs)
-        _MODEL_KWARGS.clear()
-        _MODEL_KWARGS.update(model_kwargs)
-        return remaining
-    except (flags.Error, AttributeError, KeyError, TypeError, ValueError) as error:
-        unknown_key = isinstance(error, (AttributeError, KeyError))
-        problem = f"unknown config key {error}" if unknown_key else str(error)
-        print(f"error: bad command line: {problem}\nSee --help.", file=sys.stderr)
-        sys.exit(2)
+        remaining = command_line.parse(FLAGS, argv)
+    except command_line.CommandLineError as error:
+        command_line.exit_with(f"bad command line: {error}\nSee --help.")
+    _MODEL_KWARGS.clear()
+    _, kwargs = config_defaults.split_model_kwargs(argv)
+    _MODEL_KWARGS.update(kwargs)
+    return remaining
 
 
 if __name__ == "__main__":

@@ -18,6 +18,16 @@ from collections.abc import Sequence
 import ml_collections
 
 SUITES = ("label_sweep", "bias", "finetune", "mi_ablation", "objectives", "bases")
+# One line each, for --help (docs/experiments.md has the protocol and the tables).
+DESCRIPTIONS = {
+    "label_sweep": "MUSCLE, its base, supervised + MI and supervised at several label counts",
+    "bias": "the same arms on long-tailed labels (imbalance ratios; worst-class accuracy)",
+    "finetune": "MI-only pre-training then fine-tuning, against training from scratch",
+    "mi_ablation": "one knob of the MI term at a time (weight, ramp-up, lambda, heads, ...)",
+    "objectives": "the unsupervised term swapped (IIC, self-defined target, MIO) and "
+    "self-adaptive training",
+    "bases": "each base method (FixMatch ... Dash) alone and with MI on top",
+}
 
 # Arm -> (method variant, MI on). "base" is filled in with the config's own
 # consistency method (FixMatch for every shipped config).

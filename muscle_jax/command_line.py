@@ -1,0 +1,86 @@
+"""What the two command lines (``muscle_jax.main``, ``muscle_jax.experiments``) share.
+
+Both take ``--config=FILE[:VARIANTS]`` with ``--config.KEY=VALUE`` overrides
+(and ``--config.model.kwargs.KEY=VALUE``, see
+`config_defaults.split_model_kwargs`). A mistake in any of them is one line
+naming it and exit code 2, never a traceback: `parse` turns what absl and
+ml_collections raise into a `CommandLineError` with that line.
+"""
+
+import os
+import sys
+
+from absl import flags
+
+from muscle_jax import config_defaults
+
+CONFIGS_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "configs")
+
+
+class CommandLineError(ValueError):
+    """A flag, config file, variant or override that cannot be used; the message says which."""
+
+
+def config_file_argument(argv) -> str | None:
+    """The ``--config`` value (``FILE[:VARIANTS]``) of ``argv``, if any."""
+    for index, arg in enumerate(argv):
+        if arg.startswith("--config="):
+            return arg[len("--config=") :]
+        if arg == "--config" and index + 1 < len(argv):
+            return argv[index + 1]
+    return None
+
+
+def check_config_file(argv) -> None:
+    """Raises when ``--config`` names a file that is not there (the fix: where the configs are)."""
+    value = config_file_argument(argv)
+    if value is None:
+        return
+    path = value.split(":", 1)[0]
+    if os.path.isfile(path):
+        return
+    hint = f"The shipped configs are in {CONFIGS_DIR}"
+    shipped = os.path.join(CONFIGS_DIR, os.path.basename(path))
+    if os.path.isfile(shipped):
+        hint = f"Did you mean --config={shipped}{value[len(path) :]}? ({hint}.)"
+    raise CommandLineError(
+        f"--config={value}: no config file {path} (relative to {os.getcwd()}). {hint}"
+    )
+
+
+def describe(error: Exception) -> str:
+    """One line for what absl or ml_collections raised about the command line."""
+    if isinstance(error, (AttributeError, KeyError)):
+        # ml_collections wraps the KeyError of an unknown key, its text quoted.
+        inner = error
+        while inner.args and isinstance(inner.args[0], BaseException):
+            inner = inner.args[0]
+        text = inner.args[0] if inner.args and isinstance(inner.args[0], str) else str(inner)
+        return "unknown config key " + " ".join(text.split())
+    text = str(error)
+    marker = "Traceback (most recent call last)"
+    if marker in text:
+        # A config file's own error, which ml_collections embeds with its traceback.
+        head, _, tail = text.partition(marker)
+        lines = [line.strip() for line in tail.splitlines() if line.strip()]
+        return f"{' '.join(head.split()).rstrip(':')}: {lines[-1] if lines else ''}"
+    return " ".join(text.split())
+
+
+def parse(flag_values, argv: list[str]) -> list[str]:
+    """Parses ``argv`` into ``flag_values`` (with the model kwargs); raises `CommandLineError`."""
+    check_config_file(argv)
+    try:
+        argv, model_kwargs = config_defaults.split_model_kwargs(argv)
+        remaining = config_defaults.parse_without_model_kwargs(flag_values, argv)
+        if model_kwargs:
+            config_defaults.set_model_kwargs(flag_values.config, model_kwargs)
+        return remaining
+    except (flags.Error, AttributeError, KeyError, TypeError, ValueError) as error:
+        raise CommandLineError(describe(error)) from None
+
+
+def exit_with(message: str) -> None:
+    """Prints ``error: message`` on stderr and exits with 2 (a usage error)."""
+    print(f"error: {message}", file=sys.stderr)
+    sys.exit(2)
