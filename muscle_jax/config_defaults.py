@@ -87,6 +87,10 @@ def base_config() -> ml_collections.ConfigDict:
     config.data.num_classes = 10  # 0: the dataset's count (read when it opens).
     config.data.num_labeled = 4000
     config.data.imbalance_ratio = 1.0  # > 1: long-tailed labeled subset (bias experiments).
+    # Labeled training examples a class held out as a validation set (never trained
+    # on, evaluated beside the test set; results.json's "validation" is the test
+    # accuracy at the step it scores best). 0: none, the protocol's.
+    config.data.num_validation = 0
     config.data.exclude_labeled_from_unlabeled = False  # protocol: all images are unlabeled too.
     config.data.batch_size = 64  # protocol: global labeled batch.
     config.data.unlabeled_ratio = 7  # protocol: mu, unlabeled images per labeled one.

@@ -45,6 +45,7 @@ def _check_types_and_ranges(config) -> list[str]:
     for key, value in {
         "data.unlabeled_ratio": config.data.unlabeled_ratio,
         "data.num_shards": config.data.num_shards,
+        "data.num_validation": config.data.num_validation,
         "model.overclustering_heads": config.model.overclustering_heads,
         "optimizer.warmup_steps": config.optimizer.warmup_steps,
         "loss.consistency_rampup_steps": config.loss.consistency_rampup_steps,

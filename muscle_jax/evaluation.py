@@ -1,6 +1,7 @@
 """Accuracy of the raw and EMA models over the whole test set, and its summary."""
 
 from collections.abc import Callable, Iterable
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -56,3 +57,23 @@ def reported_evaluations(steps: list[int], *, last: int, total_steps: int) -> li
 def reported_accuracy(history: list[float], indices: list[int]) -> float:
     """The median of ``history`` at ``indices`` (from `reported_evaluations`)."""
     return float(np.median([history[index] for index in indices]))
+
+
+def chosen_by_validation(history: dict, *, num_examples: int | None) -> dict[str, Any] | None:
+    """The evaluation a validation set would choose, and its test accuracy (None without one).
+
+    The step with the best validation accuracy of the EMA model (the earliest
+    of equals), and the test accuracy of that model at that step: a figure
+    chosen without looking at the test set, beside the headline (the median of
+    the last evaluations).
+    """
+    if num_examples is None or not history.get("val_ema_accuracy"):
+        return None
+    scores = history["val_ema_accuracy"]
+    best = int(np.argmax(scores))  # The first maximum: the earliest of equals.
+    return {
+        "num_examples": num_examples,
+        "best_step": history["step"][best],
+        "validation_accuracy": scores[best],
+        "test_accuracy": history["ema_accuracy"][best],
+    }

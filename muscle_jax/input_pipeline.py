@@ -41,7 +41,7 @@ import numpy as np
 import tensorflow as tf
 from absl import logging
 
-from muscle_jax.data import augment, device, sources, streams, validation
+from muscle_jax.data import augment, device, sources, splits, streams, validation
 from muscle_jax.data.sources import ArrayDataset, DatasetInfo, DatasetNotFoundError
 from muscle_jax.data.splits import per_class_counts, select_labeled_indices
 from muscle_jax.data.validation import DataRequestError, DataValidationError
@@ -159,13 +159,18 @@ def training(
         download=data_config.download,
         start_step=start_step,
         flip=data_config.get("flip"),
+        num_validation=data_config.get("num_validation", 0),
     )
 
 
 def evaluation(
-    data_config, *, source=None, sharding: jax.sharding.NamedSharding | None = None
+    data_config,
+    *,
+    source=None,
+    sharding: jax.sharding.NamedSharding | None = None,
+    held_out: tuple[np.ndarray, np.ndarray] | None = None,
 ) -> Iterator[dict]:
-    """`make_eval_iterator` (one pass over the test split) for a config's ``data`` section."""
+    """`make_eval_iterator` (one pass over the test split, or ``held_out``) for ``data``."""
     return make_eval_iterator(
         open_dataset(data_config) if source is None else source,
         data_dir=data_config.data_dir,
@@ -173,6 +178,7 @@ def evaluation(
         sharding=sharding,
         num_classes=data_config.num_classes,
         download=data_config.download,
+        held_out=held_out,
     )
 
 
@@ -198,6 +204,7 @@ def make_train_iterator(
     shuffle_buffer_size: int = 50_000,
     prefetch: int = 2,
     flip: bool | None = None,
+    num_validation: int = 0,
 ) -> Iterator[dict]:
     """Endless training batches (keys in the module docstring), from `start_step` on.
 
@@ -231,6 +238,8 @@ def make_train_iterator(
         most this many examples (a full permutation when the shard is smaller).
       prefetch: batches kept in flight to the devices.
       flip: horizontal flips in the augmentations; None: the dataset's default.
+      num_validation: training examples a class held out as the validation set
+        (`validation_examples`): neither labeled nor unlabeled here.
     """
     source = sources.open_source(name, data_dir=data_dir, download=download)
     info = source.info
@@ -256,12 +265,16 @@ def make_train_iterator(
         labeled_batch_size, process_count=count, sharding=sharding, what="labeled_batch_size"
     )
     # Chosen on the whole training set from the seed alone, so identical on every host.
+    held_out = splits.select_validation_indices(
+        source.train_labels(), num_per_class=num_validation, seed=seed, num_classes=info.num_classes
+    )
     labeled = select_labeled_indices(
         source.train_labels(),
         num_labeled=num_labeled,
         seed=seed,
         imbalance_ratio=imbalance_ratio,
         num_classes=info.num_classes,
+        exclude=held_out if held_out.size else None,
     )
     if len(labeled) < shards:
         raise DataRequestError(
@@ -285,6 +298,7 @@ def make_train_iterator(
                 f"{per_process} data shards; choose a batch size divisible by num_shards={shards}."
             )
     excluded = np.zeros(info.pool_size, bool)
+    excluded[held_out] = True  # The validation set is never trained on.
     if exclude_labeled_from_unlabeled:
         excluded[labeled] = True
     rand_augment = augment.shared_rand_augment()
@@ -410,32 +424,60 @@ def make_eval_iterator(
     num_classes: int | None = None,
     download: bool = False,
     prefetch: int = 2,
+    held_out: tuple[np.ndarray, np.ndarray] | None = None,
 ) -> Iterator[dict]:
     """One pass over the test split: "image", "label", "mask" (False on padding).
 
     Each process reads a contiguous shard; every process yields the same number
     of batches (padding, masked, fills the last one and any extra ones), so
     that a jitted step across processes sees matching batches and the masked
-    examples together are the test split exactly once.
+    examples together are the test split exactly once. ``held_out`` (images,
+    labels), e.g. `validation_examples`, is evaluated instead of the test split.
     """
     source = sources.open_source(name, data_dir=data_dir, download=download)
     info = source.info
     validation.check_num_classes(info.name, info.num_classes, num_classes)
     index, count = _process(process_index, process_count)
     local = device.local_batch_size(batch_size, process_count=count, sharding=sharding)
-    start, end = _shard(info.num_test, index, count)
-    largest_shard = -(-info.num_test // count)
+    total = info.num_test if held_out is None else len(held_out[1])
+    start, end = _shard(total, index, count)
+    largest_shard = -(-total // count)
     num_batches = -(-largest_shard // local)
-    ds = source.read("test", start, end).map(
+    if held_out is None:
+        examples = source.read("test", start, end)
+    else:
+        images, labels = held_out
+        examples = tf.data.Dataset.from_tensor_slices(
+            {"image": images[start:end], "label": labels[start:end].astype(np.int32)}
+        )
+    ds = examples.map(
         lambda ex: {"image": augment.normalize(ex["image"]), "label": ex["label"]},
         num_parallel_calls=tf.data.AUTOTUNE,
     )
     ds = ds.batch(local).prefetch(2).with_options(_options())
-    padded = _padded_batches(ds.as_numpy_iterator(), local, num_batches, info)
+    padded = _padded_batches(ds.as_numpy_iterator(), local, num_batches, info, total)
     return device.prefetch_to_device(padded, sharding, size=prefetch)
 
 
-def _padded_batches(batches, batch_size: int, num_batches: int, info: DatasetInfo):
+def validation_examples(data_config, *, source, seed: int) -> tuple[np.ndarray, np.ndarray] | None:
+    """The held-out validation set (images, labels) of ``data.num_validation`` a class, or None.
+
+    The same examples `training` leaves out of both streams (`splits`), read
+    once for a run; pass them to `evaluation` as ``held_out``.
+    """
+    per_class = data_config.get("num_validation", 0)
+    if not per_class:
+        return None
+    indices = splits.select_validation_indices(
+        source.train_labels(),
+        num_per_class=per_class,
+        seed=seed,
+        num_classes=source.info.num_classes,
+    )
+    return source.gather_train(indices)
+
+
+def _padded_batches(batches, batch_size: int, num_batches: int, info: DatasetInfo, total: int):
     empty = {
         "image": np.zeros((0, *info.image_shape), np.float32),
         "label": np.zeros((0,), np.int32),
@@ -451,6 +493,6 @@ def _padded_batches(batches, batch_size: int, num_batches: int, info: DatasetInf
         }
     if next(batches, None) is not None:
         raise DataValidationError(
-            f"Dataset {info.name!r}: the test split holds more than the {info.num_test} "
+            f"Dataset {info.name!r}: the test split holds more than the {total} "
             "examples its metadata declares."
         )

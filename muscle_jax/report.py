@@ -32,6 +32,15 @@ def write_summary(workdir: str, *, config, history: dict, train_history: dict, r
             f"commit {results['run']['git_commit'] or 'unknown'}.",
             "",
         ]
+        chosen = results.get("validation")
+        if chosen:
+            lines += [
+                f"Chosen by the validation set ({chosen['num_examples']} held-out training "
+                f"images, never trained on): step {chosen['best_step']}, validation accuracy "
+                f"{chosen['validation_accuracy']:.4f}, **test accuracy there "
+                f"{chosen['test_accuracy']:.4f}** (EMA model).",
+                "",
+            ]
     else:
         lines += ["Running: the figures below are the evaluations so far.", ""]
     lines += [

@@ -313,6 +313,8 @@ def images_per_step(config: ml_collections.ConfigDict) -> int:
 def _restore_or_initialise(config, state, checkpointer, spec):
     """Resumes from the workdir's latest checkpoint, else fine-tunes from ``init_from``."""
     history = {"step": [], "ema_accuracy": [], "raw_accuracy": []}
+    if config.data.num_validation:
+        history.update(val_ema_accuracy=[], val_raw_accuracy=[])
     train_history = {"step": [], **{term: [] for term in report.LOSS_TERMS}}
     expected = compatibility(config)
     if checkpointer.latest_step() is not None:
@@ -366,8 +368,11 @@ def _saved_method_state(source, config, spec):
     return jax.eval_shape(lambda: methods.init_state(ml_collections.ConfigDict(saved_loss), spec))
 
 
-def _evaluate(p_eval, state, config, sharding, source) -> dict[str, Any]:
-    batches = input_pipeline.evaluation(config.data, source=source, sharding=sharding)
+def _evaluate(p_eval, state, config, sharding, source, held_out=None) -> dict[str, Any]:
+    """Accuracies on the test split, or on ``held_out`` (the validation set) when given."""
+    batches = input_pipeline.evaluation(
+        config.data, source=source, sharding=sharding, held_out=held_out
+    )
     totals = evaluation.accumulate_hits(p_eval(state, batch) for batch in batches)
     ema_accuracy, ema_per_class = evaluation.accuracies(totals["ema_correct"], totals["count"])
     raw_accuracy, _ = evaluation.accuracies(totals["raw_correct"], totals["count"])
@@ -425,12 +430,19 @@ def train_and_evaluate(
     config_validation.validate_against_dataset(config, info)
     # The labeled subset the run will draw, once here: a class with too few
     # examples is refused before the workdir is touched.
+    held_out = splits.select_validation_indices(
+        source.train_labels(),
+        num_per_class=config.data.num_validation,
+        seed=config.seed,
+        num_classes=info.num_classes,
+    )
     splits.select_labeled_indices(
         source.train_labels(),
         num_labeled=config.data.num_labeled,
         seed=config.seed,
         imbalance_ratio=config.data.imbalance_ratio,
         num_classes=info.num_classes,
+        exclude=held_out if held_out.size else None,
     )
     workdir = workdir_lib.prepare(workdir)
     # One run per workdir; the first process holds the lock and writes the log.
@@ -463,6 +475,10 @@ def _train(config: ml_collections.ConfigDict, workdir: str, source, started: flo
     state = jax.device_put(state, shardings)
     state, history, train_history = _restore_or_initialise(
         config, state, checkpointer, state_spec(config, info)
+    )
+    # Read once: the held-out examples every evaluation also scores (None without).
+    validation_set = input_pipeline.validation_examples(
+        config.data, source=source, seed=config.seed
     )
     is_first_process = jax.process_index() == 0
     # The first PNG a minute into the loop, not at the first evaluation: a short
@@ -519,18 +535,24 @@ def _train(config: ml_collections.ConfigDict, workdir: str, source, started: flo
                 history["step"].append(done)
                 history["ema_accuracy"].append(last["ema_accuracy"])
                 history["raw_accuracy"].append(last["raw_accuracy"])
-                writer.write_scalars(
-                    done,
-                    {
-                        "eval/ema_accuracy": last["ema_accuracy"],
-                        "eval/raw_accuracy": last["raw_accuracy"],
-                    },
-                )
+                scalars = {
+                    "eval/ema_accuracy": last["ema_accuracy"],
+                    "eval/raw_accuracy": last["raw_accuracy"],
+                }
+                held_out = ""
+                if validation_set is not None:
+                    val = _evaluate(p_eval, state, config, data_sharding, source, validation_set)
+                    history["val_ema_accuracy"].append(val["ema_accuracy"])
+                    history["val_raw_accuracy"].append(val["raw_accuracy"])
+                    scalars["eval/val_ema_accuracy"] = val["ema_accuracy"]
+                    held_out = f"; validation EMA {val['ema_accuracy']:.4f}"
+                writer.write_scalars(done, scalars)
                 logging.info(
-                    "step %d: test accuracy EMA %.4f, raw %.4f",
+                    "step %d: test accuracy EMA %.4f, raw %.4f%s",
                     done,
                     last["ema_accuracy"],
                     last["raw_accuracy"],
+                    held_out,
                 )
                 if is_first_process:
                     # summary.md at every evaluation; the PNG at most once a
@@ -582,6 +604,9 @@ def _train(config: ml_collections.ConfigDict, workdir: str, source, started: flo
         "final_accuracy": last["ema_accuracy"],
         "per_class_accuracy": last["per_class_accuracy"],
         "class_names": list(source.info.class_names or ()) or None,
+        "validation": evaluation.chosen_by_validation(
+            history, num_examples=None if validation_set is None else len(validation_set[1])
+        ),
         "num_test_examples": last["num_examples"],
         "steps": final_step,
         "timing": _timing(started, first_step_done, loop_done, final_step - start_step),

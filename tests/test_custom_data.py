@@ -260,7 +260,7 @@ def end_to_end_runs(tmp_path_factory, tfds_dir):
     """Three runs of ``python -m muscle_jax.main`` a user would type, one interpreter."""
     root = tmp_path_factory.mktemp("custom")
     folder = make_image_folder(root / "pets")
-    npz = make_npz(root / "shapes.npz")
+    npz = make_npz(root / "shapes.npz", class_names=np.array(CLASSES))
     (root / "mynets.py").write_text(BACKBONE)
     command_lines = {
         "folder": [
@@ -273,6 +273,7 @@ def end_to_end_runs(tmp_path_factory, tfds_dir):
             f"--config.data.path={npz}",
             *SMALL_CNN,
             "--config.model.kwargs.dropout_rate=0.3",  # A rate above 0 trains.
+            "--config.data.num_validation=4",  # 4 a class held out of the 90.
         ],
         "tfds": [
             "--config=configs/image_folder.py:num_labeled=15,image_size=0",
@@ -308,6 +309,15 @@ def test_your_data_trains_through_the_command_line(end_to_end_runs, name):
     assert results["config"]["data"]["num_classes"] == 3  # Read from the data.
     summary = (workdir / "summary.md").read_text()
     assert "| centre |" in summary and "| top |" in summary
+    if name == "npz":  # The held-out validation set and the test accuracy it chooses.
+        chosen = results["validation"]
+        assert chosen["num_examples"] == 12 and chosen["best_step"] in (30, 60)
+        index = results["history"]["step"].index(chosen["best_step"])
+        assert chosen["test_accuracy"] == results["history"]["ema_accuracy"][index]
+        assert chosen["validation_accuracy"] == max(results["history"]["val_ema_accuracy"])
+        assert "Chosen by the validation set (12 held-out" in summary
+    else:
+        assert results["validation"] is None
     if name == "folder":
         assert results["config"]["model"]["name"] == "mynets:TwoConvs"
         assert list((workdir / "data_cache").glob("pets_*.npz"))  # Decoded once, kept.

@@ -5,6 +5,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from muscle_jax.data import splits
 from muscle_jax.input_pipeline import per_class_counts, select_labeled_indices
 
 
@@ -114,3 +115,52 @@ def test_bad_labels_rejected():
         select_labeled_indices(np.array([0, -1, 1]), num_labeled=2, seed=0)
     with pytest.raises(ValueError, match="num_classes=2"):
         select_labeled_indices(np.array([0, 1, 2]), num_labeled=2, seed=0, num_classes=2)
+
+
+def test_the_validation_set_is_per_class_and_never_labeled():
+    labels = np.repeat(np.arange(3), 20)
+    held_out = splits.select_validation_indices(labels, num_per_class=4, seed=5, num_classes=3)
+    assert held_out.dtype == np.int64 and np.all(np.diff(held_out) > 0)
+    assert np.bincount(labels[held_out], minlength=3).tolist() == [4, 4, 4]
+    labeled = splits.select_labeled_indices(labels, num_labeled=45, seed=5, exclude=held_out)
+    assert not set(labeled) & set(held_out)  # 15 of each class's other 16.
+    # Without a validation set the labeled subset is what it always was.
+    np.testing.assert_array_equal(
+        splits.select_labeled_indices(labels, num_labeled=9, seed=5, exclude=None),
+        splits.select_labeled_indices(labels, num_labeled=9, seed=5),
+    )
+    none = splits.select_validation_indices(labels, num_per_class=0, seed=5, num_classes=3)
+    assert none.size == 0
+    with pytest.raises(ValueError, match="outside the validation set"):
+        splits.select_labeled_indices(labels, num_labeled=51, seed=5, exclude=held_out)
+    with pytest.raises(ValueError, match="num_validation=21 a class, but class 0 holds 20"):
+        splits.select_validation_indices(labels, num_per_class=21, seed=5, num_classes=3)
+
+
+def test_the_training_streams_never_show_the_validation_set():
+    from muscle_jax import input_pipeline as ip
+    from muscle_jax.data import digits
+
+    train_labels = digits.load()[1]
+    held_out = splits.select_validation_indices(
+        train_labels, num_per_class=10, seed=0, num_classes=10
+    )
+    iterator = ip.make_train_iterator(
+        "digits",
+        data_dir=None,
+        num_labeled=40,
+        seed=0,
+        labeled_batch_size=40,
+        unlabeled_ratio=7,
+        unlabeled_views="weak_strong",
+        num_validation=10,
+        process_index=0,
+        process_count=1,
+    )
+    seen = set()
+    for _ in range(6):  # 6 x 280 unlabeled draws: more than an epoch of the 1,497.
+        batch = next(iterator)
+        seen |= set(np.asarray(batch["labeled_index"]).tolist())
+        seen |= set(np.asarray(batch["unlabeled_index"]).tolist())
+    assert not seen & set(held_out.tolist())
+    assert len(seen) > 1000

@@ -176,8 +176,8 @@ def test_incompatible_checkpoint_is_refused_and_left_alone(shared_runs, tmp_path
     with pytest.raises(checkpointing.IncompatibleCheckpointError, match="model_kwargs"):
         train.train_and_evaluate(other_model, str(run))
     other_classes = short_config()
-    other_classes.data.num_classes = 12
-    with pytest.raises(ConfigError, match="num_classes=12"):
+    other_classes.data.num_classes = 20  # (40 labels still split over the classes.)
+    with pytest.raises(ConfigError, match="num_classes=20"):
         train.train_and_evaluate(other_classes, str(run))
     after = {p: p.stat().st_mtime_ns for p in run.rglob("*")}
     assert after == before
@@ -189,7 +189,8 @@ BAD_CONFIGS = [
     ("data.num_labeled", 5000, "num_labeled=5000"),
     ("data.unlabeled_ratio", -1, "unlabeled_ratio=-1"),
     ("data.eval_batch_size", 7, "eval_batch_size=7"),
-    ("data.num_classes", 3, "num_classes=3"),
+    ("data.num_classes", 5, "num_classes=5"),
+    ("data.num_labeled", 45, "45 labels over 10 classes leaves 5 over"),
     ("model.name", "resnet1000", "resnet1000"),
     ("model.compute_dtype", "fp8", "fp8"),
     ("total_steps", 0, "total_steps=0"),

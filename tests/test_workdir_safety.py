@@ -269,3 +269,19 @@ def test_second_process_is_refused_and_sigterm_leaves_a_restorable_checkpoint(tm
     results = train.train_and_evaluate(config, str(tmp_path))
     assert results["steps"] == steps[-1] + 2
     assert json.loads((tmp_path / "results.json").read_text())["steps"] == steps[-1] + 2
+
+
+def test_the_step_a_validation_set_chooses_and_its_test_accuracy():
+    history = {
+        "step": [10, 20, 30, 40],
+        "ema_accuracy": [0.50, 0.70, 0.65, 0.80],
+        "val_ema_accuracy": [0.40, 0.75, 0.75, 0.60],  # Best at 20 and 30: the earlier.
+    }
+    chosen = evaluation.chosen_by_validation(history, num_examples=30)
+    assert chosen == {
+        "num_examples": 30,
+        "best_step": 20,
+        "validation_accuracy": 0.75,
+        "test_accuracy": 0.70,
+    }
+    assert evaluation.chosen_by_validation(history, num_examples=None) is None

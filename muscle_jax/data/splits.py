@@ -58,6 +58,34 @@ def per_class_counts(
     return counts
 
 
+def select_validation_indices(
+    labels: ArrayLike, *, num_per_class: int, seed: int, num_classes: int
+) -> np.ndarray:
+    """Indices (sorted, int64) of ``num_per_class`` training examples a class, held out.
+
+    The validation set: never trained on (neither labeled nor unlabeled),
+    evaluated beside the test set to choose a step without looking at the
+    test set. Drawn from the seed on a stream of its own (so the labeled
+    subset of a run without one is what it always was), before the labeled
+    subset, which is then drawn from the rest (`select_labeled_indices`'s
+    ``exclude``).
+    """
+    labels = np.asarray(labels)
+    if num_per_class <= 0:
+        return np.zeros(0, np.int64)
+    chosen = []
+    for cls in range(num_classes):
+        members = np.flatnonzero(labels == cls)
+        if num_per_class > members.size:
+            raise DataRequestError(
+                f"data.num_validation={num_per_class} a class, but class {cls} holds "
+                f"{members.size} training examples."
+            )
+        rng = np.random.default_rng([seed, cls, 0x76616C])  # Its own stream ("val").
+        chosen.append(rng.choice(members, size=num_per_class, replace=False))
+    return np.sort(np.concatenate(chosen)).astype(np.int64)
+
+
 def select_labeled_indices(
     labels: ArrayLike,
     *,
@@ -65,6 +93,7 @@ def select_labeled_indices(
     seed: int,
     imbalance_ratio: float = 1.0,
     num_classes: int | None = None,
+    exclude: ArrayLike | None = None,
 ) -> np.ndarray:
     """Indices (sorted, int64) of the training examples that keep their labels.
 
@@ -76,6 +105,7 @@ def select_labeled_indices(
       imbalance_ratio: 1 for a balanced set (`num_labeled / C` per class),
         > 1 for a long-tailed one (see `per_class_counts`).
       num_classes: defaults to `max(labels) + 1`.
+      exclude: indices never chosen (the validation set's).
 
     Raises:
       ValueError: naming the numbers, when the request cannot be met (not
@@ -98,13 +128,17 @@ def select_labeled_indices(
     elif labels.size and labels.max() >= num_classes:
         raise DataRequestError(f"labels must be < num_classes={num_classes}, found {labels.max()}.")
     counts = per_class_counts(num_labeled, num_classes, imbalance_ratio=imbalance_ratio)
+    allowed = np.ones(labels.shape[0], bool)
+    if exclude is not None:
+        allowed[np.asarray(exclude, np.int64)] = False
     chosen = []
     for cls, count in enumerate(counts):
-        members = np.flatnonzero(labels == cls)
+        members = np.flatnonzero((labels == cls) & allowed)
         if count > members.size:
+            held_out = "" if exclude is None else " outside the validation set"
             raise DataRequestError(
-                f"Class {cls} holds {members.size} examples but the labeled set asks for "
-                f"{count} of it (num_labeled={num_labeled}, {num_classes} classes, "
+                f"Class {cls} holds {members.size} examples{held_out} but the labeled set asks "
+                f"for {count} of it (num_labeled={num_labeled}, {num_classes} classes, "
                 f"imbalance_ratio={imbalance_ratio})."
             )
         rng = np.random.default_rng([seed, cls])
