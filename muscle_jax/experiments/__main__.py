@@ -10,6 +10,7 @@ a stopped run continues from its checkpoint.
 import os
 import shlex
 import sys
+import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
@@ -69,6 +70,7 @@ flags.DEFINE_bool(
 flags.mark_flags_as_required(["suite", "config", "workdir"])
 
 
+PLOT_EVERY_SECONDS = 60
 # The command line's --config.model.kwargs.KEY=VALUE (parse_flags), passed on to every run.
 _MODEL_KWARGS: dict = {}
 
@@ -137,7 +139,12 @@ def main(argv):
         )
         base = suites.base_method(config)
 
-        def report():
+        # The tables after every finished run; the plots at most once a minute
+        # (a drawing is ~0.5 s a plot) and always at the end.
+        last_plot = [time.monotonic()]
+
+        def report(final: bool = True):
+            plot = final or time.monotonic() - last_plot[0] >= PLOT_EVERY_SECONDS
             results.write(
                 invocation.workdir,
                 FLAGS.suite,
@@ -145,7 +152,10 @@ def main(argv):
                 base=base,
                 command=command,
                 default_mi_weight=config.loss.unsupervised_weight,
+                plot=plot,
             )
+            if plot:
+                last_plot[0] = time.monotonic()
 
         if FLAGS.report_only:
             if not os.path.isdir(invocation.workdir):
@@ -164,7 +174,9 @@ def main(argv):
             )
             return
         os.makedirs(invocation.workdir, exist_ok=True)
-        complete = dispatch.run_locally(runs, invocation, after_each_run=report)
+        complete = dispatch.run_locally(
+            runs, invocation, after_each_run=lambda: report(final=False)
+        )
         report()
     except (UsageError, suites.SuiteError, dispatch.DispatchError) as error:
         print(f"error: {error}", file=sys.stderr)
