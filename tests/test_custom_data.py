@@ -392,3 +392,18 @@ def test_a_backbone_that_breaks_the_contract_is_refused(tmp_path, monkeypatch, n
         config.model.name = name
         with pytest.raises(config_validation.ConfigError, match=message):
             config_validation.validate_config(config, num_devices=1)
+
+
+def test_a_class_with_too_few_images_is_refused_before_the_workdir(tmp_path):
+    from muscle_jax import input_pipeline, train
+    from tests.helpers import load_config
+
+    labels = np.array([0] * 20 + [1] * 20 + [2] * 3)  # Class 2: 3 images.
+    images = np.zeros((len(labels), SIZE, SIZE, 1), np.uint8)
+    dataset = input_pipeline.ArrayDataset("few", images, labels, images, labels, num_classes=3)
+    config = load_config("tiny")
+    config.data.num_classes = 0
+    config.data.num_labeled = 15  # 5 a class: more than class 2 holds.
+    with pytest.raises(DataRequestError, match="Class 2 holds 3 examples"):
+        train.train_and_evaluate(config, str(tmp_path / "run"), source=dataset)
+    assert not (tmp_path / "run").exists()

@@ -45,3 +45,28 @@ def test_a_run_opens_its_dataset_once(shared_runs):
     history = outcome["results"]["history"]
     assert len(history["step"]) == 2  # Two evaluations, one training stream...
     assert outcome["dataset_reads"] == 1  # ...and the data read once.
+
+
+def test_verbose_adds_our_debug_lines_not_the_libraries(monkeypatch):
+    import logging as std_logging
+
+    from absl import logging
+
+    from muscle_jax import main
+
+    handler = std_logging.Handler()
+    monkeypatch.setattr(std_logging.getLogger(), "handlers", [handler])
+    monkeypatch.setattr(logging.get_absl_logger(), "filters", [])
+    main._quiet_library_info_logs()
+
+    def record(path, level):
+        return std_logging.LogRecord("x", level, path, 1, "a line", None, None)
+
+    ours = "/site-packages/muscle_jax/train.py"
+    library = "/site-packages/orbax/checkpoint/manager.py"
+    other = "/site-packages/jax/_src/compiler.py"
+    assert handler.filter(record(ours, std_logging.DEBUG))
+    assert not handler.filter(record(other, std_logging.DEBUG))  # -v 1: not theirs.
+    assert handler.filter(record(other, std_logging.INFO))
+    assert not handler.filter(record(library, std_logging.INFO))  # Orbax's INFO lines.
+    assert handler.filter(record(library, std_logging.WARNING))
