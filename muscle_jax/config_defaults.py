@@ -87,6 +87,9 @@ def base_config() -> ml_collections.ConfigDict:
     config.data.num_classes = 10  # 0: the dataset's count (read when it opens).
     config.data.num_labeled = 4000
     config.data.imbalance_ratio = 1.0  # > 1: long-tailed labeled subset (bias experiments).
+    # 1: the unlabeled pool is the training split as it is; > 1: long-tailed as the
+    # labels (class 0 largest); < -1: the reversed order (USB's protocol).
+    config.data.unlabeled_imbalance_ratio = 1.0
     # Labeled training examples a class held out as a validation set (never trained
     # on, evaluated beside the test set; results.json's "validation" is the test
     # accuracy at the step it scores best). 0: none, the protocol's.

@@ -68,6 +68,12 @@ def _check_types_and_ranges(config) -> list[str]:
         )
     if not 0.0 <= config.ema_decay < 1.0:
         problems.append(f"ema_decay={config.ema_decay} must be in [0, 1).")
+    ratio = config.data.unlabeled_imbalance_ratio
+    if not (ratio == 1.0 or ratio > 1.0 or ratio < -1.0):
+        problems.append(
+            f"data.unlabeled_imbalance_ratio={ratio} must be 1 (the pool as it is), > 1 (class "
+            "0 largest, as the labels) or < -1 (the reversed order)."
+        )
     if config.data.imbalance_ratio < 1.0:
         problems.append(
             f"data.imbalance_ratio={config.data.imbalance_ratio} must be >= 1 (1: balanced)."

@@ -160,6 +160,7 @@ def training(
         start_step=start_step,
         flip=data_config.get("flip"),
         num_validation=data_config.get("num_validation", 0),
+        unlabeled_imbalance_ratio=data_config.get("unlabeled_imbalance_ratio", 1.0),
     )
 
 
@@ -205,6 +206,7 @@ def make_train_iterator(
     prefetch: int = 2,
     flip: bool | None = None,
     num_validation: int = 0,
+    unlabeled_imbalance_ratio: float = 1.0,
 ) -> Iterator[dict]:
     """Endless training batches (keys in the module docstring), from `start_step` on.
 
@@ -240,6 +242,9 @@ def make_train_iterator(
       flip: horizontal flips in the augmentations; None: the dataset's default.
       num_validation: training examples a class held out as the validation set
         (`validation_examples`): neither labeled nor unlabeled here.
+      unlabeled_imbalance_ratio: 1, or a long-tailed unlabeled pool
+        (`splits.unlabeled_class_counts`; negative: the reversed order). Only the
+        training split is subsampled; unlabeled-only splits join whole.
     """
     source = sources.open_source(name, data_dir=data_dir, download=download)
     info = source.info
@@ -298,6 +303,12 @@ def make_train_iterator(
                 f"{per_process} data shards; choose a batch size divisible by num_shards={shards}."
             )
     excluded = np.zeros(info.pool_size, bool)
+    excluded[: info.num_train] = ~splits.unlabeled_pool_mask(
+        source.train_labels(),
+        ratio=unlabeled_imbalance_ratio,
+        seed=seed,
+        num_classes=info.num_classes,
+    )
     excluded[held_out] = True  # The validation set is never trained on.
     if exclude_labeled_from_unlabeled:
         excluded[labeled] = True
@@ -457,6 +468,27 @@ def make_eval_iterator(
     ds = ds.batch(local).prefetch(2).with_options(_options())
     padded = _padded_batches(ds.as_numpy_iterator(), local, num_batches, info, total)
     return device.prefetch_to_device(padded, sharding, size=prefetch)
+
+
+def unlabeled_pool_counts(data_config, *, source, seed: int) -> dict:
+    """What the unlabeled pool holds: training images a class, and unlabeled-only images.
+
+    Before the validation set (and, with ``exclude_labeled_from_unlabeled``, the
+    labeled subset) is taken out; for results.json.
+    """
+    labels = source.train_labels()
+    keep = splits.unlabeled_pool_mask(
+        labels,
+        ratio=data_config.get("unlabeled_imbalance_ratio", 1.0),
+        seed=seed,
+        num_classes=source.info.num_classes,
+    )
+    per_class = np.bincount(labels[keep], minlength=source.info.num_classes)
+    return {
+        "imbalance_ratio": data_config.get("unlabeled_imbalance_ratio", 1.0),
+        "per_class": [int(count) for count in per_class],
+        "unlabeled_only": source.info.num_unlabeled_only,
+    }
 
 
 def validation_examples(data_config, *, source, seed: int) -> tuple[np.ndarray, np.ndarray] | None:

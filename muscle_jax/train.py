@@ -604,6 +604,9 @@ def _train(config: ml_collections.ConfigDict, workdir: str, source, started: flo
         "final_accuracy": last["ema_accuracy"],
         "per_class_accuracy": last["per_class_accuracy"],
         "class_names": list(source.info.class_names or ()) or None,
+        "unlabeled_pool": input_pipeline.unlabeled_pool_counts(
+            config.data, source=source, seed=config.seed
+        ),
         "validation": evaluation.chosen_by_validation(
             history, num_examples=None if validation_set is None else len(validation_set[1])
         ),

@@ -164,3 +164,49 @@ def test_the_training_streams_never_show_the_validation_set():
         seen |= set(np.asarray(batch["unlabeled_index"]).tolist())
     assert not seen & set(held_out.tolist())
     assert len(seen) > 1000
+
+
+def test_the_unlabeled_pool_counts_follow_the_profile_by_hand():
+    # Smallest class 10: class c keeps 10 * 4 ** (-c / 2) = 10, 5, 2.5 -> 2 (floored).
+    assert splits.unlabeled_class_counts([10, 12, 15], ratio=4.0).tolist() == [10, 5, 2]
+    # Reversed: the last class largest.
+    assert splits.unlabeled_class_counts([10, 12, 15], ratio=-4.0).tolist() == [2, 5, 10]
+    assert splits.unlabeled_class_counts([10, 12, 15], ratio=1.0).tolist() == [10, 12, 15]
+    # Ratio 100 over 10 classes of 150: the tail keeps 1.5 -> 1 image, never 0.
+    counts = splits.unlabeled_class_counts([150] * 10, ratio=100.0)
+    assert counts[0] == 150 and counts[-1] == 1 and np.all(np.diff(counts) <= 0)
+    for bad in (0.5, -1.0, 0.0):
+        with pytest.raises(ValueError, match="must be 1"):
+            splits.unlabeled_class_counts([10, 12], ratio=bad)
+
+
+def test_the_imbalanced_pool_is_a_function_of_the_seed_and_reaches_the_stream():
+    from muscle_jax import input_pipeline as ip
+    from muscle_jax.data import digits
+
+    labels = digits.load()[1]
+    keep = splits.unlabeled_pool_mask(labels, ratio=10.0, seed=3, num_classes=10)
+    sizes = np.bincount(labels, minlength=10)
+    expected = splits.unlabeled_class_counts(sizes, ratio=10.0)
+    assert np.bincount(labels[keep], minlength=10).tolist() == expected.tolist()
+    np.testing.assert_array_equal(
+        keep, splits.unlabeled_pool_mask(labels, ratio=10.0, seed=3, num_classes=10)
+    )  # Every host draws the same pool from the same labels and seed.
+    other = splits.unlabeled_pool_mask(labels, ratio=10.0, seed=4, num_classes=10)
+    assert np.any(keep != other)
+    iterator = ip.make_train_iterator(
+        "digits",
+        data_dir=None,
+        num_labeled=40,
+        seed=3,
+        labeled_batch_size=40,
+        unlabeled_ratio=7,
+        unlabeled_views="weak_strong",
+        unlabeled_imbalance_ratio=10.0,
+        process_index=0,
+        process_count=1,
+    )
+    seen = set()
+    for _ in range(4):  # 1,120 draws from a pool of ~700: every image at least once.
+        seen |= set(np.asarray(next(iterator)["unlabeled_index"]).tolist())
+    assert seen == set(np.flatnonzero(keep).tolist())

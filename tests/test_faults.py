@@ -191,6 +191,8 @@ BAD_CONFIGS = [
     ("data.eval_batch_size", 7, "eval_batch_size=7"),
     ("data.num_classes", 5, "num_classes=5"),
     ("data.num_labeled", 45, "45 labels over 10 classes leaves 5 over"),
+    ("data.unlabeled_imbalance_ratio", 0.5, "unlabeled_imbalance_ratio=0.5 must be 1"),
+    ("data.num_validation", -1, "num_validation=-1"),
     ("model.name", "resnet1000", "resnet1000"),
     ("model.compute_dtype", "fp8", "fp8"),
     ("total_steps", 0, "total_steps=0"),

@@ -151,3 +151,31 @@ def test_muscle_loss_refuses_a_stateful_base_without_its_inputs():
             consistency_state={},
             unlabeled_where=jnp.ones(4, bool),
         )
+
+
+def test_debiased_pseudo_labels_are_adjusted_class_by_class_by_hand():
+    # q_hat = (0.8, 0.2), tau 1: the weak view's argmax is class 0 (logits 0.5, 0), but
+    # softmax(z - log q) = softmax(0.5 + 0.2231, 0 + 1.6094): class 1, p = 0.7081 >= 0.7.
+    state = {"q_hat": jnp.array([0.8, 0.2])}
+    weak, strong = jnp.array([[0.5, 0.0]]), jnp.array([[0.0, 0.0]])
+    loss, metrics, new = losses.debiased_pseudo_label_step(
+        weak, strong, state, tau=1.0, momentum=0.5, threshold=0.7
+    )
+    # q <- 0.5 q + 0.5 softmax(0.5, 0) = 0.5 (0.8, 0.2) + 0.5 (0.6224588, 0.3775412).
+    np.testing.assert_allclose(new["q_hat"], [0.7112294, 0.2887706], atol=1e-6)
+    # CE(0 + log q_new, 1) = -log(0.2887706 / (0.7112294 + 0.2887706)) = 1.242124.
+    np.testing.assert_allclose(loss, 1.242124, atol=1e-6)
+    assert float(metrics["mask_rate"]) == 1.0
+    # USB's port averages q_hat to one number: a uniform q shifts every logit alike, so
+    # the pseudo-label stays class 0 and the loss is FixMatch's (here masked: 0.6225 < 0.7).
+    uniform = {"q_hat": jnp.full(2, 0.5)}
+    usb_like, usb_metrics, _ = losses.debiased_pseudo_label_step(
+        weak, strong, uniform, tau=1.0, momentum=0.5, threshold=0.7
+    )
+    assert float(usb_metrics["mask_rate"]) == 0.0 and float(usb_like) == 0.0
+    assert float(loss) != float(usb_like)
+    # tau 0 is FixMatch: the raw argmax and confidence, unadjusted logits.
+    fixmatch, _, _ = losses.debiased_pseudo_label_step(
+        weak, strong, state, tau=0.0, momentum=0.5, threshold=0.6
+    )
+    np.testing.assert_allclose(fixmatch, np.log(2.0), atol=1e-6)  # CE([0, 0], 0).

@@ -19,8 +19,9 @@ from .helpers import load_config
 from .shared_runs import run_until_step
 from .test_train import final_state, run_steps
 
-BASES = ("flexmatch", "freematch", "softmatch", "adamatch", "uda", "dash")
-STATEFUL = ("flexmatch", "freematch", "softmatch", "adamatch", "dash")
+# The modern bases, and debiased pseudo-labelling (an imbalance-aware FixMatch).
+BASES = ("flexmatch", "freematch", "softmatch", "adamatch", "uda", "dash", "debiased")
+STATEFUL = ("flexmatch", "freematch", "softmatch", "adamatch", "dash", "debiased")
 
 
 @pytest.mark.parametrize("base", BASES)
@@ -167,9 +168,12 @@ def test_each_base_with_mi_stops_and_resumes_bit_identically(base, tmp_path):
     elif base == "adamatch":
         np.testing.assert_allclose(state["p_model"].sum(), 1.0, rtol=1e-5)
         assert np.any(state["p_model"] != np.float32(uniform))
-    else:
-        assert base == "dash"
+    elif base == "dash":
         assert bool(state["initialised"]) and state["rho_init"] > 0
+    else:
+        assert base == "debiased"
+        np.testing.assert_allclose(state["q_hat"].sum(), 1.0, rtol=1e-5)
+        assert np.any(state["q_hat"] != np.float32(uniform))  # Moved off its start.
     assert methods.get(methods.CONSISTENCY, base).weighting["weight"] == 1.0
 
 

@@ -80,6 +80,13 @@ def test_end_to_end_digits_writes_results(shared_runs):
     assert written["config"]["model"]["name"] == "small_cnn"
     assert written["history"]["step"] == [6, 12]
     assert any(name.startswith("events.out.tfevents") for name in os.listdir(workdir))
+    # The unlabeled pool as it was read: digits' whole training split, balanced.
+    from muscle_jax.data import digits
+
+    pool = written["unlabeled_pool"]
+    assert pool["imbalance_ratio"] == 1.0 and pool["unlabeled_only"] == 0
+    assert pool["per_class"] == np.bincount(digits.load()[1], minlength=10).tolist()
+    assert written["validation"] is None and written["class_names"] is None
 
 
 def test_end_to_end_mock_cifar10(tmp_path):

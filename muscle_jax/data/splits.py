@@ -144,3 +144,50 @@ def select_labeled_indices(
         rng = np.random.default_rng([seed, cls])
         chosen.append(rng.choice(members, size=count, replace=False))
     return np.sort(np.concatenate(chosen)).astype(np.int64)
+
+
+def unlabeled_class_counts(class_sizes: ArrayLike, *, ratio: float) -> np.ndarray:
+    """How many training images of each class the unlabeled pool keeps (USB's protocol).
+
+    ``ratio`` 1: every image. ``ratio`` > 1: class 0 keeps as many as the
+    smallest class holds, class c ``ratio ** (-c / (C - 1))`` times that
+    (floored, at least 1): the labeled long tail's order. ``ratio`` < -1: the
+    same profile in the reversed order (the last class largest).
+    """
+    sizes = np.asarray(class_sizes, np.int64)
+    if ratio == 1.0:
+        return sizes.copy()
+    if -1.0 < ratio < 1.0 or ratio == -1.0:
+        raise DataRequestError(
+            f"data.unlabeled_imbalance_ratio={ratio} must be 1 (as the dataset is), > 1 "
+            "(class 0 largest) or < -1 (the reversed order)."
+        )
+    num_classes = sizes.size
+    if num_classes < 2:
+        raise DataRequestError("An imbalanced unlabeled pool needs at least 2 classes.")
+    rank = np.arange(num_classes) if ratio > 0 else np.arange(num_classes)[::-1]
+    shares = abs(ratio) ** (-rank / (num_classes - 1))
+    return np.maximum(1, np.floor(sizes.min() * shares)).astype(np.int64)
+
+
+def unlabeled_pool_mask(
+    labels: ArrayLike, *, ratio: float, seed: int, num_classes: int
+) -> np.ndarray:
+    """Which training images join the unlabeled pool: bool ``[len(labels)]``.
+
+    The kept images of each class (`unlabeled_class_counts`) are drawn from the
+    seed on a stream of their own, from the labels of the whole training split,
+    so every host keeps the same pool without communicating.
+    """
+    labels = np.asarray(labels)
+    keep = np.ones(labels.shape[0], bool)
+    if ratio == 1.0:
+        return keep
+    sizes = np.bincount(labels, minlength=num_classes)
+    counts = unlabeled_class_counts(sizes, ratio=ratio)
+    keep[:] = False
+    for cls, count in enumerate(counts):
+        members = np.flatnonzero(labels == cls)
+        rng = np.random.default_rng([seed, cls, 0x756E6C])  # Its own stream ("unl").
+        keep[rng.choice(members, size=int(count), replace=False)] = True
+    return keep

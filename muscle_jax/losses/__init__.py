@@ -49,6 +49,7 @@ from muscle_jax.losses._base_steps import (
     uda_step,
 )
 from muscle_jax.losses._consistency import fixmatch_consistency, mixup, mse_consistency, sharpen
+from muscle_jax.losses._debiased import debiased_init, debiased_pseudo_label_step
 from muscle_jax.losses._mio import mio_loss
 from muscle_jax.losses._muscle import (
     CONSISTENCY_KINDS,
@@ -89,6 +90,8 @@ __all__ = [
     "dash_steps_per_decay",
     "dash_targets",
     "dash_threshold",
+    "debiased_init",
+    "debiased_pseudo_label_step",
     "distribution_alignment_init",
     "distribution_alignment_update",
     "fixmatch_consistency",

@@ -215,5 +215,6 @@ def check(config: ml_collections.ConfigDict) -> list[str]:
 
 
 # The built-in terms register themselves on import.
-# FixMatch-era consistency terms first, then the modern bases, as tables list them.
-from muscle_jax.methods import consistency, adaptive, supervised, unsupervised  # noqa: E402, F401, I001
+# FixMatch-era consistency terms first, then the modern bases and the imbalance-aware
+# additions, as tables list them.
+from muscle_jax.methods import consistency, adaptive, imbalance, supervised, unsupervised  # noqa: E402, F401, I001

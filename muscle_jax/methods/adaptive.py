@@ -19,7 +19,7 @@ from muscle_jax.methods import alignment, base, register
 MODERN_BASES = losses.STATEFUL_CONSISTENCY_KINDS  # One list, kept where their steps live.
 # Every method here is weighted as its paper (and USB/TorchSSL) weights it:
 # lambda_u = 1 from the first step, as FixMatch.
-_UNIT_WEIGHTING = {"weight": 1.0, "rampup": "none", "rampup_steps": 0}
+UNIT_WEIGHTING = {"weight": 1.0, "rampup": "none", "rampup_steps": 0}
 
 
 def _unit(name: str, value, *, closed_high: bool = True) -> list[str]:
@@ -86,7 +86,7 @@ FLEXMATCH = register(
         # TorchSSL/USB: tau 0.95, the convex mapping x / (2 - x), threshold warm-up on.
         defaults={"threshold": 0.95, "mapping": "convex", "warmup": True},
         unlabeled_views="weak_strong",
-        weighting=_UNIT_WEIGHTING,
+        weighting=UNIT_WEIGHTING,
         init_state=_flexmatch_state,
         state_partition=_flexmatch_partition,
         check=_check_flexmatch,
@@ -126,7 +126,7 @@ FREEMATCH = register(
         # EMA 0.999 (both codes); fairness weight 0.01 is TorchSSL's (USB's CIFAR configs: 0.001).
         defaults={"momentum": 0.999, "fairness_weight": 0.01},
         unlabeled_views="weak_strong",
-        weighting=_UNIT_WEIGHTING,
+        weighting=UNIT_WEIGHTING,
         init_state=lambda spec, section: losses.freematch_init(spec.num_classes),
         check=_check_freematch,
     )
@@ -165,7 +165,7 @@ SOFTMATCH = register(
         # USB: EMA 0.999, n_sigma 2 (the code's var / n_sigma^2; the paper's 2 var is n_sigma=1).
         defaults={"momentum": 0.999, "n_sigma": 2.0},
         unlabeled_views="weak_strong",
-        weighting=_UNIT_WEIGHTING,
+        weighting=UNIT_WEIGHTING,
         init_state=lambda spec, section: losses.softmatch_init(spec.num_classes),
         check=_check_softmatch,
     )
@@ -216,7 +216,7 @@ ADAMATCH = register(
             "alignment_momentum": 0.999,
         },
         unlabeled_views="weak_strong",
-        weighting=_UNIT_WEIGHTING,
+        weighting=UNIT_WEIGHTING,
         init_state=lambda spec, section: alignment.alignment_state(spec, section.alignment_target),
         check=_check_adamatch,
     )
@@ -254,7 +254,7 @@ UDA = register(
         # Paper and TorchSSL: T 0.4, confidence 0.8 (USB's current code drops the T).
         defaults={"temperature": 0.4, "threshold": 0.8},
         unlabeled_views="weak_strong",
-        weighting=_UNIT_WEIGHTING,
+        weighting=UNIT_WEIGHTING,
         check=_check_uda,
     )
 )
@@ -313,7 +313,7 @@ DASH = register(
         # that share of total_steps).
         defaults={"gamma": 1.27, "rho_min": 0.05, "temperature": 0.5, "decay_every_steps": 0},
         unlabeled_views="weak_strong",
-        weighting=_UNIT_WEIGHTING,
+        weighting=UNIT_WEIGHTING,
         init_state=lambda spec, section: losses.dash_init(),
         check=_check_dash,
     )

@@ -1,0 +1,69 @@
+r"""Debiased pseudo-labelling (adaptive logit adjustment): FixMatch against its own bias.
+
+Wang et al., "Debiased Learning from Naturally Imbalanced Pseudo-Labels"
+(CVPR 2022). The model's running mean prediction on the weak view,
+``q_hat [C]``, estimates how biased the pseudo-labels are towards some
+classes; the pseudo-label divides it out, and the strong view's logits carry
+it in the loss (logit adjustment), so a class the model over-predicts is not
+reinforced:
+
+.. math::
+  \hat y = \arg\max \mathrm{softmax}(z^w - \tau \log \hat q),\quad
+  \hat q \leftarrow m \hat q + (1 - m)\, \overline{\mathrm{softmax}(z^w)},\quad
+  \ell = \mathrm{CE}(z^s + \tau \log \hat q, \hat y) \cdot
+  [\max \mathrm{softmax}(z^w - \tau \log \hat q) \ge t]
+
+The pseudo-label uses ``q_hat`` from before the batch's update and the loss
+the updated one, in the reference code's order. ``q_hat``'s update is the
+class-wise mean over the batch, a vector: USB's port reduces it to one scalar
+(``mean()`` over both axes), which makes ``log q_hat`` the same for every
+class and the adjustment a no-op (docs/method.md).
+"""
+
+import jax
+import jax.numpy as jnp
+from jax.typing import ArrayLike
+
+from muscle_jax.losses._supervised import supervised_loss
+
+State = dict[str, jax.Array]
+
+
+def debiased_init(num_classes: int) -> State:
+    """``q_hat`` starts uniform: no bias is assumed before the first batch."""
+    return {"q_hat": jnp.full((num_classes,), 1.0 / num_classes, jnp.float32)}
+
+
+def debiased_pseudo_label_step(
+    view_a_logits: ArrayLike,
+    view_b_logits: ArrayLike,
+    state: State,
+    *,
+    tau: float = 0.4,
+    momentum: float = 0.999,
+    threshold: float = 0.95,
+) -> tuple[jax.Array, dict[str, jax.Array], State]:
+    """The whole consistency term: (loss, metrics, new state).
+
+    Args:
+      view_a_logits: weak-view logits ``[batch, C]`` (no gradient flows into them).
+      view_b_logits: strong-view logits ``[batch, C]``.
+      state: ``{"q_hat": [C]}`` from `debiased_init` or the previous step.
+      tau: strength of the adjustment (0: FixMatch).
+      momentum: ``m`` of ``q_hat``'s moving average.
+      threshold: confidence of the adjusted weak prediction to keep an image.
+
+    Returns:
+      The masked cross-entropy averaged over the batch, ``{"mask_rate": ...}``
+      and the state with the updated ``q_hat``.
+    """
+    weak = jax.lax.stop_gradient(jnp.asarray(view_a_logits, jnp.float32))
+    log_q = jnp.log(state["q_hat"])
+    adjusted = jax.nn.softmax(weak - tau * log_q)
+    pseudo_labels = jnp.argmax(adjusted, axis=-1)
+    mask = (jnp.max(adjusted, axis=-1) >= threshold).astype(jnp.float32)
+    # The class-wise batch mean: a vector of C, not one number.
+    q_hat = momentum * state["q_hat"] + (1.0 - momentum) * jnp.mean(jax.nn.softmax(weak), axis=0)
+    strong = jnp.asarray(view_b_logits, jnp.float32) + tau * jnp.log(q_hat)
+    loss = jnp.mean(supervised_loss(strong, pseudo_labels) * mask)
+    return loss, {"mask_rate": jnp.mean(mask)}, {"q_hat": q_hat}
