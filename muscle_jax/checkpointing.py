@@ -8,7 +8,9 @@ that `latest_step` would return.
 """
 
 import os
+import sys
 import time
+import traceback
 from typing import Any
 
 import orbax.checkpoint as ocp
@@ -100,6 +102,7 @@ class Checkpointer:
             except IncompatibleCheckpointError:
                 raise
             except Exception as error:  # Orbax and TensorStore raise many types for bad bytes.
+                _drop_late_callbacks_of_failed_reads()
                 reason = f"{type(error).__name__}: {str(error).strip().splitlines()[0][:200]}"
                 moved_to = self._move_aside(step)
                 logging.warning(
@@ -139,6 +142,43 @@ class Checkpointer:
     def close(self) -> None:
         self._manager.wait_until_finished()
         self._manager.close()
+
+
+def _is_late_callback_of_a_closed_loop(unraisable) -> bool:
+    """Whether ``unraisable`` is asyncio refusing a callback because its loop has closed."""
+    error = unraisable.exc_value
+    return (
+        isinstance(error, RuntimeError)
+        and str(error) == "Event loop is closed"
+        and unraisable.exc_traceback is not None
+        and any(
+            frame.name == "call_soon_threadsafe"
+            for frame in traceback.extract_tb(unraisable.exc_traceback)
+        )
+    )
+
+
+def _drop_late_callbacks_of_failed_reads() -> None:
+    """Silences the ``Event loop is closed`` tracebacks a failed restore leaves behind.
+
+    Orbax runs each restore on an event loop of its own and closes it when the
+    restore fails; TensorStore's other reads of that checkpoint finish later, on
+    their own threads, and try to report to the closed loop. Python prints each
+    as an "Exception ignored" traceback (15 of them for one damaged checkpoint,
+    after the one warning line that matters). Only exactly that error is
+    dropped, from the first unreadable checkpoint on; every other unraisable
+    exception reaches the previous hook.
+    """
+    previous = sys.unraisablehook
+    if getattr(previous, "_drops_late_callbacks", False):
+        return
+
+    def hook(unraisable):
+        if not _is_late_callback_of_a_closed_loop(unraisable):
+            previous(unraisable)
+
+    hook._drops_late_callbacks = True
+    sys.unraisablehook = hook
 
 
 def check_compatible(found: dict[str, Any], expected: dict[str, Any], *, where: str) -> None:

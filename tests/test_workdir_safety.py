@@ -285,3 +285,38 @@ def test_the_step_a_validation_set_chooses_and_its_test_accuracy():
         "test_accuracy": 0.70,
     }
     assert evaluation.chosen_by_validation(history, num_examples=None) is None
+
+
+def test_only_a_closed_loops_late_callbacks_are_dropped_after_a_failed_read(monkeypatch):
+    import asyncio
+    import sys
+    import types
+
+    def unraisable(run):
+        try:
+            run()
+        except RuntimeError as error:
+            return types.SimpleNamespace(
+                exc_type=RuntimeError,
+                exc_value=error,
+                exc_traceback=error.__traceback__,
+                err_msg=None,
+                object=None,
+            )
+        raise AssertionError("expected a RuntimeError")
+
+    loop = asyncio.new_event_loop()
+    loop.close()
+    late = unraisable(lambda: loop.call_soon_threadsafe(print))  # What TensorStore's threads hit.
+
+    def other_error():
+        raise RuntimeError("Event loop is closed")  # The same text from elsewhere: kept.
+
+    other = unraisable(other_error)
+    reached = []
+    monkeypatch.setattr(sys, "unraisablehook", reached.append)
+    train.checkpointing._drop_late_callbacks_of_failed_reads()
+    train.checkpointing._drop_late_callbacks_of_failed_reads()  # Installed once.
+    sys.unraisablehook(late)
+    sys.unraisablehook(other)
+    assert reached == [other]
