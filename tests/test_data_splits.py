@@ -137,26 +137,32 @@ def test_the_validation_set_is_per_class_and_never_labeled():
         splits.select_validation_indices(labels, num_per_class=21, seed=5, num_classes=3)
 
 
-def test_the_training_streams_never_show_the_validation_set():
+def _digits_stream(*, seed: int, **options):
+    """Digits' training stream, 40 labels, batches of 40 + 280 unlabeled, one process."""
     from muscle_jax import input_pipeline as ip
+
+    return ip.make_train_iterator(
+        "digits",
+        data_dir=None,
+        num_labeled=40,
+        seed=seed,
+        labeled_batch_size=40,
+        unlabeled_ratio=7,
+        unlabeled_views="weak_strong",
+        process_index=0,
+        process_count=1,
+        **options,
+    )
+
+
+def test_the_training_streams_never_show_the_validation_set():
     from muscle_jax.data import digits
 
     train_labels = digits.load()[1]
     held_out = splits.select_validation_indices(
         train_labels, num_per_class=10, seed=0, num_classes=10
     )
-    iterator = ip.make_train_iterator(
-        "digits",
-        data_dir=None,
-        num_labeled=40,
-        seed=0,
-        labeled_batch_size=40,
-        unlabeled_ratio=7,
-        unlabeled_views="weak_strong",
-        num_validation=10,
-        process_index=0,
-        process_count=1,
-    )
+    iterator = _digits_stream(seed=0, num_validation=10)
     seen = set()
     for _ in range(6):  # 6 x 280 unlabeled draws: more than an epoch of the 1,497.
         batch = next(iterator)
@@ -181,7 +187,6 @@ def test_the_unlabeled_pool_counts_follow_the_profile_by_hand():
 
 
 def test_the_imbalanced_pool_is_a_function_of_the_seed_and_reaches_the_stream():
-    from muscle_jax import input_pipeline as ip
     from muscle_jax.data import digits
 
     labels = digits.load()[1]
@@ -194,18 +199,7 @@ def test_the_imbalanced_pool_is_a_function_of_the_seed_and_reaches_the_stream():
     )  # Every host draws the same pool from the same labels and seed.
     other = splits.unlabeled_pool_mask(labels, ratio=10.0, seed=4, num_classes=10)
     assert np.any(keep != other)
-    iterator = ip.make_train_iterator(
-        "digits",
-        data_dir=None,
-        num_labeled=40,
-        seed=3,
-        labeled_batch_size=40,
-        unlabeled_ratio=7,
-        unlabeled_views="weak_strong",
-        unlabeled_imbalance_ratio=10.0,
-        process_index=0,
-        process_count=1,
-    )
+    iterator = _digits_stream(seed=3, unlabeled_imbalance_ratio=10.0)
     seen = set()
     for _ in range(4):  # 1,120 draws from a pool of ~700: every image at least once.
         seen |= set(np.asarray(next(iterator)["unlabeled_index"]).tolist())
