@@ -115,6 +115,67 @@ def test_bias_picks_the_smallest_label_count_that_gives_every_class_a_label():
     assert count >= load_config("digits").data.num_labeled
 
 
+def test_bias_runs_the_imbalance_aware_bases_and_long_tailed_unlabeled_pools():
+    options = suites.SuiteOptions(
+        seeds=(0,),
+        imbalance_ratios=(1.0, 10.0),
+        arms=("muscle", "base", "debiased", "debiased_mi", "freematch_mi"),
+        unlabeled=("balanced", "same", "reversed"),
+    )
+    runs = suites.build("bias", load_config("digits"), options, pinned=[])
+    # A ratio of 1 leaves the pool as it is: only its balanced setting is run.
+    assert list(dict.fromkeys(run.setting for run in runs)) == [
+        "ratio 1",
+        "ratio 10",
+        "ratio 10, unlabeled same",
+        "ratio 10, unlabeled reversed",
+    ]
+    assert len(runs) == 4 * 5
+    pools = {run.setting: dict(run.overrides).get("data.unlabeled_imbalance_ratio") for run in runs}
+    assert pools == {
+        "ratio 1": None,  # The default pool: no override, as earlier suite runs had.
+        "ratio 10": None,
+        "ratio 10, unlabeled same": "10.0",
+        "ratio 10, unlabeled reversed": "-10.0",
+    }
+    methods_of = {run.arm: (run.method, run.mi) for run in runs}
+    assert methods_of["debiased"] == ("debiased", False)
+    assert methods_of["debiased_mi"] == ("debiased", True)
+    assert methods_of["freematch_mi"] == ("freematch", True)
+    assert methods_of["muscle"] == ("fixmatch", True)
+    with pytest.raises(suites.SuiteError, match="--unlabeled=sorted: choose from balanced"):
+        suites.build(
+            "bias",
+            load_config("digits"),
+            dataclasses.replace(options, unlabeled=("sorted",)),
+            pinned=[],
+        )
+
+
+def test_the_bias_report_pairs_each_imbalance_aware_base_with_its_mi():
+    runs = suites.build(
+        "bias",
+        load_config("digits"),
+        suites.SuiteOptions(
+            seeds=(0, 1), imbalance_ratios=(10.0,), arms=("debiased", "debiased_mi")
+        ),
+        pinned=[],
+    )
+    outcomes = []
+    for run in runs:  # debiased + MI two points ahead at both seeds.
+        value = 0.80 + 0.01 * run.seed + 0.02 * run.mi
+        run_results = {
+            "accuracy": value,
+            "per_class_accuracy": [value] * 10,
+            "run": {"wall_seconds": 1.0},
+            "config": {"data": {"name": "digits"}},
+        }
+        outcomes.append(results.Outcome(run, run_results))
+    text = results.markdown("bias", outcomes, base="fixmatch", command="c", default_mi_weight=1.0)
+    assert "debiased pseudo-labelling + MI − debiased pseudo-labelling" in text
+    assert "+2.0 [+2.0, +2.0]" in text
+
+
 def test_finetune_runs_start_from_their_seeds_pretraining():
     config = load_config("digits")
     runs = suites.build("finetune", config, suites.SuiteOptions(seeds=(0, 1)), pinned=[])
@@ -469,8 +530,13 @@ def _check_suite_files(workdir, expected_runs, plot):
     [
         (
             "bias",
-            ["--arms=muscle,base", "--imbalance_ratios=2", "--label_counts=20"],
-            4,
+            [
+                "--arms=muscle,base",
+                "--imbalance_ratios=2",
+                "--label_counts=20",
+                "--unlabeled=balanced,same",
+            ],
+            8,
             "accuracy_vs_imbalance.png",
         ),
         ("finetune", ["--arms=finetune_muscle,finetune_supervised"], 6, "finetune.png"),
@@ -498,8 +564,10 @@ def test_each_suite_through_the_command_line(tmp_path, suite, args, expected_run
         expected += 0.05 * (mi_on and config["loss"]["unsupervised_weight"] > 0)
         assert float(row["accuracy"]) == pytest.approx(expected), row["run"]
         assert float(row["worst_class_accuracy"]) == pytest.approx(expected - 0.1), row["run"]
-        if suite == "bias":  # The suite's setting reaches the run's config.
+        if suite == "bias":  # The suite's settings reach the run's config.
             assert config["data"]["imbalance_ratio"] == 2.0
+            same = row["setting"].endswith("unlabeled same")
+            assert config["data"]["unlabeled_imbalance_ratio"] == (2.0 if same else 1.0)
     if suite == "finetune":
         log = (workdir / "finetune/finetune_muscle/seed_1/console.log").read_text()
         pretrained = workdir / "finetune/pretrain/seed_1/checkpoints"

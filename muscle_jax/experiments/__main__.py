@@ -34,6 +34,12 @@ flags.DEFINE_list(
     "4 per class); bias, finetune, mi_ablation, objectives: the one label count.",
 )
 flags.DEFINE_list("imbalance_ratios", None, "bias: the imbalance ratios (default 1,10,100).")
+flags.DEFINE_list(
+    "unlabeled",
+    ["balanced"],
+    "bias: the unlabeled pool: balanced (as the dataset has it), same (long-tailed in the "
+    "labels' order), reversed; a subset, comma-separated.",
+)
 flags.DEFINE_list("mi_weights", None, "mi_ablation: the MI weights (default 0,0.1,0.3,1,3).")
 flags.DEFINE_list(
     "knobs",
@@ -43,7 +49,8 @@ flags.DEFINE_list(
 flags.DEFINE_list(
     "arms",
     None,
-    "label_sweep/bias: a subset of muscle,base,supervised_mi,supervised; finetune: of "
+    "label_sweep: a subset of muscle,base,supervised_mi,supervised; bias: of those and "
+    "freematch,freematch_mi,debiased,debiased_mi; finetune: of "
     "finetune_muscle,finetune_supervised,scratch_muscle; bases: of muscle,base.",
 )
 flags.DEFINE_list(
@@ -98,6 +105,7 @@ def options_from_flags() -> suites.SuiteOptions:
         seeds=_numbers("seeds", FLAGS.seeds, int),
         label_counts=_numbers("label_counts", FLAGS.label_counts, int),
         imbalance_ratios=_numbers("imbalance_ratios", FLAGS.imbalance_ratios, float),
+        unlabeled=tuple(FLAGS.unlabeled),
         mi_weights=_numbers("mi_weights", FLAGS.mi_weights, float),
         knobs=tuple(FLAGS.knobs) if FLAGS.knobs else None,
         arms=tuple(FLAGS.arms) if FLAGS.arms else None,

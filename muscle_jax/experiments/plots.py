@@ -58,7 +58,16 @@ def _label_count(setting: str) -> float:
 
 
 def _ratio(setting: str) -> float:
-    return float(setting.split()[1])
+    return float(setting.split()[1].rstrip(","))
+
+
+def _series(settings) -> dict[str, list[str]]:
+    """Settings grouped by what follows the swept number (the bias suite's unlabeled pool)."""
+    groups: dict[str, list[str]] = {}
+    for setting in settings:
+        _, _, rest = setting.partition(",")
+        groups.setdefault(rest.strip(), []).append(setting)
+    return groups
 
 
 def _settings_and_arms(outcomes):
@@ -69,20 +78,20 @@ def _settings_and_arms(outcomes):
 
 def _accuracy_lines(axis, outcomes, base, measure, x_of):
     settings, arms = _settings_and_arms(outcomes)
-    for arm in arms:
-        xs, means, stds = [], [], []
-        for setting in settings:
-            summary = statistics.summarise(
-                list(results_lib.by_seed(outcomes, setting, arm, measure).values())
-            )
-            if summary.n:
-                xs.append(x_of(setting))
-                means.append(100 * summary.mean)
-                stds.append(0.0 if math.isnan(summary.std) else 100 * summary.std)
-        if xs:
-            axis.errorbar(
-                xs, means, yerr=stds, marker="o", capsize=3, label=suites.arm_label(arm, base)
-            )
+    for suffix, series in _series(settings).items():
+        for arm in arms:
+            xs, means, stds = [], [], []
+            for setting in series:
+                summary = statistics.summarise(
+                    list(results_lib.by_seed(outcomes, setting, arm, measure).values())
+                )
+                if summary.n:
+                    xs.append(x_of(setting))
+                    means.append(100 * summary.mean)
+                    stds.append(0.0 if math.isnan(summary.std) else 100 * summary.std)
+            if xs:
+                label = suites.arm_label(arm, base) + (f" ({suffix})" if suffix else "")
+                axis.errorbar(xs, means, yerr=stds, marker="o", capsize=3, label=label)
     axis.set_xscale("log")
     axis.grid(alpha=0.3)
     axis.legend(fontsize=8)
@@ -92,9 +101,11 @@ def _accuracy_lines(axis, outcomes, base, measure, x_of):
 def _gain(axis, outcomes, base, pair, measures, x_of):
     settings, _ = _settings_and_arms(outcomes)
     a, b = pair
-    for measure in measures:
+    for (suffix, series), measure in (
+        (group, measure) for group in _series(settings).items() for measure in measures
+    ):
         xs, means, lows, highs = [], [], [], []
-        for setting in settings:
+        for setting in series:
             difference = statistics.paired_difference(
                 results_lib.by_seed(outcomes, setting, a, measure),
                 results_lib.by_seed(outcomes, setting, b, measure),
@@ -111,7 +122,7 @@ def _gain(axis, outcomes, base, pair, measures, x_of):
                 yerr=[lows, highs],
                 marker="o",
                 capsize=3,
-                label=measure.replace("_", " "),
+                label=measure.replace("_", " ") + (f" ({suffix})" if suffix else ""),
             )
     axis.axhline(0, color="black", linewidth=0.8)
     axis.set_xscale("log")

@@ -212,10 +212,14 @@ def markdown(
             )
         ]
     elif suite == "bias":
+        present = {outcome.run.arm for outcome in outcomes}
+        paired += [pair for pair in suites.BIAS_PAIRS if set(pair) <= present]
         num_labeled = dict(outcomes[0].run.varied)["num_labeled"] if outcomes else "?"
         lines += [
             f"Labeled set: {num_labeled} labels, long-tailed: class 0 has `ratio` times the "
-            "labels of the last class.",
+            "labels of the last class. Unlabeled pool: the whole training set, or (`unlabeled "
+            "same`/`reversed`) long-tailed by the same ratio in the labels' order or the "
+            "reversed one.",
             "",
             "## Overall accuracy",
             "",

@@ -37,6 +37,20 @@ ARMS: dict[str, tuple[str | None, bool]] = {
     "supervised_mi": ("none", True),  # cross-entropy + MI on the unlabeled images.
     "supervised": ("supervised", False),  # cross-entropy on the labeled images only.
 }
+# The bias suite also runs bases made for long-tailed pseudo-labels, alone and with
+# MI on top: is MI still worth adding to them, and does MI alone do what they do?
+BIAS_ARMS: dict[str, tuple[str | None, bool]] = {
+    **ARMS,
+    "freematch": ("freematch", False),
+    "freematch_mi": ("freematch", True),
+    "debiased": ("debiased", False),
+    "debiased_mi": ("debiased", True),
+}
+# Its paired comparisons beyond muscle - base: each such base with MI against it alone.
+BIAS_PAIRS = (("freematch_mi", "freematch"), ("debiased_mi", "debiased"))
+# The unlabeled pool of the bias suite: as the dataset has it, or long-tailed in the
+# labels' order or the reversed one (data.unlabeled_imbalance_ratio = 1, r, -r).
+UNLABELED_SETTINGS = {"balanced": 0, "same": 1, "reversed": -1}
 # The objectives suite's arms: on the config's base method, the unsupervised
 # term swapped (MUSCLE's IIC, self-defined target, MIO) or the supervised one
 # (self-adaptive training). Arm -> (unsupervised term, supervised term).
@@ -130,6 +144,7 @@ class SuiteOptions:
     arms: tuple[str, ...] | None = None
     pretrain_fraction: float = 0.5
     bases: tuple[str, ...] | None = None
+    unlabeled: tuple[str, ...] = ("balanced",)
 
 
 class SuiteError(ValueError):
@@ -163,6 +178,10 @@ def arm_label(arm: str, base: str) -> str:
         "sdt": f"{base} + self-defined target",
         "mio": f"{base} + MIO",
         "self_adaptive": f"{base}, self-adaptive training",
+        "freematch": "freematch",
+        "freematch_mi": "freematch + MI",
+        "debiased": "debiased pseudo-labelling",
+        "debiased_mi": "debiased pseudo-labelling + MI",
     }.get(arm, arm)
 
 
@@ -217,7 +236,7 @@ def _arms(options: SuiteOptions, default: Sequence[str], allowed: Sequence[str])
 
 
 def _method_of(arm: str, base: str) -> tuple[str, bool]:
-    method, mi = ARMS[arm]
+    method, mi = BIAS_ARMS[arm]  # (ARMS' arms mean the same in every suite.)
     return method or base, mi
 
 
@@ -293,26 +312,50 @@ def _bias(config, options, base):
             f"{list(options.label_counts)}."
         )
     _check_counts([count], config.data.num_classes, balanced=False, ratios=ratios)
-    arms = _arms(options, tuple(ARMS), tuple(ARMS))
-    return [
-        Run(
-            suite="bias",
-            setting=f"ratio {_number(ratio)}",
-            arm=arm,
-            seed=seed,
-            method=_method_of(arm, base)[0],
-            mi=_method_of(arm, base)[1],
-            overrides=(
-                ("data.num_labeled", str(count)),
-                ("data.imbalance_ratio", str(float(ratio))),
-                ("seed", str(seed)),
-            ),
-            varied=(("imbalance_ratio", _number(ratio)), ("num_labeled", str(count))),
+    arms = _arms(options, tuple(BIAS_ARMS), tuple(BIAS_ARMS))
+    unknown = [name for name in options.unlabeled if name not in UNLABELED_SETTINGS]
+    if unknown:
+        raise SuiteError(
+            f"--unlabeled={','.join(unknown)}: choose from {', '.join(UNLABELED_SETTINGS)}."
         )
-        for ratio in ratios
-        for seed in options.seeds
-        for arm in arms
-    ]
+    runs = []
+    for ratio in ratios:
+        for unlabeled in options.unlabeled:
+            direction = UNLABELED_SETTINGS[unlabeled]
+            if direction and ratio == 1:
+                continue  # A ratio of 1 leaves the pool as it is: the balanced setting.
+            setting = f"ratio {_number(ratio)}"
+            # The balanced pool is the default: no override, so earlier suite runs match.
+            pool_override, pool_varied = (), ()
+            if direction:
+                setting += f", unlabeled {unlabeled}"
+                pool = str(float(direction * ratio))
+                pool_override = (("data.unlabeled_imbalance_ratio", pool),)
+                pool_varied = (("unlabeled_imbalance_ratio", _number(direction * ratio)),)
+            for seed in options.seeds:
+                for arm in arms:
+                    runs.append(
+                        Run(
+                            suite="bias",
+                            setting=setting,
+                            arm=arm,
+                            seed=seed,
+                            method=_method_of(arm, base)[0],
+                            mi=_method_of(arm, base)[1],
+                            overrides=(
+                                ("data.num_labeled", str(count)),
+                                ("data.imbalance_ratio", str(float(ratio))),
+                                *pool_override,
+                                ("seed", str(seed)),
+                            ),
+                            varied=(
+                                ("imbalance_ratio", _number(ratio)),
+                                *pool_varied,
+                                ("num_labeled", str(count)),
+                            ),
+                        )
+                    )
+    return runs
 
 
 def _finetune(config, options, base):
