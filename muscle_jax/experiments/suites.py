@@ -312,7 +312,7 @@ def _bias(config, options, base):
             f"{list(options.label_counts)}."
         )
     _check_counts([count], config.data.num_classes, balanced=False, ratios=ratios)
-    arms = _arms(options, tuple(BIAS_ARMS), tuple(BIAS_ARMS))
+    arms = _arms(options, tuple(ARMS), tuple(BIAS_ARMS))  # The new arms by --arms.
     unknown = [name for name in options.unlabeled if name not in UNLABELED_SETTINGS]
     if unknown:
         raise SuiteError(
