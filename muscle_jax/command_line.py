@@ -67,15 +67,19 @@ def describe(error: Exception) -> str:
     return " ".join(text.split())
 
 
-def parse(flag_values, argv: list[str]) -> list[str]:
-    """Parses ``argv`` into ``flag_values`` (with the model kwargs); raises `CommandLineError`."""
+def parse(flag_values, argv: list[str]) -> tuple[list[str], dict]:
+    """Parses ``argv`` into ``flag_values``; raises `CommandLineError`.
+
+    Returns absl's remaining arguments and the ``--config.model.kwargs.KEY=VALUE``
+    ones, already set in the config (a suite passes them on to its runs).
+    """
     check_config_file(argv)
     try:
         argv, model_kwargs = config_defaults.split_model_kwargs(argv)
         remaining = config_defaults.parse_without_model_kwargs(flag_values, argv)
         if model_kwargs:
             config_defaults.set_model_kwargs(flag_values.config, model_kwargs)
-        return remaining
+        return remaining, model_kwargs
     except (flags.Error, AttributeError, KeyError, TypeError, ValueError) as error:
         raise CommandLineError(describe(error)) from None
 

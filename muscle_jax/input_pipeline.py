@@ -270,11 +270,12 @@ def make_train_iterator(
         labeled_batch_size, process_count=count, sharding=sharding, what="labeled_batch_size"
     )
     # Chosen on the whole training set from the seed alone, so identical on every host.
+    train_labels = source.train_labels()
     held_out = splits.select_validation_indices(
-        source.train_labels(), num_per_class=num_validation, seed=seed, num_classes=info.num_classes
+        train_labels, num_per_class=num_validation, seed=seed, num_classes=info.num_classes
     )
     labeled = select_labeled_indices(
-        source.train_labels(),
+        train_labels,
         num_labeled=num_labeled,
         seed=seed,
         imbalance_ratio=imbalance_ratio,
@@ -304,7 +305,7 @@ def make_train_iterator(
             )
     excluded = np.zeros(info.pool_size, bool)
     excluded[: info.num_train] = ~splits.unlabeled_pool_mask(
-        source.train_labels(),
+        train_labels,
         ratio=unlabeled_imbalance_ratio,
         seed=seed,
         num_classes=info.num_classes,

@@ -225,7 +225,7 @@ def parse_flags(argv):
         )
         sys.exit(2)
     try:
-        return command_line.parse(FLAGS, argv)
+        return command_line.parse(FLAGS, argv)[0]
     except command_line.CommandLineError as error:
         command_line.exit_with(
             f"bad command line: {error}\nConfig keys and their defaults are in "

@@ -430,14 +430,15 @@ def train_and_evaluate(
     config_validation.validate_against_dataset(config, info)
     # The labeled subset the run will draw, once here: a class with too few
     # examples is refused before the workdir is touched.
+    train_labels = source.train_labels()
     held_out = splits.select_validation_indices(
-        source.train_labels(),
+        train_labels,
         num_per_class=config.data.num_validation,
         seed=config.seed,
         num_classes=info.num_classes,
     )
     splits.select_labeled_indices(
-        source.train_labels(),
+        train_labels,
         num_labeled=config.data.num_labeled,
         seed=config.seed,
         imbalance_ratio=config.data.imbalance_ratio,

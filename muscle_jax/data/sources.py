@@ -14,6 +14,7 @@ default, and `tfds.builder` only reads local metadata).
 """
 
 import dataclasses
+import functools
 import os
 
 import numpy as np
@@ -205,7 +206,13 @@ class TfdsSource:
             read_config=self._tfds.ReadConfig(**_IN_ORDER),
         )
 
+    @functools.cache  # noqa: B019  (one source per run; the labels are read once)
     def train_labels(self) -> np.ndarray:
+        """The training split's labels: one pass over the split, then kept for the run.
+
+        The labeled subset, the validation set and the unlabeled pool are all
+        drawn from them, at start-up and again by each iterator.
+        """
         decoders = {self._image_key: self._tfds.decode.SkipDecoding()}
         split = self._spec.train_split
         ds = self._builder.as_dataset(
@@ -217,6 +224,7 @@ class TfdsSource:
         batches = ds.map(lambda ex: ex[self._label_key]).batch(8192).as_numpy_iterator()
         labels = np.concatenate(list(batches)).astype(np.int32)
         validation.check_labels(self.info.name, split, labels, self.info.num_classes)
+        labels.setflags(write=False)  # Shared by every caller.
         return labels
 
     def gather_train(self, indices: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

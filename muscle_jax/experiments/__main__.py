@@ -17,7 +17,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 from absl import app, flags
 from ml_collections import config_flags
 
-from muscle_jax import command_line, config_defaults
+from muscle_jax import command_line
 from muscle_jax.experiments import dispatch, results, suites
 
 FLAGS = flags.FLAGS
@@ -225,12 +225,11 @@ def parse_flags(argv):
         for arg in argv
     ]
     try:
-        remaining = command_line.parse(FLAGS, argv)
+        remaining, model_kwargs = command_line.parse(FLAGS, argv)
     except command_line.CommandLineError as error:
         command_line.exit_with(f"bad command line: {error}\nSee --help.")
     _MODEL_KWARGS.clear()
-    _, kwargs = config_defaults.split_model_kwargs(argv)
-    _MODEL_KWARGS.update(kwargs)
+    _MODEL_KWARGS.update(model_kwargs)
     return remaining
 
 

@@ -101,9 +101,8 @@ def _accuracy_lines(axis, outcomes, base, measure, x_of):
 def _gain(axis, outcomes, base, pair, measures, x_of):
     settings, _ = _settings_and_arms(outcomes)
     a, b = pair
-    for (suffix, series), measure in (
-        (group, measure) for group in _series(settings).items() for measure in measures
-    ):
+    lines = [(suffix, series, m) for suffix, series in _series(settings).items() for m in measures]
+    for suffix, series, measure in lines:
         xs, means, lows, highs = [], [], [], []
         for setting in series:
             difference = statistics.paired_difference(
