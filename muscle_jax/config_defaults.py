@@ -114,8 +114,8 @@ def base_config() -> ml_collections.ConfigDict:
     config.model.overclustering_factor = 5
     config.model.compute_dtype = "float32"  # "bfloat16" on accelerators.
 
-    # Loss: L = w_s L_sup + w_c(t) L_cons + w_u(t) L_unsup; one term of each
-    # role, by name (`muscle_jax.methods`), each with its section below.
+    # Loss: L = w_s L_sup + w_c(t) L_cons + w_u(t) L_unsup + w_a L_addon; one term
+    # of each role, by name (`muscle_jax.methods`), each with its section below.
     config.loss = ml_collections.ConfigDict()
     config.loss.supervised = "cross_entropy"  # cross_entropy | self_adaptive
     config.loss.consistency = "fixmatch"  # fixmatch | mse | mean_teacher | mixmatch | none
@@ -130,6 +130,10 @@ def base_config() -> ml_collections.ConfigDict:
     config.loss.unsupervised_weight = 1.0
     config.loss.unsupervised_rampup = "sigmoid"  # ours.
     config.loss.unsupervised_rampup_steps = 0  # ours: 0 = full weight from step 0.
+    # An add-on on top of any base, e.g. ABC's balanced head (abc | none); its
+    # terms have their own schedule, so it only has a weight (ABC's paper: 1).
+    config.loss.addon = "none"
+    config.loss.addon_weight = 1.0
     for name, section in methods.config_sections().items():
         config.loss[name] = section
 
@@ -260,6 +264,7 @@ def apply_method(
     use_mi: bool = True,
     unsupervised: str | None = None,
     supervised: str = "cross_entropy",
+    addon: str = "none",
 ) -> None:
     """Selects the loss terms for a named base method and unsupervised term.
 
@@ -269,6 +274,7 @@ def apply_method(
       use_mi: False drops the unsupervised term (the base method alone).
       unsupervised: the unsupervised term; None keeps the config's (``iic``).
       supervised: the supervised term (``cross_entropy`` or ``self_adaptive``).
+      addon: the add-on term (``none`` or ``abc``).
 
     Call it after ``total_steps`` is set: a consistency method's own weight
     ramp-up (MixMatch, Mean Teacher, Pi-model) lasts 16k steps (their papers'
@@ -280,6 +286,7 @@ def apply_method(
     if method not in methods_for_variant():
         raise ValueError(f"Unknown method {method!r}; choose one of {methods_for_variant()}.")
     methods.get(methods.SUPERVISED, supervised)
+    methods.get(methods.ADDON, addon)
     if unsupervised is not None:
         methods.get(methods.UNSUPERVISED, unsupervised)
         if not use_mi and unsupervised != "none":
@@ -294,6 +301,7 @@ def apply_method(
         config.data.unlabeled_ratio = 0
     config.loss.consistency = method
     config.loss.supervised = supervised
+    config.loss.addon = addon
     config.loss.unsupervised = unsupervised if use_mi else "none"
     if not use_mi:
         config.loss.unsupervised_weight = 0.0
@@ -349,8 +357,15 @@ def dataset_config(
 
 # The variants that choose the loss terms, accepted by every config:
 # ``method`` (the consistency term, or "supervised"), ``mi`` (False: no
-# unsupervised term), ``unsupervised`` ("" keeps iic) and ``supervised``.
-METHOD_VARIANTS = {"method": "fixmatch", "mi": True, "unsupervised": "", "supervised": ""}
+# unsupervised term), ``unsupervised`` ("" keeps iic), ``supervised`` and
+# ``addon`` ("" keeps none; ``abc`` adds ABC's balanced head).
+METHOD_VARIANTS = {
+    "method": "fixmatch",
+    "mi": True,
+    "unsupervised": "",
+    "supervised": "",
+    "addon": "",
+}
 
 
 def apply_variants(config: ml_collections.ConfigDict, variants: ml_collections.ConfigDict) -> None:
@@ -361,4 +376,5 @@ def apply_variants(config: ml_collections.ConfigDict, variants: ml_collections.C
         use_mi=variants.mi,
         unsupervised=variants.unsupervised or None,
         supervised=variants.supervised or "cross_entropy",
+        addon=variants.addon or "none",
     )

@@ -84,7 +84,7 @@ def _check_types_and_ranges(config) -> list[str]:
         problems.append(f"optimizer.weight_decay={config.optimizer.weight_decay} must be >= 0.")
     if not 0.0 <= config.optimizer.momentum < 1.0:
         problems.append(f"optimizer.momentum={config.optimizer.momentum} must be in [0, 1).")
-    for key in ("supervised_weight", "consistency_weight", "unsupervised_weight"):
+    for key in ("supervised_weight", "consistency_weight", "unsupervised_weight", "addon_weight"):
         if config.loss[key] < 0:
             problems.append(f"loss.{key}={config.loss[key]} must be >= 0.")
     return problems

@@ -11,10 +11,17 @@ from muscle_jax.models import ModelOutput
 
 
 def per_class_hits(
-    model: Callable[..., ModelOutput], batch: dict[str, jax.Array], num_classes: int
+    model: Callable[..., ModelOutput],
+    batch: dict[str, jax.Array],
+    num_classes: int,
+    head: str = "logits",
 ) -> dict[str, jax.Array]:
-    """Correct predictions and example counts per class; padding rows count for nothing."""
-    logits = model(batch["image"], train=False).logits
+    """Correct predictions and example counts per class; padding rows count for nothing.
+
+    ``head`` is the `ModelOutput` field that predicts (`methods.evaluation_head`:
+    ABC's balanced classifier when that add-on is chosen).
+    """
+    logits = getattr(model(batch["image"], train=False), head)
     mask = batch["mask"].astype(jnp.float32)
     correct = (jnp.argmax(logits, -1) == batch["label"]).astype(jnp.float32) * mask
     return {

@@ -7,7 +7,7 @@ terms (`muscle_jax.methods`) read that pass's outputs; a term that needs a
 second pass (MixMatch) makes it in its ``prepare``. The total is combined
 here and nowhere else:
 
-    total = w_s L_sup + w_c(t) L_cons + w_u(t) L_unsup
+    total = w_s L_sup + w_c(t) L_cons + w_u(t) L_unsup + w_a L_addon
 
 and every method reports the same metric keys (`METRIC_KEYS`), plus the
 diagnostics its terms add (e.g. FixMatch's ``mask_rate``).
@@ -33,6 +33,7 @@ METRIC_KEYS = (
     "supervised",
     "consistency",
     "unsupervised",
+    "addon",
     "mutual_information",
     "consistency_weight",
     "unsupervised_weight",
@@ -77,6 +78,7 @@ def _inputs(model, batch, *, teacher, key, step, total_steps, num_classes, dtype
     output = model(images, train=True, dropout_key=methods.dropout_key(key, 0))
     logits = dict(zip(names, _split(output.logits, sizes), strict=True))
     projections = dict(zip(names, _split(output.projections, sizes), strict=True))
+    balanced = dict(zip(names, _split(output.balanced_logits, sizes), strict=True))
     # Over-clustering logits are [heads, batch, outputs]: the batch is axis 1.
     heads = dict(zip(names, _split(output.overclustering_logits, sizes, axis=1), strict=True))
     teacher_a_logits = None
@@ -96,6 +98,9 @@ def _inputs(model, batch, *, teacher, key, step, total_steps, num_classes, dtype
         view_a_overclustering=heads.get("unlabeled_a"),
         view_b_overclustering=heads.get("unlabeled_b"),
         teacher_a_logits=teacher_a_logits,
+        labeled_balanced_logits=balanced["labeled"],
+        view_a_balanced_logits=balanced.get("unlabeled_a"),
+        view_b_balanced_logits=balanced.get("unlabeled_b"),
         unlabeled_index=batch.get("unlabeled_index"),
         model=model,
         batch=batch,
@@ -159,6 +164,7 @@ def compute_loss(
         loss_config.supervised_weight * results[methods.SUPERVISED].value
         + weights["consistency"] * results[methods.CONSISTENCY].value
         + weights["unsupervised"] * results[methods.UNSUPERVISED].value
+        + loss_config.addon_weight * results[methods.ADDON].value
     )
 
     metrics = {}
@@ -171,6 +177,7 @@ def compute_loss(
         supervised=results[methods.SUPERVISED].value,
         consistency=results[methods.CONSISTENCY].value,
         unsupervised=results[methods.UNSUPERVISED].value,
+        addon=results[methods.ADDON].value,
         consistency_weight=weights["consistency"],
         unsupervised_weight=weights["unsupervised"],
     )

@@ -11,7 +11,7 @@ from muscle_jax import workdir as workdir_lib
 
 SUMMARY_NAME = "summary.md"
 PLOT_NAME = "curves.png"
-LOSS_TERMS = ("total", "supervised", "consistency", "unsupervised", "mutual_information")
+LOSS_TERMS = ("total", "supervised", "consistency", "unsupervised", "addon", "mutual_information")
 
 
 def write_summary(workdir: str, *, config, history: dict, train_history: dict, results=None):

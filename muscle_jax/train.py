@@ -239,12 +239,16 @@ def eval_step(
     *,
     graphdef: nnx.GraphDef,
     num_classes: int,
+    head: str = methods.DEFAULT_EVALUATION_HEAD,
 ) -> dict[str, jax.Array]:
-    """Per-class hits of the EMA model and of the raw model on one eval batch."""
+    """Per-class hits of the EMA model and of the raw model on one eval batch.
+
+    ``head`` is the output that predicts (`methods.evaluation_head`).
+    """
     ema_model = nnx.merge(graphdef, state.ema_params, state.ema_batch_stats)
     raw_model = nnx.merge(graphdef, state.params, state.batch_stats)
-    ema_hits = evaluation.per_class_hits(ema_model, batch, num_classes)
-    raw_hits = evaluation.per_class_hits(raw_model, batch, num_classes)
+    ema_hits = evaluation.per_class_hits(ema_model, batch, num_classes, head)
+    raw_hits = evaluation.per_class_hits(raw_model, batch, num_classes, head)
     return {
         "ema_correct": ema_hits["correct"],
         "raw_correct": raw_hits["correct"],
@@ -276,7 +280,12 @@ def compile_steps(graphdef, tx, config, mesh, state_shardings=None):
         donate_argnums=(0,),
     )
     jitted_eval = jax.jit(
-        functools.partial(eval_step, graphdef=graphdef, num_classes=config.data.num_classes),
+        functools.partial(
+            eval_step,
+            graphdef=graphdef,
+            num_classes=config.data.num_classes,
+            head=methods.evaluation_head(config.loss),
+        ),
         in_shardings=(state_shardings, data),
         out_shardings=replicated,
     )
@@ -363,7 +372,7 @@ def _saved_method_state(source, config, spec):
         return {}
     step = source.latest_step() if config.init_from_step is None else config.init_from_step
     saved_loss = source.restore_meta(step).get("config", {}).get("loss", {})
-    if not all(role in saved_loss for role in methods.ROLES):
+    if not methods.names_its_terms(saved_loss):
         return {}  # Written before the loss had named terms: no method state.
     return jax.eval_shape(lambda: methods.init_state(ml_collections.ConfigDict(saved_loss), spec))
 

@@ -115,11 +115,11 @@ def test_bias_picks_the_smallest_label_count_that_gives_every_class_a_label():
     assert count >= load_config("digits").data.num_labeled
 
 
-def test_bias_runs_the_imbalance_aware_bases_and_long_tailed_unlabeled_pools():
+def test_bias_runs_the_imbalance_aware_bases_and_long_tailed_unlabeled_pools(tmp_path):
     options = suites.SuiteOptions(
         seeds=(0,),
         imbalance_ratios=(1.0, 10.0),
-        arms=("muscle", "base", "debiased", "debiased_mi", "freematch_mi"),
+        arms=("muscle", "base", "debiased", "debiased_mi", "freematch_mi", "abc", "abc_mi"),
         unlabeled=("balanced", "same", "reversed"),
     )
     runs = suites.build("bias", load_config("digits"), options, pinned=[])
@@ -130,7 +130,7 @@ def test_bias_runs_the_imbalance_aware_bases_and_long_tailed_unlabeled_pools():
         "ratio 10, unlabeled same",
         "ratio 10, unlabeled reversed",
     ]
-    assert len(runs) == 4 * 5
+    assert len(runs) == 4 * 7
     pools = {run.setting: dict(run.overrides).get("data.unlabeled_imbalance_ratio") for run in runs}
     assert pools == {
         "ratio 1": None,  # The default pool: no override, as earlier suite runs had.
@@ -143,6 +143,21 @@ def test_bias_runs_the_imbalance_aware_bases_and_long_tailed_unlabeled_pools():
     assert methods_of["debiased_mi"] == ("debiased", True)
     assert methods_of["freematch_mi"] == ("freematch", True)
     assert methods_of["muscle"] == ("fixmatch", True)
+    # ABC goes on the config's base as the add-on variant, alone and with MI.
+    addons = {run.arm: (run.method, run.mi, run.addon) for run in runs}
+    assert addons["abc"] == ("fixmatch", False, "abc")
+    assert addons["abc_mi"] == ("fixmatch", True, "abc")
+    assert addons["muscle"][2] == ""
+    invocation = _invocation(tmp_path)
+    abc_run = next(run for run in runs if run.arm == "abc_mi")
+    assert invocation.config_flag(abc_run) == (
+        "configs/digits.py:num_labeled=50,method=fixmatch,mi=True,addon=abc"
+    )
+    # A finished run from before the add-on role (its config has no loss.addon) is not ABC's.
+    no_abc = {"config": load_config("digits", "num_labeled=50,method=fixmatch").to_dict()}
+    del no_abc["config"]["loss"]["addon"]
+    with pytest.raises(dispatch.DispatchError, match=r"loss.addon='none' \(asked: abc\)"):
+        dispatch.check_finished_run(invocation, abc_run, no_abc)
     with pytest.raises(suites.SuiteError, match="--unlabeled=sorted: choose from balanced"):
         suites.build(
             "bias",

@@ -8,6 +8,7 @@ what the step returns. Expected values are worked out in the comments.
 
 import math
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
@@ -179,3 +180,50 @@ def test_debiased_pseudo_labels_are_adjusted_class_by_class_by_hand():
         weak, strong, state, tau=0.0, momentum=0.5, threshold=0.6
     )
     np.testing.assert_allclose(fixmatch, np.log(2.0), atol=1e-6)  # CE([0, 0], 0).
+
+
+def test_abc_balancing_ratio_and_loss_by_hand():
+    # r_k = N_min / N_k: 40, 10 and 20 labels give 10/40, 10/10, 10/20.
+    np.testing.assert_allclose(losses.balancing_ratio([40, 10, 20]), [0.25, 1.0, 0.5])
+    labeled = jnp.array([[2.0, 0.0], [0.0, 1.0]])
+    labels = jnp.array([0, 1])
+    # Weak view 0: softmax(5, 0) = (0.99331, 0.00669), confident, pseudo-label 0.
+    # Weak view 1: softmax(0.1, 0) = (0.525, 0.475), below 0.95: no loss.
+    weak = jnp.array([[5.0, 0.0], [0.1, 0.0]])
+    strong = jnp.array([[1.0, 1.0], [0.0, 3.0]])
+    loss, metrics = losses.abc_loss(
+        labeled, labels, weak, strong, jnp.array([1.0, 0.0]), jnp.array([1.0, 1.0])
+    )
+    # Labeled: mean(CE((2, 0), 0) * 1, CE((0, 1), 1) * 0) = log(1 + e^-2) / 2 = 0.0634640.
+    np.testing.assert_allclose(metrics["abc_labeled"], 0.0634640, atol=1e-6)
+    # Unlabeled: mean(CE((1, 1), 0), 0) = log(2) / 2 = 0.3465736.
+    np.testing.assert_allclose(metrics["abc_unlabeled"], 0.3465736, atol=1e-6)
+    np.testing.assert_allclose(loss, 0.0634640 + 0.3465736, atol=1e-6)
+    assert float(metrics["abc_mask_rate"]) == 0.5
+    # The Bernoulli draw removes the confident image too.
+    _, dropped = losses.abc_loss(
+        labeled, labels, weak, strong, jnp.array([1.0, 0.0]), jnp.array([0.0, 1.0])
+    )
+    assert float(dropped["abc_unlabeled"]) == 0.0 and float(dropped["abc_mask_rate"]) == 0.0
+    # No gradient reaches the weak logits (they only make the pseudo-labels).
+    grad = jax.grad(
+        lambda w: losses.abc_loss(labeled, labels, w, strong, jnp.ones(2), jnp.ones(2))[0]
+    )(weak)
+    np.testing.assert_array_equal(grad, np.zeros_like(weak))
+
+
+def test_abc_masks_keep_each_class_at_its_balancing_rate():
+    ratio = jnp.array([0.25, 1.0, 0.5])
+    n = 40_000
+    labels = jnp.zeros(n, jnp.int32)  # All of the most frequent class: kept at r_0 = 0.25.
+    key = jax.random.key(0)
+    for progress, expected in ((0.0, 1.0), (0.5, 1 - 0.5 * 0.75), (1.0, 0.25)):
+        kept_labeled, kept_unlabeled = losses.abc_masks(key, labels, labels, ratio, progress)
+        np.testing.assert_allclose(float(kept_labeled.mean()), 0.25, atol=0.01)
+        # 1 - (t/T)(1 - r): every pseudo-label at the start, the labeled rate at the end.
+        np.testing.assert_allclose(float(kept_unlabeled.mean()), expected, atol=0.01)
+    # The rarest class is always kept; the draws are a function of the key.
+    rare = jnp.ones(n, jnp.int32)
+    assert float(losses.abc_masks(key, rare, rare, ratio, 1.0)[0].mean()) == 1.0
+    again = losses.abc_masks(key, labels, labels, ratio, 0.5)
+    np.testing.assert_array_equal(again[1], losses.abc_masks(key, labels, labels, ratio, 0.5)[1])

@@ -50,7 +50,7 @@ flags.DEFINE_list(
     "arms",
     None,
     "label_sweep: a subset of muscle,base,supervised_mi,supervised; bias: of those and "
-    "freematch,freematch_mi,debiased,debiased_mi; finetune: of "
+    "freematch,freematch_mi,debiased,debiased_mi,abc,abc_mi; finetune: of "
     "finetune_muscle,finetune_supervised,scratch_muscle; bases: of muscle,base.",
 )
 flags.DEFINE_list(

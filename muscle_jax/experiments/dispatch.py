@@ -59,7 +59,11 @@ class Invocation:
         chosen.update(
             {
                 k: v
-                for k, v in (("unsupervised", run.unsupervised), ("supervised", run.supervised))
+                for k, v in (
+                    ("unsupervised", run.unsupervised),
+                    ("supervised", run.supervised),
+                    ("addon", run.addon),
+                )
                 if v
             }
         )
@@ -104,10 +108,11 @@ def check_finished_run(invocation: Invocation, run: suites.Run, results: dict[st
     loss = config["loss"]
     if not run.mi and loss["unsupervised"] != "none" and loss["unsupervised_weight"] != 0:
         problems.append(f"loss.unsupervised={loss['unsupervised']!r} (asked: none)")
-    for role in ("unsupervised", "supervised"):
+    for role in ("unsupervised", "supervised", "addon"):
         wanted = getattr(run, role)
-        if wanted and loss[role] != wanted:
-            problems.append(f"loss.{role}={loss[role]!r} (asked: {wanted})")
+        had = loss.get(role, "none")  # Runs from before the add-on role had none.
+        if wanted and had != wanted:
+            problems.append(f"loss.{role}={had!r} (asked: {wanted})")
     if problems:
         raise DispatchError(
             f"{invocation.run_dir(run)} holds a finished run trained with other settings: "

@@ -45,9 +45,20 @@ BIAS_ARMS: dict[str, tuple[str | None, bool]] = {
     "freematch_mi": ("freematch", True),
     "debiased": ("debiased", False),
     "debiased_mi": ("debiased", True),
+    # The config's base with ABC's balanced head on top (the add-on role).
+    "abc": (None, False),
+    "abc_mi": (None, True),
 }
-# Its paired comparisons beyond muscle - base: each such base with MI against it alone.
-BIAS_PAIRS = (("freematch_mi", "freematch"), ("debiased_mi", "debiased"))
+# Arm -> the ``addon=`` variant of those arms.
+ARM_ADDONS = {"abc": "abc", "abc_mi": "abc"}
+# Its paired comparisons beyond muscle - base: each such method with MI against it
+# alone, and ABC against the base it is added to.
+BIAS_PAIRS = (
+    ("freematch_mi", "freematch"),
+    ("debiased_mi", "debiased"),
+    ("abc_mi", "abc"),
+    ("abc", "base"),
+)
 # The unlabeled pool of the bias suite: as the dataset has it, or long-tailed in the
 # labels' order or the reversed one (data.unlabeled_imbalance_ratio = 1, r, -r).
 UNLABELED_SETTINGS = {"balanced": 0, "same": 1, "reversed": -1}
@@ -110,8 +121,8 @@ class Run:
       varied: the settings this run differs in, as they go into results.csv.
       stage: 0 for runs that depend on nothing; 1 for fine-tuning runs, which
         start from their stage-0 pre-training run's checkpoints.
-      unsupervised, supervised: the ``unsupervised=`` / ``supervised=``
-        variants, or "" to keep the config's terms.
+      unsupervised, supervised, addon: the ``unsupervised=`` / ``supervised=``
+        / ``addon=`` variants, or "" to keep the config's terms.
     """
 
     suite: str
@@ -125,6 +136,7 @@ class Run:
     stage: int = 0
     unsupervised: str = ""  # The ``unsupervised=`` variant ("": the config's).
     supervised: str = ""  # The ``supervised=`` variant ("": the config's).
+    addon: str = ""  # The ``addon=`` variant ("": the config's).
 
     @property
     def name(self) -> str:
@@ -182,6 +194,8 @@ def arm_label(arm: str, base: str) -> str:
         "freematch_mi": "freematch + MI",
         "debiased": "debiased pseudo-labelling",
         "debiased_mi": "debiased pseudo-labelling + MI",
+        "abc": f"{base} + ABC",
+        "abc_mi": f"{base} + ABC + MI",
     }.get(arm, arm)
 
 
@@ -342,6 +356,7 @@ def _bias(config, options, base):
                             seed=seed,
                             method=_method_of(arm, base)[0],
                             mi=_method_of(arm, base)[1],
+                            addon=ARM_ADDONS.get(arm, ""),
                             overrides=(
                                 ("data.num_labeled", str(count)),
                                 ("data.imbalance_ratio", str(float(ratio))),

@@ -5,6 +5,7 @@ Depends only on JAX and NumPy, so it can be dropped into any Flax project:
 the trainer.
 """
 
+from muscle_jax.losses._abc import abc_loss, abc_masks, balancing_ratio
 from muscle_jax.losses._adaptive_thresholds import (
     FLEXMATCH_MAPPINGS,
     dash_initial_threshold,
@@ -78,11 +79,14 @@ __all__ = [
     "RAMPUP_KINDS",
     "STATEFUL_CONSISTENCY_KINDS",
     "TSA_SCHEDULES",
+    "abc_loss",
+    "abc_masks",
     "adamatch_consistency",
     "adamatch_mask",
     "adamatch_step",
     "adamatch_threshold",
     "align_distribution",
+    "balancing_ratio",
     "dash_init",
     "dash_initial_threshold",
     "dash_mask",

@@ -1,18 +1,21 @@
 """The methods muscle_jax trains with, one `Term` definition each, and what they imply.
 
-``loss.supervised``, ``loss.consistency`` and ``loss.unsupervised`` each name
-a registered `Term`. Everything else asks this module what the chosen terms
+``loss.supervised``, ``loss.consistency``, ``loss.unsupervised`` and
+``loss.addon`` each name a registered `Term`. Everything else asks this module what the chosen terms
 need: the views the input pipeline yields (`unlabeled_views`,
 `labeled_views`), the EMA teacher (`needs_teacher`), extra model heads
 (`model_heads`), state carried across steps (`init_state`), config sections
-(`config_sections`) and checks (`check`). Adding a method is one `Term` and
+(`config_sections`), checks (`check`) and the head the evaluation reads
+(`evaluation_head`). Adding a method is one `Term` and
 `register(term)`; see docs/method.md.
 """
 
 import ml_collections
 
 from muscle_jax.methods.base import (
+    ADDON,
     CONSISTENCY,
+    DEFAULT_EVALUATION_HEAD,
     ROLES,
     SUPERVISED,
     UNLABELED_VIEWS,
@@ -25,7 +28,9 @@ from muscle_jax.methods.base import (
 )
 
 __all__ = [
+    "ADDON",
     "CONSISTENCY",
+    "DEFAULT_EVALUATION_HEAD",
     "ROLES",
     "SUPERVISED",
     "UNLABELED_VIEWS",
@@ -35,13 +40,16 @@ __all__ = [
     "Term",
     "TermResult",
     "check",
+    "chosen",
     "config_sections",
     "dropout_key",
+    "evaluation_head",
     "get",
     "init_state",
     "labeled_views",
     "model_heads",
     "names",
+    "names_its_terms",
     "needs_teacher",
     "register",
     "selected",
@@ -90,9 +98,22 @@ def get(role: str, name: str) -> Term:
     return _REGISTRY[role][name]
 
 
+def chosen(loss_config: ml_collections.ConfigDict, role: str) -> str:
+    """The name ``loss_config`` gives ``role``: ``loss.addon`` is ``none`` in configs
+    saved before that role existed, so their runs resume and report as they were."""
+    if role == ADDON and role not in loss_config:
+        return "none"
+    return loss_config[role]
+
+
+def names_its_terms(loss_config) -> bool:
+    """Whether ``loss_config`` names its terms (configs written before terms had names do not)."""
+    return all(role in loss_config or role == ADDON for role in ROLES)
+
+
 def selected(loss_config: ml_collections.ConfigDict) -> dict[str, Term]:
     """``{role: Term}`` for the terms ``loss_config`` selects."""
-    return {role: get(role, loss_config[role]) for role in ROLES}
+    return {role: get(role, chosen(loss_config, role)) for role in ROLES}
 
 
 def section(loss_config: ml_collections.ConfigDict, term: Term) -> ml_collections.ConfigDict:
@@ -192,11 +213,27 @@ def state_partition(loss_config: ml_collections.ConfigDict, spec: StateSpec, num
     return partitions
 
 
+def _named_heads(terms: dict[str, Term]) -> dict[str, str]:
+    return {
+        f"loss.{role}={term.name!r}": term.evaluation_head
+        for role, term in terms.items()
+        if term.evaluation_head
+    }
+
+
+def evaluation_head(loss_config: ml_collections.ConfigDict) -> str:
+    """The `ModelOutput` field the evaluation reads: the one a chosen term names, else logits."""
+    named = set(_named_heads(selected(loss_config)).values())
+    if len(named) > 1:
+        raise ValueError(f"The chosen terms name different evaluation heads: {sorted(named)}.")
+    return named.pop() if named else DEFAULT_EVALUATION_HEAD
+
+
 def check(config: ml_collections.ConfigDict) -> list[str]:
     """Problems with the chosen terms and their sections, each naming the key to fix."""
     problems = []
     for role in ROLES:
-        name = config.loss[role]
+        name = chosen(config.loss, role)
         if name not in _REGISTRY[role]:
             problems.append(f"loss.{role}={name!r} is not one of {names(role)}.")
     if problems:
@@ -204,6 +241,12 @@ def check(config: ml_collections.ConfigDict) -> list[str]:
     terms = selected(config.loss)
     for term in terms.values():
         problems += term.check(section(config.loss, term), config)
+    heads = _named_heads(terms)
+    if len(set(heads.values())) > 1:
+        problems.append(
+            f"The chosen terms each want the evaluation to read their own head ({heads}); "
+            "choose one of them."
+        )
     if config.data.unlabeled_ratio == 0:
         needing = [f"loss.{t.role}={t.name!r}" for t in terms.values() if t.unlabeled_views]
         if needing:

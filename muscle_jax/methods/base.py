@@ -1,8 +1,10 @@
 """What a method is: one `Term` of the objective, with everything the trainer asks of it.
 
-The objective is ``w_s L_sup + w_c(t) L_cons + w_u(t) L_unsup``: one term of
-each role. A `Term` says in one place what it needs (views from the input
-pipeline, the EMA teacher, a projector head, a second forward pass through
+The objective is ``w_s L_sup + w_c(t) L_cons + w_u(t) L_unsup + w_a L_addon``:
+one term of each role. The add-on role is for terms that go on top of any
+base without replacing one (ABC's balanced head); its default is ``none``.
+A `Term` says in one place what it needs (views from the input pipeline,
+the EMA teacher, a projector head, a second forward pass through
 `prepare`), the state it carries across steps (saved in checkpoints), its
 config section ``loss.<name>`` with defaults, the checks of that section,
 and its loss. The trainer, the input pipeline and the config checks ask the
@@ -20,7 +22,10 @@ import ml_collections
 SUPERVISED = "supervised"
 CONSISTENCY = "consistency"
 UNSUPERVISED = "unsupervised"
-ROLES = (SUPERVISED, CONSISTENCY, UNSUPERVISED)
+ADDON = "addon"
+ROLES = (SUPERVISED, CONSISTENCY, UNSUPERVISED, ADDON)
+# The `ModelOutput` field the evaluation reads unless a chosen term names another.
+DEFAULT_EVALUATION_HEAD = "logits"
 
 # What the input pipeline can give for each unlabeled image.
 UNLABELED_VIEWS = ("weak_strong", "weak_weak")
@@ -59,6 +64,10 @@ class Inputs:
     view_a_overclustering: jax.Array | None = None  # [heads, batch, outputs]
     view_b_overclustering: jax.Array | None = None
     teacher_a_logits: jax.Array | None = None
+    # The balanced head's logits (ABC), when a term asked for that head.
+    labeled_balanced_logits: jax.Array | None = None
+    view_a_balanced_logits: jax.Array | None = None
+    view_b_balanced_logits: jax.Array | None = None
     # [mu*B] the unlabeled images' ids in [0, StateSpec.num_unlabeled) (FlexMatch's record).
     unlabeled_index: jax.Array | None = None
     # For a second pass: the student, the batch, this step's key and dtype.
@@ -135,6 +144,9 @@ class Term:
         (default: replicated).
       check: ``(section, config) -> [problem, ...]``: config checks run before
         anything is built.
+      evaluation_head: the `ModelOutput` field the evaluation reads when this
+        term is chosen (ABC: ``balanced_logits``); None leaves it to the others
+        (default: ``logits``).
     """
 
     name: str
@@ -154,6 +166,7 @@ class Term:
     check: Callable[[ml_collections.ConfigDict, ml_collections.ConfigDict], list[str]] = (
         _no_problems
     )
+    evaluation_head: str | None = None
 
     def __post_init__(self):
         if self.role not in ROLES:

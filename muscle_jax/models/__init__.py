@@ -4,8 +4,9 @@ Every model is called as ``model(images, *, train, dropout_key=None)`` on
 NHWC float images and returns a `ModelOutput`: float32 ``logits``
 ``[batch, num_classes]`` and, when built with over-clustering heads,
 ``overclustering_logits`` ``[heads, batch, factor * num_classes]`` (else
-None), and ``projections`` ``[batch, projector_dim]`` with a projector head
-(else None). ``train=True`` normalises with batch statistics and updates the
+None), ``projections`` ``[batch, projector_dim]`` with a projector head
+(else None), and ``balanced_logits`` ``[batch, num_classes]`` with ABC's
+balanced head (else None). ``train=True`` normalises with batch statistics and updates the
 BatchNorm running averages; ``train=False`` uses the running averages.
 Dropout is off by default; a model built with a dropout rate needs a
 ``dropout_key`` in training, so a train step stays a pure function of its
@@ -70,6 +71,7 @@ def create_model(
     overclustering_heads: int = 0,
     overclustering_factor: int = 5,
     projector_dim: int = 0,
+    balanced_head: bool = False,
     dtype: jnp.dtype = jnp.float32,
     param_dtype: jnp.dtype = jnp.float32,
     **model_kwargs: Any,
@@ -86,6 +88,7 @@ def create_model(
       overclustering_heads: number of IIC over-clustering heads (0: none).
       overclustering_factor: each such head has ``factor * num_classes`` outputs.
       projector_dim: width of the contrastive projector head (0: none).
+      balanced_head: a second linear classifier (ABC's balanced head).
       dtype: compute dtype (e.g. ``jnp.bfloat16`` on accelerators); logits
         are float32 regardless.
       param_dtype: parameter dtype.
@@ -119,6 +122,7 @@ def create_model(
         overclustering_heads=overclustering_heads,
         overclustering_factor=overclustering_factor,
         projector_dim=projector_dim,
+        balanced_head=balanced_head,
         dtype=dtype,
         param_dtype=param_dtype,
         rngs=rngs,

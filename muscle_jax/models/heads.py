@@ -19,21 +19,25 @@ class ModelOutput(NamedTuple):
         model has no over-clustering head.
       projections: ``[batch, projector_dim]`` float32 embeddings of the
         contrastive projector head (MIO), or None without one.
+      balanced_logits: ``[batch, num_classes]`` float32 logits of ABC's
+        balanced classifier, or None without that head.
     """
 
     logits: jax.Array
     overclustering_logits: jax.Array | None
     projections: jax.Array | None = None
+    balanced_logits: jax.Array | None = None
 
 
 class OutputHeads(nnx.Module):
-    """Linear classifier plus optional IIC over-clustering and projector heads.
+    """Linear classifier plus optional IIC over-clustering, projector and balanced heads.
 
     Each over-clustering head is its own linear layer (IIC trains several and
     keeps the best), fed the same pooled features as the classifier. The
     projector (MIO's embedding) is a two-layer MLP, as in SimCLR-style
     contrastive methods, so the contrastive geometry is learned apart from
-    the classifier's features.
+    the classifier's features. The balanced head (ABC) is a second linear
+    classifier on the same features, trained by its own add-on term.
     """
 
     def __init__(
@@ -44,6 +48,7 @@ class OutputHeads(nnx.Module):
         overclustering_heads: int = 0,
         overclustering_factor: int = 5,
         projector_dim: int = 0,
+        balanced_head: bool = False,
         dtype: jnp.dtype = jnp.float32,
         param_dtype: jnp.dtype = jnp.float32,
         rngs: nnx.Rngs,
@@ -76,6 +81,7 @@ class OutputHeads(nnx.Module):
             if projector_dim
             else None
         )
+        self.balanced_classifier = linear(num_classes) if balanced_head else None
 
     def __call__(self, features: jax.Array) -> ModelOutput:
         # Losses (softmax, logs of the MI joint) need float32 even under bf16 compute.
@@ -89,6 +95,12 @@ class OutputHeads(nnx.Module):
         if self.projector is not None:
             hidden, out = self.projector
             projections = out(jax.nn.relu(hidden(features))).astype(jnp.float32)
+        balanced_logits = None
+        if self.balanced_classifier is not None:
+            balanced_logits = self.balanced_classifier(features).astype(jnp.float32)
         return ModelOutput(
-            logits=logits, overclustering_logits=overclustering_logits, projections=projections
+            logits=logits,
+            overclustering_logits=overclustering_logits,
+            projections=projections,
+            balanced_logits=balanced_logits,
         )

@@ -28,6 +28,7 @@ class SmallCNN(nnx.Module):
       overclustering_heads: number of IIC over-clustering heads (0: none).
       overclustering_factor: each such head has ``factor * num_classes`` outputs.
       projector_dim: width of the contrastive projector head (0: none), for MIO.
+      balanced_head: a second classifier, ABC's balanced one (`heads.OutputHeads`).
       dtype: compute dtype; logits come back in float32 regardless.
       param_dtype: parameter dtype.
       rngs: initialisation RNGs.
@@ -45,6 +46,7 @@ class SmallCNN(nnx.Module):
         overclustering_heads: int = 0,
         overclustering_factor: int = 5,
         projector_dim: int = 0,
+        balanced_head: bool = False,
         dtype: jnp.dtype = jnp.float32,
         param_dtype: jnp.dtype = jnp.float32,
         rngs: nnx.Rngs,
@@ -85,6 +87,7 @@ class SmallCNN(nnx.Module):
             overclustering_heads=overclustering_heads,
             overclustering_factor=overclustering_factor,
             projector_dim=projector_dim,
+            balanced_head=balanced_head,
             dtype=dtype,
             param_dtype=param_dtype,
             rngs=rngs,
@@ -115,6 +118,7 @@ class MLP(nnx.Module):
       overclustering_heads: number of IIC over-clustering heads (0: none).
       overclustering_factor: each such head has ``factor * num_classes`` outputs.
       projector_dim: width of the contrastive projector head (0: none), for MIO.
+      balanced_head: a second classifier, ABC's balanced one (`heads.OutputHeads`).
       dtype: compute dtype; logits come back in float32 regardless.
       param_dtype: parameter dtype.
       rngs: initialisation RNGs.
@@ -130,6 +134,7 @@ class MLP(nnx.Module):
         overclustering_heads: int = 0,
         overclustering_factor: int = 5,
         projector_dim: int = 0,
+        balanced_head: bool = False,
         dtype: jnp.dtype = jnp.float32,
         param_dtype: jnp.dtype = jnp.float32,
         rngs: nnx.Rngs,
@@ -157,6 +162,7 @@ class MLP(nnx.Module):
             overclustering_heads=overclustering_heads,
             overclustering_factor=overclustering_factor,
             projector_dim=projector_dim,
+            balanced_head=balanced_head,
             dtype=dtype,
             param_dtype=param_dtype,
             rngs=rngs,

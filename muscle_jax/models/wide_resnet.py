@@ -97,6 +97,7 @@ class WideResNet(nnx.Module):
       overclustering_heads: number of IIC over-clustering heads (0: none).
       overclustering_factor: each such head has ``factor * num_classes`` outputs.
       projector_dim: width of the contrastive projector head (0: none), for MIO.
+      balanced_head: a second classifier, ABC's balanced one (`heads.OutputHeads`).
       dtype: compute dtype; logits come back in float32 regardless.
       param_dtype: parameter dtype.
       rngs: initialisation RNGs (``params`` stream).
@@ -115,6 +116,7 @@ class WideResNet(nnx.Module):
         overclustering_heads: int = 0,
         overclustering_factor: int = 5,
         projector_dim: int = 0,
+        balanced_head: bool = False,
         dtype: jnp.dtype = jnp.float32,
         param_dtype: jnp.dtype = jnp.float32,
         rngs: nnx.Rngs,
@@ -170,6 +172,7 @@ class WideResNet(nnx.Module):
             overclustering_heads=overclustering_heads,
             overclustering_factor=overclustering_factor,
             projector_dim=projector_dim,
+            balanced_head=balanced_head,
             dtype=dtype,
             param_dtype=param_dtype,
             rngs=rngs,
