@@ -30,16 +30,22 @@ def expected_ratio(config):
     return counts.min() / counts
 
 
-def test_abc_alone_trains_its_own_head_beside_the_base():
+def test_abc_alone_trains_its_own_head_beside_the_base(tmp_path):
     config = abc_config("method=fixmatch,mi=False")
     assert config.loss.addon == "abc" and config.loss.unsupervised == "none"
     assert methods.evaluation_head(config.loss) == "balanced_logits"
-    state, metrics, _ = run_steps(config, train.make_mesh(jax.devices()[:1]), 2)
+    config.total_steps = config.eval_every_steps = config.checkpoint_every_steps = 4
+    results = train.train_and_evaluate(config, str(tmp_path))  # End to end.
+    assert results["steps"] == 4 and np.isfinite(results["accuracy"])
+    assert results["train_history"]["addon"][-1] > 0
+    state = final_state(tmp_path, config)
     assert "balanced_classifier" in state.params["heads"]
     # r = N_min / N_k of the labeled subset, kept as the term's state.
     ratio = np.asarray(state.method_state["abc"]["ratio"])
     np.testing.assert_allclose(ratio, expected_ratio(config), rtol=1e-6)
     assert ratio[-1] == 1.0 and ratio[0] < 0.2
+    # One step's metrics, on one device.
+    _, metrics, _ = run_steps(config, train.make_mesh(jax.devices()[:1]), 1)
     for key in ("abc_labeled", "abc_unlabeled", "abc_mask_rate", "addon"):
         assert np.isfinite(metrics[key]), key
     np.testing.assert_allclose(
