@@ -24,6 +24,14 @@ BASES = ("flexmatch", "freematch", "softmatch", "adamatch", "uda", "dash", "debi
 STATEFUL = ("flexmatch", "freematch", "softmatch", "adamatch", "dash", "debiased")
 
 
+def test_the_registry_and_the_losses_name_the_same_modern_bases():
+    from muscle_jax import losses
+    from muscle_jax.methods import adaptive
+
+    assert adaptive.MODERN_BASES == losses.STATEFUL_CONSISTENCY_KINDS
+    assert set(adaptive.MODERN_BASES) <= set(methods.names(methods.CONSISTENCY))
+
+
 @pytest.mark.parametrize("base", BASES)
 def test_each_base_alone_trains_a_step_with_the_common_metrics(base):
     config = load_config("tiny", f"method={base},mi=False")

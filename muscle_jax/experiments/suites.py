@@ -571,7 +571,7 @@ def _objectives(config, options, base):
 
 def default_bases() -> tuple[str, ...]:
     """FixMatch and the modern bases (`methods.adaptive.MODERN_BASES`), as registered."""
-    from muscle_jax.methods import adaptive  # Deferred: the registry imports JAX.
+    from muscle_jax.methods import adaptive
 
     return ("fixmatch", *adaptive.MODERN_BASES)
 

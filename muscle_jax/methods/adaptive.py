@@ -10,13 +10,18 @@ global batch: the step is jitted over the whole mesh, so XLA reduces across
 devices. Paper/code differences and the defaults chosen: docs/method.md.
 """
 
-from jax.sharding import PartitionSpec as P
+from __future__ import annotations
 
-from muscle_jax import losses
+from etils import epy
+
+# Loaded when a term first runs (see muscle_jax/methods/base.py).
+with epy.lazy_imports():
+    import jax
+
+    from muscle_jax import losses
+
 from muscle_jax.methods import alignment, base, register
 
-# The consistency terms this module registers, in the order tables list them.
-MODERN_BASES = losses.STATEFUL_CONSISTENCY_KINDS  # One list, kept where their steps live.
 # Every method here is weighted as its paper (and USB/TorchSSL) weights it:
 # lambda_u = 1 from the first step, as FixMatch.
 UNIT_WEIGHTING = {"weight": 1.0, "rampup": "none", "rampup_steps": 0}
@@ -63,7 +68,8 @@ def _flexmatch_state(spec: base.StateSpec, section):
 
 def _flexmatch_partition(spec: base.StateSpec, section, num_devices: int):
     # Row-sharded when the pool divides evenly (STL-10's 105k records stay off one device).
-    rows = P("data") if spec.num_unlabeled % num_devices == 0 else P()
+    partition = jax.sharding.PartitionSpec
+    rows = partition("data") if spec.num_unlabeled % num_devices == 0 else partition()
     return {"selected": rows}
 
 
@@ -318,3 +324,8 @@ DASH = register(
         check=_check_dash,
     )
 )
+
+# The consistency terms this module registers, in the order tables list them.
+# (`losses.STATEFUL_CONSISTENCY_KINDS` names the same steps for `losses.muscle_loss`;
+# tests/test_methods_bases.py checks that the two lists agree.)
+MODERN_BASES = tuple(term.name for term in (FLEXMATCH, FREEMATCH, SOFTMATCH, ADAMATCH, UDA, DASH))

@@ -1,9 +1,16 @@
 """Distribution alignment as a term option: its state and its checks (AdaMatch, FixMatch)."""
 
-import jax
-import jax.numpy as jnp
+from __future__ import annotations
 
-from muscle_jax import losses
+from etils import epy
+
+# Loaded when a term first runs (see muscle_jax/methods/base.py).
+with epy.lazy_imports():
+    import jax
+    import jax.numpy as jnp
+
+    from muscle_jax import losses
+
 from muscle_jax.methods import base
 
 # What p_model is aligned to: uniform, the labeled subset's class histogram

@@ -11,13 +11,22 @@ and its loss. The trainer, the input pipeline and the config checks ask the
 registry (`muscle_jax.methods`); no other module branches on a method's name.
 """
 
+from __future__ import annotations
+
 import dataclasses
 from collections.abc import Callable, Mapping
 from typing import Any
 
-import jax
-import jax.numpy as jnp
 import ml_collections
+import numpy as np
+from etils import epy
+
+# JAX (and the losses built on it) load when a term first runs: building a config
+# asks the registry but runs no term, and the experiment suites, the config checks
+# and `--help` should not pay JAX's import (about 1.5 s) to do so. (Annotations
+# stay strings, from __future__, so they do not load it either.)
+with epy.lazy_imports():
+    import jax
 
 SUPERVISED = "supervised"
 CONSISTENCY = "consistency"
@@ -77,7 +86,7 @@ class Inputs:
     step: jax.Array | None = None
     total_steps: int = 0  # The run's length, for terms with their own schedule.
     num_classes: int = 0
-    dtype: Any = jnp.float32
+    dtype: Any = np.float32  # The compute dtype (jnp.bfloat16 on accelerators).
     extras: dict[str, jax.Array] = dataclasses.field(default_factory=dict)
 
     @property

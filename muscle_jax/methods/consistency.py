@@ -1,11 +1,18 @@
 """Consistency terms: the semi-supervised base methods MUSCLE is added to."""
 
+from __future__ import annotations
+
 import dataclasses
 
-import jax
-import jax.numpy as jnp
+from etils import epy
 
-from muscle_jax import losses
+# Loaded when a term first runs (see muscle_jax/methods/base.py).
+with epy.lazy_imports():
+    import jax
+    import jax.numpy as jnp
+
+    from muscle_jax import losses
+
 from muscle_jax.methods import alignment, base, register
 
 

@@ -12,9 +12,16 @@ the add-on role's one method; ``none`` is the default. The formulas,
 defaults and the reference codes' differences: docs/method.md.
 """
 
-import jax
+from __future__ import annotations
 
-from muscle_jax import losses
+from etils import epy
+
+# Loaded when a term first runs (see muscle_jax/methods/base.py).
+with epy.lazy_imports():
+    import jax
+
+    from muscle_jax import losses
+
 from muscle_jax.methods import base, register, unlabeled_views
 from muscle_jax.methods.adaptive import UNIT_WEIGHTING
 

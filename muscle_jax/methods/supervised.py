@@ -1,10 +1,16 @@
 """Supervised terms: cross-entropy, and self-adaptive training's soft targets."""
 
-import jax
-import jax.numpy as jnp
-from jax.sharding import PartitionSpec as P
+from __future__ import annotations
 
-from muscle_jax import losses
+from etils import epy
+
+# Loaded when a term first runs (see muscle_jax/methods/base.py).
+with epy.lazy_imports():
+    import jax
+    import jax.numpy as jnp
+
+    from muscle_jax import losses
+
 from muscle_jax.methods import base, register
 
 
@@ -89,7 +95,8 @@ def _self_adaptive_state(spec: base.StateSpec, section):
 def _self_adaptive_partition(spec: base.StateSpec, section, num_devices: int):
     # The table grows with the dataset (ImageNet: 1.28 M x 1000 floats); its
     # rows are split over the devices when they divide evenly.
-    rows = P("data") if spec.num_train % num_devices == 0 else P()
+    partition = jax.sharding.PartitionSpec
+    rows = partition("data") if spec.num_train % num_devices == 0 else partition()
     return {"targets": rows}
 
 

@@ -1,9 +1,16 @@
 """Unsupervised terms: IIC's mutual information (MUSCLE), self-defined target, MIO."""
 
-import jax
-import jax.numpy as jnp
+from __future__ import annotations
 
-from muscle_jax import losses
+from etils import epy
+
+# Loaded when a term first runs (see muscle_jax/methods/base.py).
+with epy.lazy_imports():
+    import jax
+    import jax.numpy as jnp
+
+    from muscle_jax import losses
+
 from muscle_jax.methods import base, register
 
 
