@@ -613,6 +613,8 @@ def _train(config: ml_collections.ConfigDict, workdir: str, source, started: flo
         "accuracy_steps": [history["step"][index] for index in reported],
         "final_accuracy": last["ema_accuracy"],
         "per_class_accuracy": last["per_class_accuracy"],
+        # The model output that predicts: "logits", or the head a term asks for (ABC's).
+        "evaluation_head": methods.evaluation_head(config.loss),
         "class_names": list(source.info.class_names or ()) or None,
         "unlabeled_pool": input_pipeline.unlabeled_pool_counts(
             config.data, source=source, seed=config.seed

@@ -38,6 +38,7 @@ def test_abc_alone_trains_its_own_head_beside_the_base(tmp_path):
     results = train.train_and_evaluate(config, str(tmp_path))  # End to end.
     assert results["steps"] == 4 and np.isfinite(results["accuracy"])
     assert results["train_history"]["addon"][-1] > 0
+    assert results["evaluation_head"] == "balanced_logits"
     state = final_state(tmp_path, config)
     assert "balanced_classifier" in state.params["heads"]
     # r = N_min / N_k of the labeled subset, kept as the term's state.
