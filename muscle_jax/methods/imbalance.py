@@ -108,7 +108,8 @@ def _check_abc(section, config) -> list[str]:
     if not 0.0 <= section.threshold <= 1.0:
         problems.append(f"loss.abc.threshold={section.threshold} must be in [0, 1].")
     views = unlabeled_views(config)
-    if views != "weak_strong":
+    # ("none": no unlabeled batch at all, which `methods.check` already reports.)
+    if views not in ("weak_strong", "none"):
         problems.append(
             f"loss.addon='abc' pseudo-labels weak views and trains on strong ones, but "
             f"loss.consistency={config.loss.consistency!r} asks the pipeline for {views!r}; "
