@@ -20,6 +20,7 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any, TextIO
 
+from muscle_jax import methods
 from muscle_jax.experiments import results as results_lib
 from muscle_jax.experiments import suites
 
@@ -110,7 +111,7 @@ def check_finished_run(invocation: Invocation, run: suites.Run, results: dict[st
         problems.append(f"loss.unsupervised={loss['unsupervised']!r} (asked: none)")
     for role in ("unsupervised", "supervised", "addon"):
         wanted = getattr(run, role)
-        had = loss.get(role, "none")  # Runs from before the add-on role had none.
+        had = methods.chosen(loss, role)  # Runs from before the add-on role had none.
         if wanted and had != wanted:
             problems.append(f"loss.{role}={had!r} (asked: {wanted})")
     if problems:

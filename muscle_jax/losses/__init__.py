@@ -5,7 +5,7 @@ Depends only on JAX and NumPy, so it can be dropped into any Flax project:
 the trainer.
 """
 
-from muscle_jax.losses._abc import abc_loss, abc_masks, balancing_ratio
+from muscle_jax.losses._abc import abc_loss, abc_masks, abc_pseudo_labels, balancing_ratio
 from muscle_jax.losses._adaptive_thresholds import (
     FLEXMATCH_MAPPINGS,
     dash_initial_threshold,
@@ -81,6 +81,7 @@ __all__ = [
     "TSA_SCHEDULES",
     "abc_loss",
     "abc_masks",
+    "abc_pseudo_labels",
     "adamatch_consistency",
     "adamatch_mask",
     "adamatch_step",

@@ -43,6 +43,12 @@ def balancing_ratio(labeled_class_counts: ArrayLike) -> jax.Array:
     return jnp.min(counts) / counts
 
 
+def abc_pseudo_labels(weak_logits: ArrayLike) -> tuple[jax.Array, jax.Array]:
+    """``(argmax P, max P)`` of ``P = softmax(g(f_w))``, with no gradient into the logits."""
+    probs = jax.nn.softmax(jax.lax.stop_gradient(jnp.asarray(weak_logits, jnp.float32)))
+    return jnp.argmax(probs, axis=-1), jnp.max(probs, axis=-1)
+
+
 def abc_masks(
     key: jax.Array,
     labels: ArrayLike,
@@ -55,7 +61,7 @@ def abc_masks(
     Args:
       key: this step's key for the draws.
       labels: the labeled batch's classes ``[B]``.
-      pseudo_labels: ``argmax P`` of the unlabeled batch ``[mu*B]``.
+      pseudo_labels: ``argmax P`` of the unlabeled batch ``[mu*B]`` (`abc_pseudo_labels`).
       ratio: `balancing_ratio` ``[C]``.
       progress: ``s / S`` in [0, 1].
     """
@@ -92,9 +98,8 @@ def abc_loss(
       The loss, and ``{"abc_labeled", "abc_unlabeled", "abc_mask_rate"}``:
       the two parts and the fraction of unlabeled images kept.
     """
-    probs = jax.nn.softmax(jax.lax.stop_gradient(jnp.asarray(weak_logits, jnp.float32)))
-    pseudo_labels = jnp.argmax(probs, axis=-1)
-    confident = (jnp.max(probs, axis=-1) >= threshold).astype(jnp.float32)
+    pseudo_labels, confidence = abc_pseudo_labels(weak_logits)
+    confident = (confidence >= threshold).astype(jnp.float32)
     mask = confident * jnp.asarray(unlabeled_mask, jnp.float32)
     labeled = jnp.mean(
         supervised_loss(labeled_logits, labels) * jnp.asarray(labeled_mask, jnp.float32)

@@ -98,17 +98,21 @@ def get(role: str, name: str) -> Term:
     return _REGISTRY[role][name]
 
 
+# Roles added after runs were saved, with what such a run's config means by them,
+# so old runs resume and report as they were.
+_LATER_ROLES = {ADDON: "none"}
+
+
 def chosen(loss_config: ml_collections.ConfigDict, role: str) -> str:
-    """The name ``loss_config`` gives ``role``: ``loss.addon`` is ``none`` in configs
-    saved before that role existed, so their runs resume and report as they were."""
-    if role == ADDON and role not in loss_config:
-        return "none"
+    """The name ``loss_config`` gives ``role`` (`_LATER_ROLES`' default when it has none)."""
+    if role not in loss_config and role in _LATER_ROLES:
+        return _LATER_ROLES[role]
     return loss_config[role]
 
 
 def names_its_terms(loss_config) -> bool:
     """Whether ``loss_config`` names its terms (configs written before terms had names do not)."""
-    return all(role in loss_config or role == ADDON for role in ROLES)
+    return all(role in loss_config or role in _LATER_ROLES for role in ROLES)
 
 
 def selected(loss_config: ml_collections.ConfigDict) -> dict[str, Term]:

@@ -82,12 +82,12 @@ _ABC_STREAM = 0x616263
 
 
 def _abc(inputs: base.Inputs, section, state) -> base.TermResult:
-    probs = jax.nn.softmax(jax.lax.stop_gradient(inputs.view_a_balanced_logits))
+    pseudo_labels, _ = losses.abc_pseudo_labels(inputs.view_a_balanced_logits)
     progress = inputs.step / max(inputs.total_steps, 1)
     labeled_mask, unlabeled_mask = losses.abc_masks(
         jax.random.fold_in(inputs.key, _ABC_STREAM),
         inputs.labels,
-        probs.argmax(-1),
+        pseudo_labels,
         state["ratio"],
         progress,
     )
