@@ -24,26 +24,22 @@ from .helpers import load_config
 from .shared_runs import short_config
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-# Two devices keep each subprocess cheap; every run in a comparison uses the same.
-ENV = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=2")
-KILL_TOTAL_STEPS = 24
-TINY_FLAGS = [
-    "--config=configs/tiny.py",
-    f"--config.total_steps={KILL_TOTAL_STEPS}",
-    "--config.checkpoint_every_steps=2",
-]
+# The killed runs are the shared tiny run (tests/shared_runs.py) with a checkpoint every
+# 2 steps, which changes when it saves, not what it computes: the subprocesses see the
+# session's 8 simulated devices and compilation cache, so that in-process run is their
+# uninterrupted reference, bit for bit.
+KILL_TOTAL_STEPS = 12
+TINY_FLAGS = ["--config=configs/tiny.py", "--config.checkpoint_every_steps=2"]
+
+
+def kill_config():
+    config = load_config("tiny")
+    config.checkpoint_every_steps = 2
+    return config
 
 
 def main_command(workdir_path):
     return [sys.executable, "-m", "muscle_jax.main", *TINY_FLAGS, f"--workdir={workdir_path}"]
-
-
-def run_to_completion(workdir_path):
-    completed = subprocess.run(
-        main_command(workdir_path), cwd=REPO, env=ENV, capture_output=True, text=True, timeout=600
-    )
-    assert completed.returncode == 0, completed.stdout + completed.stderr
-    return json.loads((workdir_path / "results.json").read_text())
 
 
 def kill_after_progress_lines(workdir_path, count, extra_delay):
@@ -54,7 +50,6 @@ def kill_after_progress_lines(workdir_path, count, extra_delay):
     process = subprocess.Popen(
         main_command(workdir_path),
         cwd=REPO,
-        env=ENV,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
@@ -82,9 +77,10 @@ def final_state(path, config=None):
 
 
 @pytest.mark.slow
-def test_kill_9_at_several_moments_then_resume_equals_uninterrupted(tmp_path):
-    reference = run_to_completion(tmp_path / "reference")
-    reference_state = final_state(tmp_path / "reference")
+def test_kill_9_at_several_moments_then_resume_equals_uninterrupted(shared_runs, tmp_path):
+    reference_run, _ = shared_runs.original("tiny")
+    reference = json.loads((reference_run / "results.json").read_text())
+    reference_state = final_state(reference_run)
 
     run = tmp_path / "killed"
     # Progress lines come at every checkpoint step, right before the loop starts
@@ -92,7 +88,8 @@ def test_kill_9_at_several_moments_then_resume_equals_uninterrupted(tmp_path):
     # for later lines lets each run resume from a newer checkpoint first, and the
     # delays move the kill further into the write and the following steps.
     # Three kills: after the first checkpoint, and after 3 and 2 more of each
-    # resumed run (about steps 2, 8 and 12 of 24), so none can finish first.
+    # resumed run (about steps 2, 8 and 12 of 12: the last before the final
+    # checkpoint and evaluation), so none can finish first.
     killed_at = []
     for count, delay in ((1, 0.0), (3, 0.0), (2, 0.05)):
         returncode, step = kill_after_progress_lines(run, count, delay)
@@ -100,7 +97,9 @@ def test_kill_9_at_several_moments_then_resume_equals_uninterrupted(tmp_path):
         killed_at.append(step)
     assert None not in killed_at and max(killed_at) > min(killed_at), killed_at
     print(f"killed after the progress lines of steps {killed_at}")
-    resumed = run_to_completion(run)
+    # What the kills left resumes in any process: this one, as the reference ran.
+    train.train_and_evaluate(kill_config(), str(run))
+    resumed = json.loads((run / "results.json").read_text())
 
     assert resumed["history"] == reference["history"]
     assert resumed["accuracy"] == reference["accuracy"]
