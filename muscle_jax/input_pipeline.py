@@ -41,7 +41,7 @@ import numpy as np
 import tensorflow as tf
 from absl import logging
 
-from muscle_jax.data import augment, device, sources, splits, streams, validation
+from muscle_jax.data import augment, device, graph, sources, splits, streams, validation
 from muscle_jax.data.sources import ArrayDataset, DatasetInfo, DatasetNotFoundError
 from muscle_jax.data.splits import per_class_counts, select_labeled_indices
 from muscle_jax.data.validation import DataRequestError, DataValidationError
@@ -372,11 +372,11 @@ def make_train_iterator(
                     **common,
                 )
             )
-        shard_batches.append(tf.data.Dataset.zip(tuple(parts)).map(_merge))
+        shard_batches.append(tf.data.Dataset.zip(tuple(parts)).map(graph.plain(_merge)))
     if per_process == 1:
         batches = shard_batches[0]
     else:
-        batches = tf.data.Dataset.zip(tuple(shard_batches)).map(_concatenate)
+        batches = tf.data.Dataset.zip(tuple(shard_batches)).map(graph.plain(_concatenate))
     batches = batches.prefetch(2)
     batches = batches.with_options(_options())
     return device.prefetch_to_device(batches.as_numpy_iterator(), sharding, size=prefetch)
@@ -396,8 +396,10 @@ def _unlabeled_blocks(source, shard, excluded: np.ndarray, block_size: int):
             continue
         block = source.read("pool", lo, hi)
         if excluded[lo:hi].any():
-            block = block.filter(lambda ex: tf.logical_not(excluded_tensor[ex["index"]]))
-        blocks.append(block.map(lambda ex: {**ex, "label": tf.zeros([], tf.int32)}))
+            block = block.filter(
+                graph.plain(lambda ex: tf.logical_not(excluded_tensor[ex["index"]]))
+            )
+        blocks.append(block.map(graph.plain(lambda ex: {**ex, "label": tf.zeros([], tf.int32)})))
         sizes.append(size)
     return blocks, sizes
 
@@ -463,7 +465,7 @@ def make_eval_iterator(
             {"image": images[start:end], "label": labels[start:end].astype(np.int32)}
         )
     ds = examples.map(
-        lambda ex: {"image": augment.normalize(ex["image"]), "label": ex["label"]},
+        graph.plain(lambda ex: {"image": augment.normalize(ex["image"]), "label": ex["label"]}),
         num_parallel_calls=tf.data.AUTOTUNE,
     )
     ds = ds.batch(local).prefetch(2).with_options(_options())

@@ -126,10 +126,11 @@ class RandAugment:
             # These layers only ever run inside TF graphs here, whatever KERAS_BACKEND says.
             layer.backend.set_backend("tensorflow")
         # Traced once per image shape and reused by every pipeline that shares this
-        # instance (`shared_rand_augment`): tracing the 11 Keras ops through
-        # autograph took ~2 s of every digits run's start-up on 2 cores.
-        # (No reduce_retracing: cutout needs the static image size of each shape.)
-        self._traced = tf.function(self._augment)
+        # instance (`shared_rand_augment`), and without autograph (data/graph.py):
+        # tracing the 11 Keras ops through autograph took ~2 s of every digits
+        # run's start-up on 2 cores. (No reduce_retracing: cutout needs the static
+        # image size of each shape.)
+        self._traced = tf.function(self._augment, autograph=False)
 
     def __call__(self, images: tf.Tensor, seed: tf.Tensor) -> tf.Tensor:
         return self._traced(images, seed)

@@ -21,7 +21,7 @@ import numpy as np
 import tensorflow as tf
 from absl import logging
 
-from muscle_jax.data import catalog, digits, validation
+from muscle_jax.data import catalog, digits, graph, validation
 
 # TFDS reads files one after the other, so positions in a split (and the
 # `split[a:b]` slices used for per-host shards) mean the same thing in every read.
@@ -221,7 +221,9 @@ class TfdsSource:
             decoders=decoders,
             read_config=self._tfds.ReadConfig(**_IN_ORDER),
         )
-        batches = ds.map(lambda ex: ex[self._label_key]).batch(8192).as_numpy_iterator()
+        batches = (
+            ds.map(graph.plain(lambda ex: ex[self._label_key])).batch(8192).as_numpy_iterator()
+        )
         labels = np.concatenate(list(batches)).astype(np.int32)
         validation.check_labels(self.info.name, split, labels, self.info.num_classes)
         labels.setflags(write=False)  # Shared by every caller.
@@ -232,7 +234,9 @@ class TfdsSource:
         wanted = np.zeros(self.info.num_train, bool)
         wanted[indices] = True
         keep = tf.constant(wanted)
-        ds = self.read("pool", 0, self.info.num_train).filter(lambda ex: keep[ex["index"]])
+        ds = self.read("pool", 0, self.info.num_train).filter(
+            graph.plain(lambda ex: keep[ex["index"]])
+        )
         batches = list(ds.batch(4096).as_numpy_iterator())
         found = np.concatenate([b["index"] for b in batches])
         if not np.array_equal(found, indices):
@@ -260,11 +264,13 @@ class TfdsSource:
             ds = self._split(split, lo, hi).enumerate(start=offset + lo)
             datasets.append(
                 ds.map(
-                    lambda i, ex: {
-                        "image": ex[self._image_key],
-                        "label": tf.cast(ex[self._label_key], tf.int32),
-                        "index": tf.cast(i, tf.int32),
-                    }
+                    graph.plain(
+                        lambda i, ex: {
+                            "image": ex[self._image_key],
+                            "label": tf.cast(ex[self._label_key], tf.int32),
+                            "index": tf.cast(i, tf.int32),
+                        }
+                    )
                 )
             )
         ds = datasets[0]

@@ -21,7 +21,7 @@ from collections.abc import Callable
 
 import tensorflow as tf
 
-from muscle_jax.data import augment
+from muscle_jax.data import augment, graph
 
 _ENDLESS = 2**62
 
@@ -74,11 +74,13 @@ def shuffled_epochs(
                 tf.nest.map_structure(lambda t: tf.gather(t, perm), block)
             )
 
-        return chosen.enumerate().flat_map(permuted)
+        return chosen.enumerate().flat_map(graph.plain(permuted))
 
-    stream = tf.data.Dataset.range(first_epoch, _ENDLESS).flat_map(one_epoch).skip(skip)
+    stream = (
+        tf.data.Dataset.range(first_epoch, _ENDLESS).flat_map(graph.plain(one_epoch)).skip(skip)
+    )
     return stream.enumerate(start=start_position).map(
-        lambda position, ex: {**ex, "position": position}
+        graph.plain(lambda position, ex: {**ex, "position": position})
     )
 
 
@@ -114,7 +116,7 @@ def augmented_batches(
         return out
 
     return stream.batch(batch_size, drop_remainder=True).map(
-        augment_batch, num_parallel_calls=tf.data.AUTOTUNE
+        graph.plain(augment_batch), num_parallel_calls=tf.data.AUTOTUNE
     )
 
 
@@ -145,4 +147,4 @@ def train_stream(
         flip=flip,
         rand_augment=rand_augment,
     )
-    return batches.map(rename)
+    return batches.map(graph.plain(rename))
