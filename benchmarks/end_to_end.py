@@ -74,13 +74,14 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=600, help="steps of the digits run")
     parser.add_argument("--compile_models", default="small_cnn,wrn28_2,wrn28_8")
+    parser.add_argument("--step_repeats", type=int, default=20, help="steps timed alone")
     args = parser.parse_args()
 
     results, process_seconds = whole_run(args.steps)
     timing = results["timing"]
     config = load_config("digits")
     step = harness.trainer_step("digits step", config, config.data.name)
-    step_seconds = harness.median(step.run(20))
+    step_seconds = harness.median(step.run(args.step_repeats))
     images = step.images_per_step
     loop_rate = timing["loop_steps"] * images / timing["loop_seconds"]
     step_rate = images / step_seconds

@@ -25,8 +25,10 @@ from muscle_jax import config_defaults, input_pipeline, train
 
 # name -> (model, image side, channels, labeled batch B, mu): the step sizes we
 # compare with the PyTorch peers on a 2-core CPU (B * (1 + 2 mu) images a step).
+# The protocol's batch is B = 64: `--batch_scale=8` for the WRNs (device_check.sh).
 WORKLOADS = {
     "wrn28_2": ("wrn28_2", 32, 3, 8, 7),
+    "wrn28_8": ("wrn28_8", 32, 3, 8, 7),
     "small_cnn": ("small_cnn", 28, 1, 64, 7),
 }
 

@@ -7,11 +7,15 @@ weak and a strong (RandAugment + Cutout) view. After warm-up it times a few
 hundred batches and prints batches/s and images/s, where "images" counts
 every view produced (64 + 2 * 448 = 960 per batch), which is what a training
 step consumes. Compare it with the step's demand: a step of t seconds needs
-960 / t images/s.
+960 / t images/s. It also prints the rates per host core: images per
+CPU-second the process used while timing (tf.data's threads included), so the
+figure does not depend on how many cores this machine has;
+`scaling_estimate.py` divides an accelerator's demand by it.
 """
 
 import argparse
 import os
+import resource
 import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -59,10 +63,11 @@ def main() -> None:
     print(f"set-up and first batch: {time.perf_counter() - start:.1f} s")
     for _ in range(args.warmup):
         next(batches)
-    start = time.perf_counter()
+    start, cpu_start = time.perf_counter(), _cpu_seconds()
     for _ in range(args.batches):
         next(batches)
     seconds = time.perf_counter() - start
+    cpu_seconds = _cpu_seconds() - cpu_start
 
     labeled = args.batch_size
     unlabeled = args.mu * args.batch_size
@@ -73,6 +78,15 @@ def main() -> None:
     print(f"labeled images/s: {rate * labeled:,.0f}")
     print(f"unlabeled images/s: {rate * unlabeled:,.0f} (each in 2 views)")
     print(f"images/s, all views ({per_batch} per batch): {rate * per_batch:,.0f}")
+    per_core = args.batches / cpu_seconds
+    print(f"CPU-seconds used: {cpu_seconds:.1f} ({cpu_seconds / seconds:.2f} cores busy)")
+    print(f"strong-view images/s per host core: {per_core * unlabeled:,.0f}")
+    print(f"images/s per host core, all views: {per_core * per_batch:,.0f}")
+
+
+def _cpu_seconds() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
 
 
 if __name__ == "__main__":

@@ -12,6 +12,13 @@ at stated on-demand prices. Narrow convolutions at 32x32 rarely reach half of
 peak, and RandAugment on the hosts can be the limit; measure images/s on your
 own hardware (the progress line prints it) before trusting a row. The README's
 "Scaling out" table is this script's output (tests/test_readme.py checks it).
+
+The second table is what the step would consume at that rate, in images a
+second counting every view (64 labeled + 2 x 448 unlabeled = 960 a step), and
+how many host cores the tf.data pipeline needs to deliver them, at
+``--host_images_per_core`` (all views per CPU-second, measured by
+``input_pipeline_benchmark.py``; the default is its figure on this 2-core
+machine, README "Performance").
 """
 
 import argparse
@@ -25,6 +32,11 @@ from model_flops_benchmark import dense_multiply_adds
 STEPS = 2**20
 IMAGES_PER_STEP = 64 * (1 + 2 * 7)  # 64 labeled + two views of 448 unlabeled.
 DEFAULT_UTILISATION = 0.3
+# All-view images per CPU-second of the host pipeline (RandAugment + Cutout, CIFAR size):
+# input_pipeline_benchmark.py on this 2-core machine (README, Performance).
+DEFAULT_HOST_IMAGES_PER_CORE = (
+    11_700  # Measured 2026-12-02: 11,673 (20,644 images/s, 1.77 cores busy).
+)
 
 # name -> (chips or GPUs, peak bf16 dense TFLOP/s each, assumed USD per chip- or GPU-hour).
 HARDWARE = {
@@ -61,10 +73,44 @@ def table(utilisation: float = DEFAULT_UTILISATION) -> str:
     return "\n".join(lines)
 
 
+# The protocols' models: name -> (width, classes). Training FLOP an image = 3 x forward.
+DEMAND_MODELS = {"WRN-28-8 (CIFAR-100)": (8, 100), "WRN-28-2 (CIFAR-10)": (2, 10)}
+
+
+def images_per_second(tflops: float, utilisation: float, width: int, num_classes: int) -> float:
+    """All-view images a second one chip or GPU trains at ``utilisation`` of its peak."""
+    flop_per_image = 3.0 * 2 * dense_multiply_adds(depth=28, width=width, num_classes=num_classes)
+    return tflops * 1e12 * utilisation / flop_per_image
+
+
+def demand_table(
+    utilisation: float = DEFAULT_UTILISATION,
+    host_images_per_core: float = DEFAULT_HOST_IMAGES_PER_CORE,
+) -> str:
+    lines = [
+        f"Host input needed at {utilisation:.0%} of peak, with the host pipeline at "
+        f"{host_images_per_core:,.0f} images a core-second (all views).",
+        "",
+        "| hardware | model | images/s a chip or GPU consumes | host cores a chip or GPU "
+        "needs | host cores in all |",
+        "|---|---|---|---|---|",
+    ]
+    for name, (units, tflops, _) in HARDWARE.items():
+        for model, (width, num_classes) in DEMAND_MODELS.items():
+            rate = images_per_second(tflops, utilisation, width, num_classes)
+            cores = rate / host_images_per_core
+            lines.append(f"| {name} | {model} | {rate:,.0f} | {cores:.1f} | {cores * units:.1f} |")
+    return "\n".join(lines)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--utilisation", type=float, default=DEFAULT_UTILISATION)
-    print(table(parser.parse_args().utilisation))
+    parser.add_argument("--host_images_per_core", type=float, default=DEFAULT_HOST_IMAGES_PER_CORE)
+    args = parser.parse_args()
+    print(table(args.utilisation))
+    print()
+    print(demand_table(args.utilisation, args.host_images_per_core))
 
 
 if __name__ == "__main__":

@@ -13,6 +13,7 @@ import json
 import os
 import shutil
 import signal
+import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -106,22 +107,27 @@ print(json.dumps(outcomes))
 """
 
 
-def benchmark_smoke(runs: dict[str, list[str]]) -> dict[str, Any]:
-    """Every benchmark of ``runs`` (script path -> arguments) in one subprocess."""
-    import subprocess
-    import sys
-
-    repo = Path(__file__).resolve().parents[1]
+def benchmark_environment() -> dict[str, str]:
+    """The environment the benchmarks' smoke runs get: a user's, with this session's cache."""
     # One CPU device, as a user runs them (the test session simulates eight).
     env = {key: value for key, value in os.environ.items() if key != "XLA_FLAGS"}
     env["MUSCLE_JAX_TORCH_PYTHON"] = ""  # The peer's side must skip cleanly without torch.
     # Benchmarks time optimised programs, and their timing loops ran 40 s longer without
     # XLA's optimisations (135 s against 95 s for the smoke runs) than the compiles saved.
     env["JAX_DISABLE_MOST_OPTIMIZATIONS"] = "0"
+    env["PYTHON"] = sys.executable  # For benchmarks/device_check.sh.
+    return env
+
+
+def benchmark_smoke(runs: dict[str, list[str]]) -> dict[str, Any]:
+    """Every benchmark of ``runs`` (script path -> arguments) in one subprocess."""
+    import subprocess
+
+    repo = Path(__file__).resolve().parents[1]
     completed = subprocess.run(
         [sys.executable, "-c", _BENCHMARK_DRIVER, json.dumps(runs)],
         cwd=repo,
-        env=env,
+        env=benchmark_environment(),
         capture_output=True,
         text=True,
         timeout=900,

@@ -2,12 +2,20 @@
 
 No speed is asserted (these machines are noisy); each script must finish and
 print its headline figure on its last line. The scripts run one after another
-in one interpreter, as `python benchmarks/NAME.py ARGS` would run each.
+in one interpreter, as `python benchmarks/NAME.py ARGS` would run each; the
+device check (benchmarks/device_check.sh --tiny) runs the utilisation, input
+headroom and end-to-end scripts, so they are checked in its output.
 """
 
+import os
 import re
+import subprocess
 
 import pytest
+
+from .shared_runs import benchmark_environment
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 # script -> (tiny-size arguments, pattern of the headline on the last line).
 SMOKE_RUNS = {
@@ -27,32 +35,6 @@ SMOKE_RUNS = {
         ["--rounds=1", "--steps=1", "--batch_scale=0.125"],
         r"^step time MUSCLE / bare supervised \(small_cnn\): \d+\.\d{3}$",
     ),
-    "utilisation.py": (
-        [
-            "--workloads=small_cnn",
-            "--matmul_size=256",
-            "--rounds=1",
-            "--steps=1",
-            "--batch_scale=0.125",
-        ],
-        r"^train-step FLOP/s / matmul FLOP/s: small_cnn \d+\.\d\d$",
-    ),
-    "input_headroom.py": (
-        [
-            # scikit-learn's copy and one real TFDS format (MNIST's is the same kind).
-            "--configs=digits,cifar10",
-            "--batches=2",
-            "--steps=1",
-            "--batch_scale=0.125",
-            "--num_train=200",
-            "--model=small_cnn",
-        ],
-        r"^pipeline images/s / step images/s: digits [\d.]+, cifar10 [\d.]+$",
-    ),
-    "end_to_end.py": (
-        ["--steps=12", "--compile_models=small_cnn"],
-        r"^whole-run images/s / step images/s \(digits\): \d+\.\d\d$",
-    ),
 }
 
 
@@ -65,3 +47,29 @@ def test_benchmark_runs_and_prints_its_headline(shared_runs, script):
     assert outcome["error"] is None, outcome["error"][-3000:]
     last_line = outcome["stdout"].strip().splitlines()[-1]
     assert re.search(SMOKE_RUNS[script][1], last_line), outcome["stdout"][-3000:]
+
+
+# The device check's sections, each ending in its script's headline.
+DEVICE_CHECK_HEADLINES = [
+    r"(?m)^train-step FLOP/s / matmul FLOP/s: small_cnn \d+\.\d\d$",  # float32
+    r"(?m)^  small_cnn \(bfloat16\): .* of the matmul$",
+    r"(?m)^pipeline images/s / step images/s: digits [\d.]+, cifar10 [\d.]+$",
+    r"(?m)^whole-run images/s / step images/s \(digits\): \d+\.\d\d$",
+    r"(?m)^device check: 4 of 4 sections ran in \d+ s$",
+]
+
+
+@pytest.mark.slow
+def test_device_check_runs_every_section_at_tiny_size(tmp_path):
+    completed = subprocess.run(
+        ["bash", os.path.join(REPO, "benchmarks", "device_check.sh"), "--tiny"],
+        cwd=tmp_path,  # The script finds the repository itself.
+        env=benchmark_environment(),
+        capture_output=True,
+        text=True,
+        timeout=900,
+        check=False,
+    )
+    assert completed.returncode == 0, completed.stdout[-3000:] + completed.stderr[-3000:]
+    for headline in DEVICE_CHECK_HEADLINES:
+        assert re.search(headline, completed.stdout), (headline, completed.stdout[-3000:])

@@ -79,7 +79,8 @@ def test_scaling_table_is_the_estimate_scripts_output():
         import scaling_estimate
     finally:
         sys.path.pop(0)
-    table = scaling_estimate.table()
-    assert table in open(README).read()
+    readme = open(README).read()
+    assert scaling_estimate.table() in readme
+    assert scaling_estimate.demand_table() in readme
     # The protocol's FLOP count from the model's layer shapes: ~2e19, as the docs say.
     assert 1.9e19 < scaling_estimate.training_flop() < 2.1e19
