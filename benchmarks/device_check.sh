@@ -8,15 +8,9 @@
 set -euo pipefail
 
 repo=$(cd "$(dirname "$0")/.." && pwd)
-if [[ -n "${PYTHON:-}" ]]; then
-  python=$PYTHON
-elif [[ -n "${VIRTUAL_ENV:-}" ]]; then
-  python=$VIRTUAL_ENV/bin/python
-elif [[ -x "$repo/.venv/bin/python" ]]; then
-  python=$repo/.venv/bin/python
-else
-  python=python3
-fi
+# shellcheck source=launch/python.sh
+source "$repo/launch/python.sh"
+python=$(muscle_python "$repo")
 cd "$repo"
 export TF_CPP_MIN_LOG_LEVEL="${TF_CPP_MIN_LOG_LEVEL:-2}"
 exec "$python" benchmarks/device_check.py "$@"

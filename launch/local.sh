@@ -29,15 +29,9 @@ fi
 num_processes=$1
 shift
 repo=$(cd "$(dirname "$0")/.." && pwd)
-if [[ -n "${PYTHON:-}" ]]; then
-  python=$PYTHON
-elif [[ -n "${VIRTUAL_ENV:-}" ]]; then
-  python=$VIRTUAL_ENV/bin/python
-elif [[ -x "$repo/.venv/bin/python" ]]; then
-  python=$repo/.venv/bin/python
-else
-  python=python3
-fi
+# shellcheck source=launch/python.sh
+source "$repo/launch/python.sh"
+python=$(muscle_python "$repo")
 if ! "$python" -c "import muscle_jax" 2>/dev/null; then
   echo "launch/local.sh: $python cannot import muscle_jax. Install it (README, Quick start)" \
     "or set PYTHON=/path/to/your/venv/bin/python." >&2
