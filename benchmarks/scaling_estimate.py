@@ -34,9 +34,8 @@ IMAGES_PER_STEP = 64 * (1 + 2 * 7)  # 64 labeled + two views of 448 unlabeled.
 DEFAULT_UTILISATION = 0.3
 # All-view images per CPU-second of the host pipeline (RandAugment + Cutout, CIFAR size):
 # input_pipeline_benchmark.py on this 2-core machine (README, Performance).
-DEFAULT_HOST_IMAGES_PER_CORE = (
-    11_700  # Measured 2026-12-02: 11,673 (20,644 images/s, 1.77 cores busy).
-)
+# Measured 2026-12-02: 11,673 (20,644 images/s with 1.77 cores busy).
+DEFAULT_HOST_IMAGES_PER_CORE = 11_700
 
 # name -> (chips or GPUs, peak bf16 dense TFLOP/s each, assumed USD per chip- or GPU-hour).
 HARDWARE = {
@@ -49,9 +48,13 @@ HARDWARE = {
 }
 
 
+def training_flop_per_image(width: int = 8, num_classes: int = 100) -> float:
+    """3 x the forward FLOP of a WRN-28 at 32x32 (2 FLOP a multiply-add)."""
+    return 3.0 * 2 * dense_multiply_adds(depth=28, width=width, num_classes=num_classes)
+
+
 def training_flop() -> float:
-    forward = 2 * dense_multiply_adds(depth=28, width=8, num_classes=100)
-    return 3.0 * forward * IMAGES_PER_STEP * STEPS
+    return training_flop_per_image() * IMAGES_PER_STEP * STEPS
 
 
 def table(utilisation: float = DEFAULT_UTILISATION) -> str:
@@ -73,14 +76,13 @@ def table(utilisation: float = DEFAULT_UTILISATION) -> str:
     return "\n".join(lines)
 
 
-# The protocols' models: name -> (width, classes). Training FLOP an image = 3 x forward.
+# The protocols' models: name -> (width, classes).
 DEMAND_MODELS = {"WRN-28-8 (CIFAR-100)": (8, 100), "WRN-28-2 (CIFAR-10)": (2, 10)}
 
 
 def images_per_second(tflops: float, utilisation: float, width: int, num_classes: int) -> float:
     """All-view images a second one chip or GPU trains at ``utilisation`` of its peak."""
-    flop_per_image = 3.0 * 2 * dense_multiply_adds(depth=28, width=width, num_classes=num_classes)
-    return tflops * 1e12 * utilisation / flop_per_image
+    return tflops * 1e12 * utilisation / training_flop_per_image(width, num_classes)
 
 
 def demand_table(

@@ -87,22 +87,18 @@ def _short(workdir: Path) -> dict[str, Any]:
 
 
 # Runs each benchmark script as ``python benchmarks/NAME.py ARGS`` would, one after
-# another in one interpreter: the imports and the shared compilations are paid once.
+# another in one interpreter (the device check's `run_section`): the imports and the
+# shared compilations are paid once. A failed script's output ends in its traceback.
 _BENCHMARK_DRIVER = r"""
-import contextlib, io, json, runpy, sys, traceback
+import contextlib, io, json, os, sys
+sys.path.insert(0, "benchmarks")
+from device_check import run_section
 outcomes = {}
 for script, args in json.loads(sys.argv[1]).items():
     printed = io.StringIO()
-    sys.argv = [script, *args]
-    error = None
-    try:
-        with contextlib.redirect_stdout(printed):
-            runpy.run_path(script, run_name="__main__")
-    except SystemExit as stop:
-        error = None if stop.code in (None, 0) else traceback.format_exc()
-    except Exception:
-        error = traceback.format_exc()
-    outcomes[script] = {"stdout": printed.getvalue(), "error": error}
+    with contextlib.redirect_stdout(printed):
+        ran = run_section(os.path.basename(script), args)
+    outcomes[script] = {"stdout": printed.getvalue(), "error": None if ran else printed.getvalue()}
 print(json.dumps(outcomes))
 """
 

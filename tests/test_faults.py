@@ -29,12 +29,16 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # session's 8 simulated devices and compilation cache, so that in-process run is their
 # uninterrupted reference, bit for bit.
 KILL_TOTAL_STEPS = 12
-TINY_FLAGS = ["--config=configs/tiny.py", "--config.checkpoint_every_steps=2"]
+KILL_CHECKPOINT_EVERY = 2
+TINY_FLAGS = [
+    "--config=configs/tiny.py",
+    f"--config.checkpoint_every_steps={KILL_CHECKPOINT_EVERY}",
+]
 
 
 def kill_config():
     config = load_config("tiny")
-    config.checkpoint_every_steps = 2
+    config.checkpoint_every_steps = KILL_CHECKPOINT_EVERY
     return config
 
 

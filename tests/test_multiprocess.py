@@ -136,18 +136,15 @@ def _keep_only_first_checkpoint(source, target):
 
 # Every run here is tiny, 36 steps, checkpoints every 12 (all 3 kept): long enough
 # for a signal to land mid-run, with a step-12 checkpoint to resume from.
-LONG = [
-    "--config.total_steps=36",
-    "--config.checkpoint_every_steps=12",
-    "--config.keep_checkpoints=3",
-]
+LONG_SETTINGS = {"total_steps": 36, "checkpoint_every_steps": 12, "keep_checkpoints": 3}
+LONG = [f"--config.{key}={value}" for key, value in LONG_SETTINGS.items()]
 
 
 def long_config():
     """`LONG` and the launched runs' shards, as a config for a run in this process."""
     config = load_config("tiny", METHOD)
-    config.total_steps, config.checkpoint_every_steps, config.keep_checkpoints = 36, 12, 3
-    config.data.num_shards = 2
+    config.update(LONG_SETTINGS)
+    config.data.num_shards = 2  # As `_local` reads the data.
     return config
 
 
