@@ -11,7 +11,9 @@ start, one compilation cache):
    utilisation against the device's data-sheet peak (`utilisation.py`);
 2. the host's tf.data pipeline (RandAugment + Cutout, all host cores) against
    what the step consumes, for the CIFAR-10 config (`input_headroom.py`);
-3. a short end-to-end digits run with its seconds to the first step, the loop
+3. the step with the augmentation made on the device (`data.augment_on=device`)
+   against the step fed host views, WRN-28-2 in bfloat16 (`device_augment_cost.py`);
+4. a short end-to-end digits run with its seconds to the first step, the loop
    against the bare step, and the compile times of the two WRNs
    (`end_to_end.py`).
 
@@ -67,6 +69,12 @@ SECTIONS = [
             "--num_train=200",
             "--model=small_cnn",
         ],
+    ),
+    (
+        "Augmentation on the device against the step",
+        "device_augment_cost.py",
+        ["--workload=wrn28_2", "--batch_scale=8", "--compute_dtype=bfloat16", "--steps=5"],
+        ["--workload=small_cnn", "--batch_scale=0.125", "--rounds=1", "--steps=1"],
     ),
     (
         "A short end-to-end run",

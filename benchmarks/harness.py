@@ -117,14 +117,19 @@ def _compile(name, function, state, batch, images) -> CompiledStep:
 
 
 def trainer_step(name: str, config, dataset) -> CompiledStep:
-    """The trainer's own jitted train step (EMA and metrics included) for ``config``."""
-    info = input_pipeline.dataset_info(dataset, data_dir=config.data.data_dir)
-    graphdef, state, tx = train.create_train_state(config, info)
+    """The trainer's own jitted train step (EMA and metrics included) for ``config``.
+
+    With ``data.augment_on="device"`` the batch is the host's uint8 images and
+    the step makes the views first, as in a run.
+    """
+    source = input_pipeline.sources.open_source(dataset, data_dir=config.data.data_dir)
+    graphdef, state, tx = train.create_train_state(config, source.info)
     mesh = train.make_mesh()
-    batch = next(train.make_train_batches(config, source=dataset))
+    batch = next(train.make_train_batches(config, source=source))
     batch = jax.device_put(batch, NamedSharding(mesh, P("data")))
     state = jax.device_put(state, NamedSharding(mesh, P()))
-    p_train, _ = train.compile_steps(graphdef, tx, config, mesh)
+    augment = train.device_augmentation(config, source)
+    p_train, _ = train.compile_steps(graphdef, tx, config, mesh, augment=augment)
     return _compile(name, p_train, state, batch, train.images_per_step(config))
 
 

@@ -84,6 +84,10 @@ def base_config() -> ml_collections.ConfigDict:
     config.data.image_size = config_dict.placeholder(int)
     # Flip in the weak augmentation; None: the dataset's default (the table's, else on).
     config.data.flip = config_dict.placeholder(bool)
+    # Where the training views are augmented: "host" (tf.data), "device" (JAX ops
+    # in the jitted train step, muscle_jax/data/device_augment.py) or "auto"
+    # (muscle_jax/data/device.py: the host on CPU, the device on a GPU or TPU).
+    config.data.augment_on = "auto"
     config.data.num_classes = 10  # 0: the dataset's count (read when it opens).
     config.data.num_labeled = 4000
     config.data.imbalance_ratio = 1.0  # > 1: long-tailed labeled subset (bias experiments).

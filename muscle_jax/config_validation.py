@@ -10,7 +10,7 @@ import jax.numpy as jnp
 import ml_collections
 
 from muscle_jax import losses, methods
-from muscle_jax.data import splits
+from muscle_jax.data import device, splits
 
 OPTIMIZERS = ("sgd", "adam")
 SCHEDULES = ("cosine", "constant")
@@ -99,6 +99,7 @@ def _check_choices(config) -> list[str]:
         "optimizer.name": (config.optimizer.name, OPTIMIZERS),
         "optimizer.schedule": (config.optimizer.schedule, SCHEDULES),
         "model.compute_dtype": (config.model.compute_dtype, tuple(COMPUTE_DTYPES)),
+        "data.augment_on": (config.data.get("augment_on", "host"), device.AUGMENT_ON),
     }
     if not models.is_import_path(config.model.name):
         choices["model.name"] = (config.model.name, models.list_models())
@@ -169,6 +170,19 @@ def with_data_shards(config: ml_collections.ConfigDict, num_processes: int):
         return config
     config = config.copy_and_resolve_references()
     config.data.num_shards = num_processes
+    return config
+
+
+def with_augment_place(config: ml_collections.ConfigDict, platform: str):
+    """``config`` with ``data.augment_on="auto"`` resolved for ``platform`` (a JAX backend name).
+
+    Resolved when a run starts and saved with it, like ``data.num_shards``: a
+    resumed run augments where it started.
+    """
+    if config.data.get("augment_on") != "auto":
+        return config
+    config = config.copy_and_resolve_references()
+    config.data.augment_on = device.augment_place(config.data, platform)
     return config
 
 

@@ -64,6 +64,10 @@ __all__ = [
 
 _UNLABELED_VIEWS = {"weak_strong": ("weak", "strong"), "weak_weak": ("weak", "weak"), "none": ()}
 
+# Where the training views are made: `make_train_iterator`'s `augment_on`
+# (``data.augment_on`` adds "auto": `device.augment_place`).
+AUGMENT_PLACES = ("host", "device")
+
 
 def dataset_info(
     name: str | ArrayDataset, *, data_dir: str | None = None, download: bool = False
@@ -161,7 +165,14 @@ def training(
         flip=data_config.get("flip"),
         num_validation=data_config.get("num_validation", 0),
         unlabeled_imbalance_ratio=data_config.get("unlabeled_imbalance_ratio", 1.0),
+        augment_on=device.augment_place(data_config),
     )
+
+
+def flips(data_config, source) -> bool:
+    """Whether the weak augmentation flips: ``data.flip``, else the dataset's default."""
+    flip = data_config.get("flip")
+    return source.flip if flip is None else flip
 
 
 def evaluation(
@@ -207,6 +218,7 @@ def make_train_iterator(
     flip: bool | None = None,
     num_validation: int = 0,
     unlabeled_imbalance_ratio: float = 1.0,
+    augment_on: str = "host",
 ) -> Iterator[dict]:
     """Endless training batches (keys in the module docstring), from `start_step` on.
 
@@ -245,7 +257,13 @@ def make_train_iterator(
       unlabeled_imbalance_ratio: 1, or a long-tailed unlabeled pool
         (`splits.unlabeled_class_counts`; negative: the reversed order). Only the
         training split is subsampled; unlabeled-only splits join whole.
+      augment_on: "host" augments here; "device" yields each stream's uint8
+        images instead of its views, with what seeds their augmentation on the
+        accelerator ("labeled_image", "labeled_position", "labeled_shard" and
+        the same for "unlabeled_"; `device_augment.views` makes the views).
     """
+    if augment_on not in AUGMENT_PLACES:
+        raise ValueError(f"augment_on must be one of {AUGMENT_PLACES}, got {augment_on!r}.")
     source = sources.open_source(name, data_dir=data_dir, download=download)
     info = source.info
     validation.check_num_classes(info.name, info.num_classes, num_classes)
@@ -340,6 +358,7 @@ def make_train_iterator(
             "start_step": start_step,
             "flip": source.flip if flip is None else flip,
             "rand_augment": rand_augment,
+            "on_device": augment_on == "device",
         }
         mine = labeled[shard::shards]
         images, labels = source.gather_train(mine)
@@ -404,19 +423,25 @@ def _unlabeled_blocks(source, shard, excluded: np.ndarray, block_size: int):
     return blocks, sizes
 
 
+def _unaugmented(batch: dict, stream: str) -> dict:
+    return {f"{stream}_{key}": batch[key] for key in ("image", "position", "shard")}
+
+
 def _rename_labeled(batch: dict) -> dict:
-    out = {"labeled": batch["view0"], "label": batch["label"], "labeled_index": batch["index"]}
+    out = {"label": batch["label"], "labeled_index": batch["index"]}
+    if "image" in batch:  # augment_on="device"
+        return {**out, **_unaugmented(batch, "labeled")}
+    out["labeled"] = batch["view0"]
     if "view1" in batch:
         out["labeled_strong"] = batch["view1"]
     return out
 
 
 def _rename_unlabeled(batch: dict) -> dict:
-    return {
-        "unlabeled_a": batch["view0"],
-        "unlabeled_b": batch["view1"],
-        "unlabeled_index": batch["index"],
-    }
+    out = {"unlabeled_index": batch["index"]}
+    if "image" in batch:  # augment_on="device"
+        return {**out, **_unaugmented(batch, "unlabeled")}
+    return {**out, "unlabeled_a": batch["view0"], "unlabeled_b": batch["view1"]}
 
 
 def _merge(*parts: dict) -> dict:

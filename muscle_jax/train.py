@@ -16,6 +16,7 @@ import functools
 import json
 import os
 import time
+from collections.abc import Callable
 from typing import Any
 
 import flax
@@ -46,7 +47,7 @@ from muscle_jax import (
 from muscle_jax import (
     workdir as workdir_lib,
 )
-from muscle_jax.data import splits
+from muscle_jax.data import device, device_augment, splits
 
 COMPUTE_DTYPES = config_validation.COMPUTE_DTYPES
 # The accuracy/loss PNG is redrawn at an evaluation at most this often.
@@ -184,8 +185,15 @@ def train_step(
     graphdef: nnx.GraphDef,
     tx: optax.GradientTransformation,
     config: ml_collections.ConfigDict,
+    augment: Callable[[dict[str, jax.Array]], dict[str, jax.Array]] | None = None,
 ) -> tuple[TrainState, dict[str, jax.Array]]:
-    """One optimisation step on the configured objective; pure, so it can be jitted and donated."""
+    """One optimisation step on the configured objective; pure, so it can be jitted and donated.
+
+    ``augment`` makes the training views from the host's uint8 images first
+    (`device_augmentation`), inside the same jitted program.
+    """
+    if augment is not None:
+        batch = augment(batch)
     key = jax.random.fold_in(jax.random.key(config.seed), state.step)
     teacher = None
     if methods.needs_teacher(config.loss):
@@ -264,17 +272,31 @@ def make_mesh(devices=None) -> jax.sharding.Mesh:
     )
 
 
-def compile_steps(graphdef, tx, config, mesh, state_shardings=None):
+def device_augmentation(config: ml_collections.ConfigDict, source) -> Callable | None:
+    """The train step's augmentation for ``data.augment_on="device"`` (resolved), else None."""
+    if device.augment_place(config.data) != "device":
+        return None
+    return functools.partial(
+        device_augment.views,
+        seed=config.seed,
+        unlabeled_views=methods.unlabeled_views(config),
+        labeled_views=methods.labeled_views(config),
+        flip=input_pipeline.flips(config.data, source),
+    )
+
+
+def compile_steps(graphdef, tx, config, mesh, state_shardings=None, augment=None):
     """The jitted train and eval steps for ``mesh``: data sharded, state donated.
 
     ``state_shardings`` is `state_sharding`'s tree; None replicates the whole
-    state (right for every method without sharded state).
+    state (right for every method without sharded state). ``augment``:
+    `device_augmentation`'s function, run at the start of the train step.
     """
     data = NamedSharding(mesh, P("data"))
     replicated = NamedSharding(mesh, P())
     state_shardings = replicated if state_shardings is None else state_shardings
     jitted_train = jax.jit(
-        functools.partial(train_step, graphdef=graphdef, tx=tx, config=config),
+        functools.partial(train_step, graphdef=graphdef, tx=tx, config=config, augment=augment),
         in_shardings=(state_shardings, data),
         out_shardings=(state_shardings, replicated),
         donate_argnums=(0,),
@@ -422,6 +444,7 @@ def train_and_evaluate(
     started = time.perf_counter()
     started_at = provenance.now()
     config = config_validation.with_data_shards(config, jax.process_count())
+    config = config_validation.with_augment_place(config, jax.default_backend())
     # Everything that can be wrong with the inputs is checked before compiling,
     # and before anything is created in the workdir.
     config_validation.validate_config(
@@ -498,7 +521,9 @@ def _train(config: ml_collections.ConfigDict, workdir: str, source, started: flo
     train_batches = make_train_batches(
         config, source=source, sharding=data_sharding, start_step=start_step
     )
-    p_train, p_eval = compile_steps(graphdef, tx, config, mesh, shardings)
+    p_train, p_eval = compile_steps(
+        graphdef, tx, config, mesh, shardings, augment=device_augmentation(config, source)
+    )
     writer = _metric_writer(workdir)
     progress = monitoring.ProgressLine(
         total_steps=config.total_steps,

@@ -35,3 +35,16 @@ def mock_tfds(num_examples: int):
         return tf.data.Dataset.from_tensor_slices({"image": images, "label": labels})
 
     return tfds.testing.mock_data(num_examples=num_examples, as_dataset_fn=as_dataset)
+
+
+def latest_state(workdir, config=None):
+    """The train state of ``workdir``'s latest checkpoint; ``config`` (default: tiny) its shapes."""
+    from muscle_jax import checkpointing, input_pipeline, train
+
+    config = config or load_config("tiny")
+    reader = checkpointing.Checkpointer(
+        os.path.join(workdir, "checkpoints"), max_to_keep=2, read_only=True
+    )
+    _, template, _ = train.create_train_state(config, input_pipeline.dataset_info(config.data.name))
+    state, _ = reader.restore(template, expected=train.compatibility(config))
+    return state

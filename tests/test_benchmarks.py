@@ -4,7 +4,7 @@ No speed is asserted (these machines are noisy); each script must finish and
 print its headline figure on its last line. The scripts run one after another
 in one interpreter, as `python benchmarks/NAME.py ARGS` would run each; the
 device check (benchmarks/device_check.sh --tiny) runs the utilisation, input
-headroom and end-to-end scripts, so they are checked in its output.
+headroom, device-augmentation and end-to-end scripts, so they are checked in its output.
 """
 
 import os
@@ -54,8 +54,9 @@ DEVICE_CHECK_HEADLINES = [
     r"(?m)^train-step FLOP/s / matmul FLOP/s: small_cnn \d+\.\d\d$",  # float32
     r"(?m)^  small_cnn \(bfloat16\): .* of the matmul$",
     r"(?m)^pipeline images/s / step images/s: digits [\d.]+, cifar10 [\d.]+$",
+    r"(?m)^device augmentation / train step \(small_cnn\): -?\d\.\d{3}$",
     r"(?m)^whole-run images/s / step images/s \(digits\): \d+\.\d\d$",
-    r"(?m)^device check: 4 of 4 sections ran in \d+ s$",
+    r"(?m)^device check: 5 of 5 sections ran in \d+ s$",
 ]
 
 

@@ -7,7 +7,7 @@ import tensorflow as tf
 from muscle_jax.data import augment
 
 SEED = tf.constant([3, 4], tf.int64)
-OP_NAMES = tuple(augment._keras_ops(0.5))
+OP_NAMES = tuple(augment.keras_ops(0.5))
 
 
 def _batch(shape, seed=0):

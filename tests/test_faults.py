@@ -17,10 +17,10 @@ import jax
 import numpy as np
 import pytest
 
-from muscle_jax import checkpointing, input_pipeline, monitoring, train, workdir
+from muscle_jax import checkpointing, monitoring, train, workdir
 from muscle_jax.config_validation import ConfigError
 
-from .helpers import load_config
+from .helpers import latest_state, load_config
 from .shared_runs import short_config
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -72,19 +72,11 @@ def kill_after_progress_lines(workdir_path, count, extra_delay):
     return process.returncode, step
 
 
-def final_state(path, config=None):
-    config = config or load_config("tiny")
-    _, template, _ = train.create_train_state(config, input_pipeline.dataset_info("digits"))
-    reader = checkpointing.Checkpointer(str(path / "checkpoints"), max_to_keep=2, read_only=True)
-    state, _ = reader.restore(template, expected=train.compatibility(config))
-    return state
-
-
 @pytest.mark.slow
 def test_kill_9_at_several_moments_then_resume_equals_uninterrupted(shared_runs, tmp_path):
     reference_run, _ = shared_runs.original("tiny")
     reference = json.loads((reference_run / "results.json").read_text())
-    reference_state = final_state(reference_run)
+    reference_state = latest_state(reference_run)
 
     run = tmp_path / "killed"
     # Progress lines come at every checkpoint step, right before the loop starts
@@ -108,7 +100,7 @@ def test_kill_9_at_several_moments_then_resume_equals_uninterrupted(shared_runs,
     assert resumed["history"] == reference["history"]
     assert resumed["accuracy"] == reference["accuracy"]
     assert resumed["per_class_accuracy"] == reference["per_class_accuracy"]
-    for a, b in zip(jax.tree.leaves(final_state(run)), jax.tree.leaves(reference_state)):
+    for a, b in zip(jax.tree.leaves(latest_state(run)), jax.tree.leaves(reference_state)):
         np.testing.assert_array_equal(a, b)
 
 
@@ -133,7 +125,7 @@ def test_torn_checkpoint_is_never_loaded(shared_runs, tmp_path):
 def test_nan_stops_the_run_naming_step_and_term(shared_runs, tmp_path):
     run, _ = shared_runs.copy("short", tmp_path / "run")
     config = short_config()
-    good = final_state(run, config)
+    good = latest_state(run, config)
 
     # Resume with a learning rate that overflows the weights at once.
     config.total_steps = 12
@@ -147,7 +139,7 @@ def test_nan_stops_the_run_naming_step_and_term(shared_runs, tmp_path):
     assert any(term in message for term in ("supervised", "total", "grad_norm"))
     reader = checkpointing.Checkpointer(str(run / "checkpoints"), max_to_keep=2)
     assert reader.latest_step() == 4
-    for a, b in zip(jax.tree.leaves(final_state(run, config)), jax.tree.leaves(good)):
+    for a, b in zip(jax.tree.leaves(latest_state(run, config)), jax.tree.leaves(good)):
         np.testing.assert_array_equal(a, b)
 
 

@@ -11,9 +11,9 @@ import pytest
 from muscle_jax import config_validation, input_pipeline, losses, methods, train
 from muscle_jax.data import splits
 
-from .helpers import load_config
+from .helpers import latest_state, load_config
 from .shared_runs import run_until_step
-from .test_train import final_state, run_steps
+from .test_train import run_steps
 
 
 def abc_config(variant: str):
@@ -39,7 +39,7 @@ def test_abc_alone_trains_its_own_head_beside_the_base(tmp_path):
     assert results["steps"] == 4 and np.isfinite(results["accuracy"])
     assert results["train_history"]["addon"][-1] > 0
     assert results["evaluation_head"] == "balanced_logits"
-    state = final_state(tmp_path, config)
+    state = latest_state(tmp_path, config)
     assert "balanced_classifier" in state.params["heads"]
     # r = N_min / N_k of the labeled subset, kept as the term's state.
     ratio = np.asarray(state.method_state["abc"]["ratio"])
@@ -72,7 +72,7 @@ def test_abc_with_mi_stops_resumes_bit_identically_and_is_evaluated_on_its_head(
     resumed = train.train_and_evaluate(config, str(tmp_path / "b"))
     assert resumed["history"] == uninterrupted["history"]
     assert resumed["train_history"]["addon"][-1] == uninterrupted["train_history"]["addon"][-1]
-    states = [final_state(tmp_path / name, config) for name in ("a", "b")]
+    states = [latest_state(tmp_path / name, config) for name in ("a", "b")]
     for a, b in zip(jax.tree.leaves(states[0]), jax.tree.leaves(states[1]), strict=True):
         np.testing.assert_array_equal(a, b)
 

@@ -15,9 +15,9 @@ from jax.sharding import PartitionSpec as P
 
 from muscle_jax import config_validation, input_pipeline, methods, objective, train
 
-from .helpers import load_config
+from .helpers import latest_state, load_config
 from .shared_runs import run_until_step
-from .test_train import final_state, run_steps
+from .test_train import run_steps
 
 # The modern bases, and debiased pseudo-labelling (an imbalance-aware FixMatch).
 BASES = ("flexmatch", "freematch", "softmatch", "adamatch", "uda", "dash", "debiased")
@@ -160,7 +160,7 @@ def test_each_base_with_mi_stops_and_resumes_bit_identically(base, tmp_path):
         resumed["train_history"]["consistency"][-1]
         == (uninterrupted["train_history"]["consistency"][-1])
     )
-    states = [final_state(tmp_path / name, config) for name in ("a", "b")]
+    states = [latest_state(tmp_path / name, config) for name in ("a", "b")]
     for a, b in zip(jax.tree.leaves(states[0]), jax.tree.leaves(states[1]), strict=True):
         np.testing.assert_array_equal(a, b)
     state = jax.tree.map(np.asarray, states[0].method_state.get(base, {}))

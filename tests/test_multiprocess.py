@@ -29,9 +29,9 @@ import numpy as np
 import pytest
 from absl import logging as absl_logging
 
-from muscle_jax import input_pipeline, train
+from muscle_jax import train
 
-from .helpers import load_config
+from .helpers import latest_state, load_config
 from .test_train import REPO
 
 pytestmark = pytest.mark.slow
@@ -84,13 +84,7 @@ def _logs(log_dir) -> str:
 
 
 def _final_state(workdir, config=None):
-    config = config or load_config("tiny", METHOD)
-    checkpointer = train.checkpointing.Checkpointer(
-        str(workdir / "checkpoints"), max_to_keep=5, read_only=True
-    )
-    _, template, _ = train.create_train_state(config, input_pipeline.dataset_info("digits"))
-    state, _ = checkpointer.restore(template, expected=train.compatibility(config))
-    return state
+    return latest_state(workdir, config or load_config("tiny", METHOD))
 
 
 def _assert_same_run(a, b, *, compare_losses=True):

@@ -13,7 +13,7 @@ import pytest
 
 from muscle_jax import input_pipeline, train
 
-from .helpers import load_config, mock_tfds
+from .helpers import latest_state, load_config, mock_tfds
 from .shared_runs import PREEMPTED_AT
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -102,16 +102,6 @@ def test_end_to_end_mock_cifar10(tmp_path):
     assert np.isfinite(results["accuracy"])
 
 
-def final_state(workdir, config):
-    """The state of the workdir's latest checkpoint."""
-    ckpt = train.checkpointing.Checkpointer(
-        str(workdir / "checkpoints"), max_to_keep=2, read_only=True
-    )
-    _, template, _ = train.create_train_state(config, input_pipeline.dataset_info(config.data.name))
-    state, _ = ckpt.restore(template, expected=train.compatibility(config))
-    return state
-
-
 def test_stop_and_resume_equals_uninterrupted(shared_runs, tmp_path):
     config = load_config("tiny")
     reference, uninterrupted = shared_runs.original("tiny")
@@ -124,8 +114,8 @@ def test_stop_and_resume_equals_uninterrupted(shared_runs, tmp_path):
     assert resumed["accuracy"] == uninterrupted["results"]["accuracy"]
     assert resumed["per_class_accuracy"] == uninterrupted["results"]["per_class_accuracy"]
     leaves = zip(
-        jax.tree.leaves(final_state(reference, config)),
-        jax.tree.leaves(final_state(workdir, config)),
+        jax.tree.leaves(latest_state(reference, config)),
+        jax.tree.leaves(latest_state(workdir, config)),
         strict=True,
     )
     for a, b in leaves:

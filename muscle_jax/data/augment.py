@@ -27,7 +27,7 @@ import keras
 import tensorflow as tf
 
 # Mid-grey in [0, 255]: Cutout's fill, which `normalize` maps to 0.
-_GREY = 127.5
+GREY = 127.5
 
 
 def pad_for_size(size: int) -> int:
@@ -80,7 +80,7 @@ def cutout(images: tf.Tensor, seed: tf.Tensor, *, fraction: float = 0.5) -> tf.T
     inside = (tf.abs(rows - centres[:, 0, None, None]) < half) & (
         tf.abs(cols - centres[:, 1, None, None]) < half
     )
-    return tf.where(inside[..., None], tf.constant(_GREY, images.dtype), images)
+    return tf.where(inside[..., None], tf.constant(GREY, images.dtype), images)
 
 
 class _StatelessSeedStream(keras.random.SeedGenerator):
@@ -114,7 +114,7 @@ class RandAugment:
     def __init__(
         self, *, num_ops: int = 2, factor: float = 0.5, op_names: tuple[str, ...] | None = None
     ):
-        ops = _keras_ops(factor)
+        ops = keras_ops(factor)
         op_names = tuple(ops) if op_names is None else op_names
         unknown = set(op_names) - set(ops)
         if unknown:
@@ -180,7 +180,7 @@ def _apply(layer: keras.layers.Layer, images: tf.Tensor, seeds: _StatelessSeedSt
     return tf.clip_by_value(tf.cast(images, tf.float32), 0.0, 255.0)
 
 
-def _keras_ops(factor: float) -> dict[str, keras.layers.Layer]:
+def keras_ops(factor: float) -> dict[str, keras.layers.Layer]:
     """RandAugment's 11 ops as Keras 3 layers.
 
     Colour ops take `factor` as `keras.layers.RandAugment` does. Geometric ops

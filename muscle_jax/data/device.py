@@ -15,6 +15,19 @@ import numpy as np
 
 from muscle_jax.data.validation import DataRequestError
 
+# data.augment_on: where the training views are made. "auto" is the host on
+# CPU (where device ops would take the step's own cores) and the accelerator
+# on a GPU or TPU, whose step outruns a host pipeline (README, Performance).
+AUGMENT_ON = ("auto", "host", "device")
+
+
+def augment_place(data_config, platform: str | None = None) -> str:
+    """``data.augment_on`` as "host" or "device" on ``platform`` (default: JAX's backend)."""
+    place = data_config.get("augment_on", "host")
+    if place != "auto":
+        return place
+    return "host" if (platform or jax.default_backend()) == "cpu" else "device"
+
 
 def local_batch_size(
     global_batch: int,

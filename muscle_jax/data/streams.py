@@ -92,6 +92,8 @@ def augmented_batches(
     views: tuple[str, ...],
     flip: bool,
     rand_augment: augment.RandAugment,
+    on_device: bool = False,
+    shard: int = 0,
 ) -> tf.data.Dataset:
     """Batches of `len(views)` independent views ("weak" or "strong") of each example.
 
@@ -99,7 +101,21 @@ def augmented_batches(
     "label" and "index" (int32). Augmentation runs on whole batches (much
     faster in TF than image by image), seeded from (seed, the batch's first
     stream position), with independent draws for every image and view.
+
+    With `on_device`, nothing is augmented here: the batch holds "image" (the
+    uint8 images), "position" and "shard" (uint32, what seeds each example's
+    augmentation on the accelerator: `device_augment.views`).
     """
+
+    def unaugmented_batch(batch):
+        count = tf.shape(batch["position"])[0]
+        return {
+            "image": batch["image"],
+            "position": tf.cast(batch["position"], tf.uint32),
+            "shard": tf.fill([count], tf.constant(shard, tf.uint32)),
+            "label": batch["label"],
+            "index": batch["index"],
+        }
 
     def augment_batch(batch):
         batch_seed = _fold(seed, batch["position"][0])
@@ -116,7 +132,8 @@ def augmented_batches(
         return out
 
     return stream.batch(batch_size, drop_remainder=True).map(
-        graph.plain(augment_batch), num_parallel_calls=tf.data.AUTOTUNE
+        graph.plain(unaugmented_batch if on_device else augment_batch),
+        num_parallel_calls=tf.data.AUTOTUNE,
     )
 
 
@@ -133,8 +150,12 @@ def train_stream(
     flip: bool,
     rand_augment: augment.RandAugment,
     rename: Callable[[dict], dict],
+    on_device: bool = False,
 ) -> tf.data.Dataset:
-    """One process's labeled or unlabeled stream, resumed at `start_step`."""
+    """One data shard's labeled or unlabeled stream, resumed at `start_step`.
+
+    `process_index` is the data shard's index (it seeds the stream).
+    """
     base = _base_seed(seed, stream, process_index)
     positions = shuffled_epochs(
         blocks, block_sizes, seed=_fold(base, 0), start_position=start_step * batch_size
@@ -146,5 +167,7 @@ def train_stream(
         views=views,
         flip=flip,
         rand_augment=rand_augment,
+        on_device=on_device,
+        shard=process_index,
     )
     return batches.map(graph.plain(rename))
