@@ -7,7 +7,8 @@ import tensorflow as tf
 from muscle_jax.data import augment
 
 SEED = tf.constant([3, 4], tf.int64)
-OP_NAMES = tuple(augment.keras_ops(0.5))
+OPS = augment.keras_ops(0.5)
+OP_NAMES = tuple(OPS)
 
 
 def _batch(shape, seed=0):
@@ -111,6 +112,19 @@ def test_strong_deterministic_per_seed_and_varied_per_image(shape):
 def test_grey_images_stay_one_channel():
     out = augment.RandAugment()(_batch((8, 8, 8, 1)), SEED)
     assert out.shape == (8, 8, 8, 1)
+
+
+def test_equalize_is_the_keras_layer_applied_to_each_image_alone():
+    # The layer on a batch pools one histogram over all its images; RandAugment's
+    # Equalize (PIL's) equalises each image, as `augment.equalize` does.
+    images = _batch((4, 16, 16, 3), seed=1) * 0.5 + 40
+    layer = OPS["equalize"]
+    got = augment.equalize(images).numpy()
+    for image, equalized in zip(images, got):
+        expected = layer.transform_images(image[None], None).numpy()[0]
+        np.testing.assert_array_equal(equalized, expected)
+    pooled = layer.transform_images(images, None).numpy()
+    assert not np.array_equal(pooled, got)
 
 
 def test_unknown_op_rejected():

@@ -174,7 +174,35 @@ def shared_rand_augment(num_ops: int = 2, factor: float = 0.5) -> RandAugment:
     return RandAugment(num_ops=num_ops, factor=factor)
 
 
+def equalize(images: tf.Tensor) -> tf.Tensor:
+    """Histogram equalisation of each image and channel of a `[N, H, W, C]` batch in [0, 255].
+
+    Keras's `Equalization` arithmetic (256 bins), but one histogram per image
+    and channel, as RandAugment's Equalize (PIL's `ImageOps.equalize`) has it:
+    the layer itself builds one histogram over every image of the batch it gets.
+    """
+    batch, height, width, channels = (tf.shape(images)[i] for i in range(4))
+    rows = tf.reshape(tf.transpose(images, [0, 3, 1, 2]), [batch * channels, height * width])
+    bins = tf.clip_by_value(tf.cast(rows * 255.0 / 255.0, tf.int32), 0, 255)
+    histogram = tf.math.bincount(bins, minlength=256, maxlength=256, axis=-1)
+    cdf = tf.cumsum(histogram, axis=-1)
+    cdf_min = tf.gather(cdf, tf.argmax(tf.cast(cdf > 0, tf.int32), axis=-1), batch_dims=1)
+    denominator = cdf[:, -1] - cdf_min
+    denominator = tf.where(denominator == 0, tf.ones_like(denominator), denominator)
+    lookup = (tf.cast(cdf - cdf_min[:, None], tf.float32) * 255.0) / tf.cast(
+        denominator[:, None], tf.float32
+    )
+    lookup = tf.clip_by_value(tf.round(lookup), 0.0, 255.0)
+    indices = tf.cast(tf.clip_by_value(rows / 255.0 * 255.0, 0.0, 255.0), tf.int32)
+    equalized = tf.gather(lookup, indices, batch_dims=1)
+    one_bin = tf.math.count_nonzero(histogram, axis=-1, keepdims=True) <= 1
+    equalized = tf.where(one_bin, rows, equalized)
+    return tf.transpose(tf.reshape(equalized, [batch, channels, height, width]), [0, 2, 3, 1])
+
+
 def _apply(layer: keras.layers.Layer, images: tf.Tensor, seeds: _StatelessSeedStream):
+    if isinstance(layer, keras.layers.Equalization):
+        return equalize(images)  # Per image (`equalize`); it draws nothing.
     params = layer.get_random_transformation(images, training=True, seed=seeds)
     images = layer.transform_images(images, params, training=True)
     return tf.clip_by_value(tf.cast(images, tf.float32), 0.0, 255.0)
@@ -203,7 +231,7 @@ def keras_ops(factor: float) -> dict[str, keras.layers.Layer]:
             addition_factor=factor, threshold_factor=factor, **kw
         ),
         "autocontrast": keras.layers.AutoContrast(**kw),
-        "equalize": keras.layers.Equalization(**kw),
+        "equalize": keras.layers.Equalization(**kw),  # Applied per image: `equalize`.
     }
 
 

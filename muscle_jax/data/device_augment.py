@@ -22,9 +22,6 @@ XLA vectorises different batch shapes differently). The draws are not the host's
 (TensorFlow's stateless RNG is not JAX's), so the two places give equally
 distributed, not equal, views.
 
-One difference from the host: equalisation is per image here. The host
-applies Keras's `Equalization` to all the images of a batch that drew it at
-once, and that layer builds one histogram over all of them.
 """
 
 import functools
@@ -75,11 +72,11 @@ def cutout(image: jax.Array, key: jax.Array, *, fraction: float = 0.5) -> jax.Ar
 
 
 def equalize(image: jax.Array) -> jax.Array:
-    """Keras's `Equalization` (256 bins, value range [0, 255]) of one ``[H, W, C]`` image.
+    """The host's `augment.equalize` of one ``[H, W, C]`` image (Keras's arithmetic, per image).
 
-    Written here because the layer's JAX path is chosen by Keras's global
+    Written here because the Keras layer's JAX path is chosen by Keras's global
     backend (TensorFlow in this package) and its other path does not compile
-    under `jax.jit`. The same arithmetic, channel by channel.
+    under `jax.jit`.
     """
 
     def channel(values: jax.Array) -> jax.Array:
