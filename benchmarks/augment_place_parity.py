@@ -55,6 +55,8 @@ def main() -> None:
                 results = train.train_and_evaluate(
                     _config(args.config, seed, place, args.total_steps), workdir
                 )
+            if results["status"] != "completed":  # Stopped by a signal, with a checkpoint.
+                raise SystemExit(f"{workdir}: stopped at step {results['step']}; rerun to resume.")
             accuracy[place][seed] = results["accuracy"]
             print(f"seed {seed}, augment_on={place}: test accuracy {results['accuracy']:.4f}")
     difference = statistics.paired_difference(accuracy["device"], accuracy["host"])

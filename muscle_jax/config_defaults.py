@@ -159,6 +159,9 @@ def base_config() -> ml_collections.ConfigDict:
     config.checkpoint_every_steps = 1024
     config.keep_checkpoints = 3
     config.median_of_last_evals = 20  # protocol: report the median of the last 20.
+    # WORKDIR/curves.png, drawn at evaluations (at most once a minute) and at the
+    # end; False skips drawing it (~0.5 s of CPU a drawing; summary.md is kept).
+    config.plot_curves = True
     config.init_from = config_dict.placeholder(str)  # a checkpoint dir to fine-tune from.
     config.init_from_step = config_dict.placeholder(int)  # None: its latest step.
     # Resuming refuses changes to keys that decide what is trained (schedule

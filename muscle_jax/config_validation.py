@@ -237,6 +237,7 @@ RESUME_CHANGEABLE_KEYS = frozenset(
         "checkpoint_every_steps",
         "keep_checkpoints",
         "median_of_last_evals",
+        "plot_curves",
         "data.eval_batch_size",
         "data.data_dir",
         "data.download",

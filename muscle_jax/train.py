@@ -661,7 +661,7 @@ def _write_report(workdir, config, history, train_history, results=None, plot=Tr
     report.write_summary(
         workdir, config=config, history=history, train_history=train_history, results=results
     )
-    if plot:
+    if plot and config.get("plot_curves", True):
         report.plot_curves(workdir, history=history, train_history=train_history)
 
 

@@ -31,6 +31,11 @@ SMOKE_RUNS = {
         ],
         r"^images/s ours \(MUSCLE, MI on\) / PyTorch FixMatch: small_cnn ",
     ),
+    "augment_place_parity.py": (
+        # Two tiny runs (host, device); "{workdir}" is the shared run's directory.
+        ["--config=configs/tiny.py", "--seeds=0", "--total_steps=2", "--workdir={workdir}"],
+        r"^test accuracy device - host, points \(95% CI\): [+-]\d+\.\d\d \(n=1, no interval\)$",
+    ),
     "step_overhead.py": (
         ["--rounds=1", "--steps=1", "--batch_scale=0.125"],
         r"^step time MUSCLE / bare supervised \(small_cnn\): \d+\.\d{3}$",

@@ -109,6 +109,9 @@ def test_stop_and_resume_equals_uninterrupted(shared_runs, tmp_path):
     assert stopped["stopped"] == {"status": "preempted", "step": PREEMPTED_AT}
     assert not (workdir / "results.json").exists()
     resumed = train.train_and_evaluate(config, str(workdir))
+    # The tests' configs draw no curves.png (plot_curves=False); the report is written.
+    assert (workdir / "summary.md").exists() and not (workdir / "curves.png").exists()
+    assert (reference / "curves.png").exists()
 
     assert resumed["history"] == uninterrupted["results"]["history"]
     assert resumed["accuracy"] == uninterrupted["results"]["accuracy"]
