@@ -66,6 +66,9 @@ def step_config(
     config.data.num_labeled = 200
     config.total_steps = 10_000
     config.model.compute_dtype = compute_dtype
+    # The step on views the host made, on every platform ("auto" would put the
+    # augmentation in the step on an accelerator): device_augment_cost.py sets "device".
+    config.data.augment_on = "host"
     config_defaults.apply_method(config, method, use_mi=mi)
     return config
 

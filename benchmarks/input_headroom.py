@@ -68,6 +68,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as data_dir:
         for name in args.configs.split(","):
             config = load_config(name)
+            config.data.augment_on = "host"  # The host pipeline is what this measures.
             config.data.batch_size = max(1, round(config.data.batch_size * args.batch_scale))
             if args.model:
                 config.model.name = args.model

@@ -5,6 +5,16 @@ import os
 
 import numpy as np
 
+# `make_train_iterator`'s arguments for a small digits stream (the data tests' default).
+DIGITS_STREAM = {
+    "data_dir": None,
+    "num_labeled": 50,
+    "seed": 3,
+    "labeled_batch_size": 8,
+    "unlabeled_ratio": 2,
+    "unlabeled_views": "weak_strong",
+}
+
 CONFIG_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "configs")
 
 

@@ -32,9 +32,15 @@ SMOKE_RUNS = {
         r"^images/s ours \(MUSCLE, MI on\) / PyTorch FixMatch: small_cnn ",
     ),
     "augment_place_parity.py": (
-        # Two tiny runs (host, device); "{workdir}" is the shared run's directory.
-        ["--config=configs/tiny.py", "--seeds=0", "--total_steps=2", "--workdir={workdir}"],
+        # Two tiny runs (host, device; the device one is test_device_augment's program);
+        # "{workdir}" is the shared run's directory.
+        ["--config=configs/tiny.py", "--seeds=0", "--total_steps=4", "--workdir={workdir}"],
         r"^test accuracy device - host, points \(95% CI\): [+-]\d+\.\d\d \(n=1, no interval\)$",
+    ),
+    "conv_lowering.py": (
+        ["--images=4", "--repeats=1", "--shapes=2"],
+        r"^XLA time / im2col time, median over shapes: forward \d+\.\d\d, "
+        r"input gradient \d+\.\d\d$",
     ),
     "step_overhead.py": (
         ["--rounds=1", "--steps=1", "--batch_scale=0.125"],

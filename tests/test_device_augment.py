@@ -16,7 +16,7 @@ from muscle_jax import input_pipeline as ip
 from muscle_jax.data import augment
 from muscle_jax.data import device_augment as da
 
-from .helpers import latest_state, load_config
+from .helpers import DIGITS_STREAM, latest_state, load_config
 from .shared_runs import run_until_step
 
 OPS = augment.keras_ops(0.5)  # The host's layers (TensorFlow backend).
@@ -109,10 +109,9 @@ def test_rand_augment_applies_the_two_ops_it_draws_in_order():
         key = jax.random.key(seed)
         out = jax.jit(da.rand_augment)(image, key)
         expected = image
-        for round_key in jax.random.split(key, 2):
-            choice_key, op_key = jax.random.split(round_key)
-            name = da.op_names()[int(jax.random.randint(choice_key, (), 0, 11))]
-            expected = da._apply_op(DEVICE_OPS[name], expected, op_key)
+        for round_key, choice in zip(jax.random.split(key, 2), da.op_choices(key)):
+            _, op_key = jax.random.split(round_key)  # The magnitude's key of that round.
+            expected = da._apply_op(DEVICE_OPS[da.op_names()[int(choice)]], expected, op_key)
         np.testing.assert_allclose(out, expected, atol=1e-3)
 
 
@@ -189,12 +188,7 @@ def test_views_sharded_over_eight_devices_equal_one_device():
 
 def test_the_host_stream_yields_uint8_images_and_their_seeds_and_resumes():
     kw = {
-        "data_dir": None,
-        "num_labeled": 50,
-        "seed": 3,
-        "labeled_batch_size": 8,
-        "unlabeled_ratio": 2,
-        "unlabeled_views": "weak_strong",
+        **DIGITS_STREAM,
         "process_count": 1,
         "process_index": 0,
         "num_shards": 1,

@@ -15,16 +15,9 @@ from jax.sharding import PartitionSpec as P
 
 from muscle_jax import input_pipeline as ip
 
-from .helpers import mock_tfds
+from .helpers import DIGITS_STREAM, mock_tfds
 
-TRAIN = {
-    "data_dir": None,
-    "num_labeled": 50,
-    "seed": 3,
-    "labeled_batch_size": 8,
-    "unlabeled_ratio": 2,
-    "unlabeled_views": "weak_strong",
-}
+TRAIN = DIGITS_STREAM
 
 
 def _tiny_arrays(num_train=40, num_test=13, num_classes=4, shape=(8, 8, 3), **overrides):

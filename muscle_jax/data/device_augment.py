@@ -146,8 +146,7 @@ def rand_augment(
     branches = [functools.partial(_apply_op, layer) for _, layer in layers]
 
     def one_round(image, round_key):
-        choice_key, op_key = jax.random.split(round_key)
-        choice = jax.random.randint(choice_key, (), 0, len(branches))
+        choice, op_key = _draw_op(round_key, len(branches))
         return jax.lax.switch(choice, branches, image, op_key), choice
 
     image, _ = jax.lax.scan(one_round, image, jax.random.split(key, num_ops))
@@ -156,15 +155,16 @@ def rand_augment(
     return image
 
 
+def _draw_op(round_key: jax.Array, num_ops: int) -> tuple[jax.Array, jax.Array]:
+    """(the op a round applies, the key it draws its magnitude from)."""
+    choice_key, op_key = jax.random.split(round_key)
+    return jax.random.randint(choice_key, (), 0, num_ops), op_key
+
+
 def op_choices(key: jax.Array, *, num_ops: int = 2, factor: float = 0.5) -> jax.Array:
-    """The ops `rand_augment` draws with ``key`` (indices into `op_names`), for tests and docs."""
+    """The ops `rand_augment` applies with ``key``, in order (indices into `op_names`)."""
     num = len(_jax_layers(factor))
-    return jnp.stack(
-        [
-            jax.random.randint(jax.random.split(k)[0], (), 0, num)
-            for k in jax.random.split(key, num_ops)
-        ]
-    )
+    return jnp.stack([_draw_op(k, num)[0] for k in jax.random.split(key, num_ops)])
 
 
 def op_names(factor: float = 0.5) -> tuple[str, ...]:
