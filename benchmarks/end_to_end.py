@@ -23,7 +23,6 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import harness
-from input_headroom import ROOT, load_config
 
 COMPILE_MODELS = {
     "small_cnn": ("small_cnn", 28, 1, 64, 7),
@@ -44,7 +43,7 @@ def whole_run(steps: int) -> tuple[dict, float]:
             f"--workdir={workdir}",
         ]
         start = time.perf_counter()
-        subprocess.run(command, cwd=ROOT, check=True, capture_output=True)
+        subprocess.run(command, cwd=harness.ROOT, check=True, capture_output=True)
         seconds = time.perf_counter() - start
         with open(os.path.join(workdir, "results.json")) as f:
             return json.load(f), seconds
@@ -79,7 +78,7 @@ def main() -> None:
 
     results, process_seconds = whole_run(args.steps)
     timing = results["timing"]
-    config = load_config("digits")
+    config = harness.load_config("digits")
     step = harness.trainer_step("digits step", config, config.data.name)
     step_seconds = harness.median(step.run(args.step_repeats))
     images = step.images_per_step

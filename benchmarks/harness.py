@@ -6,6 +6,7 @@ shared machine falls on both sides of a ratio instead of one.
 """
 
 import dataclasses
+import importlib.util
 import os
 import statistics
 import time
@@ -23,14 +24,36 @@ from jax.sharding import PartitionSpec as P
 
 from muscle_jax import config_defaults, input_pipeline, train
 
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
 # name -> (model, image side, channels, labeled batch B, mu): the step sizes we
 # compare with the PyTorch peers on a 2-core CPU (B * (1 + 2 mu) images a step).
 # The protocol's batch is B = 64: `--batch_scale=8` for the WRNs (device_check.sh).
+# A model is a registered name with its default arguments, or "config:NAME" for
+# the model section of configs/NAME.py (the mnist config's six-layer small CNN).
 WORKLOADS = {
     "wrn28_2": ("wrn28_2", 32, 3, 8, 7),
     "wrn28_8": ("wrn28_8", 32, 3, 8, 7),
     "small_cnn": ("small_cnn", 28, 1, 64, 7),
+    "mnist_cnn": ("config:mnist", 28, 1, 64, 7),
 }
+
+
+def load_config(name: str):
+    """``configs/NAME.py``'s default config."""
+    path = os.path.join(ROOT, "configs", f"{name}.py")
+    spec = importlib.util.spec_from_file_location(f"configs_{name}", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.get_config()
+
+
+def model_section(model: str) -> tuple[str, dict]:
+    """(model name, its keyword arguments) of a workload's model (`WORKLOADS`)."""
+    if not model.startswith("config:"):
+        return model, {}
+    section = load_config(model.removeprefix("config:")).model
+    return section.name, section.kwargs.to_dict()
 
 
 def synthetic_dataset(
@@ -60,7 +83,8 @@ def step_config(
     """The trainer's config for one step of ``method`` (``mi``: the MUSCLE term on)."""
     config = config_defaults.base_config()
     config.data.name = "synthetic"
-    config.model.name = model
+    config.model.name, kwargs = model_section(model)
+    config.model.kwargs.update(kwargs)
     config.data.batch_size = batch_size
     config.data.unlabeled_ratio = mu
     config.data.num_labeled = 200

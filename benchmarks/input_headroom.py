@@ -14,7 +14,6 @@ Goal: >= 3.
 """
 
 import argparse
-import importlib.util
 import os
 import sys
 import tempfile
@@ -27,15 +26,6 @@ import harness
 import synthetic_tfds
 
 from muscle_jax import train
-
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
-
-def load_config(name: str):
-    spec = importlib.util.spec_from_file_location(name, os.path.join(ROOT, "configs", f"{name}.py"))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.get_config()
 
 
 def pipeline_seconds_per_batch(config, batches: int, warmup: int) -> float:
@@ -67,7 +57,7 @@ def main() -> None:
     headline = []
     with tempfile.TemporaryDirectory() as data_dir:
         for name in args.configs.split(","):
-            config = load_config(name)
+            config = harness.load_config(name)
             config.data.augment_on = "host"  # The host pipeline is what this measures.
             config.data.batch_size = max(1, round(config.data.batch_size * args.batch_scale))
             if args.model:

@@ -89,10 +89,10 @@ class SmallCNN(nn.Module):
 MODELS = {"wrn28_2": (WideResNet, 3, 32), "small_cnn": (SmallCNN, 1, 28)}
 
 
-def make_step(model_name: str, batch_size: int, mu: int, threshold: float = 0.95):
+def make_step(model_name: str, batch_size: int, mu: int, threshold: float = 0.95, widths=None):
     torch.manual_seed(0)
     build, channels, side = MODELS[model_name]
-    model = build()
+    model = build() if widths is None else build(widths=widths)
     optimizer = torch.optim.SGD(
         model.parameters(), lr=0.03, momentum=0.9, nesterov=True, weight_decay=5e-4
     )
@@ -120,8 +120,10 @@ def main() -> None:
     parser.add_argument("--model", choices=sorted(MODELS), required=True)
     parser.add_argument("--batch_size", type=int, required=True)
     parser.add_argument("--mu", type=int, required=True)
+    parser.add_argument("--widths", default="", help="the small CNN's conv widths, e.g. 32,64")
     args = parser.parse_args()
-    model, step = make_step(args.model, args.batch_size, args.mu)
+    widths = tuple(int(w) for w in args.widths.split(",")) if args.widths else None
+    model, step = make_step(args.model, args.batch_size, args.mu, widths=widths)
     step()  # Warm-up: first-call allocations.
     info = {
         "torch": torch.__version__,

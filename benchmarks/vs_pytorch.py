@@ -8,11 +8,12 @@ pass that environment's python with ``--torch_python`` or
 ``MUSCLE_JAX_TORCH_PYTHON``. Without one, our two steps are still measured
 and the peer's side says it was skipped.
 
-For each workload (WRN-28-2 at CIFAR size, B = 8, mu = 7; the small CNN at
-MNIST size, B = 64, mu = 7) it compiles our MUSCLE step (FixMatch + MI, EMA
-and metrics included) and FixMatch alone, starts the PyTorch peer
-(`torch_peer.py`) as a worker, and times them in alternating rounds. Images
-per step count every view: B + 2 mu B. The ratio is ours / peer in images/s.
+For each workload (WRN-28-2 at CIFAR size, B = 8, mu = 7; the three-layer
+small CNN and the mnist config's six-layer one at MNIST size, B = 64, mu =
+7) it compiles our MUSCLE step (FixMatch + MI, EMA and metrics included)
+and FixMatch alone, starts the PyTorch peer (`torch_peer.py`) as a worker,
+and times them in alternating rounds. Images per step count every view:
+B + 2 mu B. The ratio is ours / peer in images/s.
 """
 
 import argparse
@@ -36,8 +37,13 @@ class TorchPeer:
     def __init__(self, python: str, model: str, batch_size: int, mu: int):
         self.name = "pytorch_fixmatch"
         self.images_per_step = batch_size * (1 + 2 * mu)
+        name, kwargs = harness.model_section(model)  # The same architecture as ours.
+        widths = (
+            ["--widths", ",".join(str(w) for w in kwargs["widths"])] if "widths" in kwargs else []
+        )
+        command = [python, PEER, "--model", name, "--batch_size", str(batch_size)]
         self._process = subprocess.Popen(
-            [python, PEER, "--model", model, "--batch_size", str(batch_size), "--mu", str(mu)],
+            [*command, "--mu", str(mu), *widths],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             text=True,
@@ -77,7 +83,7 @@ def find_torch_python(requested: str | None) -> tuple[str | None, str]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--workloads", default="wrn28_2,small_cnn")
+    parser.add_argument("--workloads", default="wrn28_2,small_cnn,mnist_cnn")
     parser.add_argument("--torch_python", default=None)
     parser.add_argument("--rounds", type=int, default=4)
     parser.add_argument("--steps", type=int, default=2, help="steps per contender per round")

@@ -139,10 +139,7 @@ def _benchmarks(workdir: Path) -> dict[str, Any]:
     from tests.test_benchmarks import SMOKE_RUNS
 
     workdir.mkdir()
-    scripts = {
-        f"benchmarks/{name}": [arg.replace("{workdir}", str(workdir)) for arg in arguments]
-        for name, (arguments, _) in SMOKE_RUNS.items()
-    }
+    scripts = {f"benchmarks/{name}": arguments for name, (arguments, _) in SMOKE_RUNS.items()}
     return benchmark_smoke(scripts)
 
 

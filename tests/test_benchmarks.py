@@ -7,9 +7,11 @@ device check (benchmarks/device_check.sh --tiny) runs the utilisation, input
 headroom, device-augmentation and end-to-end scripts, so they are checked in its output.
 """
 
+import json
 import os
 import re
 import subprocess
+import sys
 
 import pytest
 
@@ -23,19 +25,13 @@ SMOKE_RUNS = {
         # Without the third contender (XLA's own conv gradients, tested in test_models_conv):
         # its compile was a third of this script's smoke time.
         [
-            "--workloads=small_cnn",
+            "--workloads=mnist_cnn",  # The mnist config's six layers (harness.WORKLOADS).
             "--rounds=1",
             "--steps=1",
             "--batch_scale=0.125",
             "--no-xla_conv_backward",
         ],
-        r"^images/s ours \(MUSCLE, MI on\) / PyTorch FixMatch: small_cnn ",
-    ),
-    "augment_place_parity.py": (
-        # Two tiny runs (host, device; the device one is test_device_augment's program);
-        # "{workdir}" is the shared run's directory.
-        ["--config=configs/tiny.py", "--seeds=0", "--total_steps=4", "--workdir={workdir}"],
-        r"^test accuracy device - host, points \(95% CI\): [+-]\d+\.\d\d \(n=1, no interval\)$",
+        r"^images/s ours \(MUSCLE, MI on\) / PyTorch FixMatch: mnist_cnn ",
     ),
     "conv_lowering.py": (
         ["--images=4", "--repeats=1", "--shapes=2"],
@@ -58,6 +54,39 @@ def test_benchmark_runs_and_prints_its_headline(shared_runs, script):
     assert outcome["error"] is None, outcome["error"][-3000:]
     last_line = outcome["stdout"].strip().splitlines()[-1]
     assert re.search(SMOKE_RUNS[script][1], last_line), outcome["stdout"][-3000:]
+
+
+PARITY_HEADLINE = (
+    r"^test accuracy device - host, points \(95% CI\): [+-]\d+\.\d\d \(n=1, no interval\)$"
+)
+
+
+@pytest.mark.slow
+def test_the_parity_script_trains_both_places_and_skips_them_when_rerun(
+    tmp_path, monkeypatch, capsys
+):
+    # In this process, not the benchmark driver's: its device run is then the
+    # program test_device_augment compiles (8 devices, the session's cache).
+    monkeypatch.syspath_prepend(os.path.join(REPO, "benchmarks"))
+    monkeypatch.setattr(sys, "argv", list(sys.argv))  # run_section sets it.
+    from device_check import run_section
+
+    arguments = [
+        f"--config={os.path.join(REPO, 'configs', 'tiny.py')}",
+        "--seeds=0",
+        "--total_steps=4",
+        f"--workdir={tmp_path}",
+    ]
+    assert run_section("augment_place_parity.py", arguments), capsys.readouterr().out[-3000:]
+    printed = capsys.readouterr().out.strip().splitlines()
+    assert re.search(PARITY_HEADLINE, printed[-1]), printed
+    for place in ("host", "device"):
+        results = json.loads((tmp_path / f"{place}_seed_0" / "results.json").read_text())
+        assert results["config"]["data"]["augment_on"] == place and results["steps"] == 4
+    finished = (tmp_path / "device_seed_0" / "results.json").stat().st_mtime_ns
+    assert run_section("augment_place_parity.py", arguments)  # Finished runs: read, not rerun.
+    assert capsys.readouterr().out.strip().splitlines() == printed
+    assert (tmp_path / "device_seed_0" / "results.json").stat().st_mtime_ns == finished
 
 
 # The device check's sections, each ending in its script's headline.
