@@ -62,7 +62,7 @@ __all__ = [
     "training",
 ]
 
-_UNLABELED_VIEWS = {"weak_strong": ("weak", "strong"), "weak_weak": ("weak", "weak"), "none": ()}
+UNLABELED_VIEWS = {"weak_strong": ("weak", "strong"), "weak_weak": ("weak", "weak"), "none": ()}
 
 # Where the training views are made: `make_train_iterator`'s `augment_on`
 # (``data.augment_on`` adds "auto": `device.augment_place`).
@@ -267,9 +267,9 @@ def make_train_iterator(
     source = sources.open_source(name, data_dir=data_dir, download=download)
     info = source.info
     validation.check_num_classes(info.name, info.num_classes, num_classes)
-    if unlabeled_views not in _UNLABELED_VIEWS:
+    if unlabeled_views not in UNLABELED_VIEWS:
         raise ValueError(
-            f"unlabeled_views must be one of {sorted(_UNLABELED_VIEWS)}, got {unlabeled_views!r}."
+            f"unlabeled_views must be one of {sorted(UNLABELED_VIEWS)}, got {unlabeled_views!r}."
         )
     if labeled_views not in (1, 2):
         raise ValueError(f"labeled_views must be 1 or 2, got {labeled_views}.")
@@ -386,7 +386,7 @@ def make_train_iterator(
                     sizes,
                     stream=streams.UNLABELED,
                     batch_size=local_unlabeled // per_process,
-                    views=_UNLABELED_VIEWS[unlabeled_views],
+                    views=UNLABELED_VIEWS[unlabeled_views],
                     rename=_rename_unlabeled,
                     **common,
                 )

@@ -30,10 +30,9 @@ import jax
 import jax.numpy as jnp
 import keras
 
+from muscle_jax import input_pipeline
 from muscle_jax.data import augment
-
-# Stream ids, as the host folds them into its seeds (`streams.LABELED`, `UNLABELED`).
-LABELED, UNLABELED = 1, 2
+from muscle_jax.data.streams import LABELED, UNLABELED
 
 
 def pad_and_crop(image: jax.Array, offsets: jax.Array, pad: int) -> jax.Array:
@@ -205,10 +204,6 @@ def stream_views(
     return out
 
 
-# What each stream's uint8 images become: the host pipeline's view names (input_pipeline).
-UNLABELED_VIEWS = {"weak_strong": ("weak", "strong"), "weak_weak": ("weak", "weak"), "none": ()}
-
-
 def views(
     batch: dict[str, jax.Array],
     *,
@@ -237,7 +232,8 @@ def views(
         out["labeled_strong"] = labeled[1]
     if unlabeled_views != "none":
         keys = example_keys(seed, UNLABELED, batch["unlabeled_shard"], batch["unlabeled_position"])
+        kinds = input_pipeline.UNLABELED_VIEWS[unlabeled_views]
         out["unlabeled_a"], out["unlabeled_b"] = stream_views(
-            batch["unlabeled_image"], keys, UNLABELED_VIEWS[unlabeled_views], flip=flip
+            batch["unlabeled_image"], keys, kinds, flip=flip
         )
     return out
