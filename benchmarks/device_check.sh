@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The device check, in one command, for the first GPU or TPU at hand (benchmarks/device_check.py
 # says what it measures). Usage, from anywhere, with the package installed:
-#   benchmarks/device_check.sh          # on the accelerator: about 5-8 minutes on one GPU
+#   benchmarks/device_check.sh          # on the accelerator: about 5-8 minutes on one GPU (estimated)
 #   benchmarks/device_check.sh --tiny   # every section at minute size (the tests run this on CPU)
 # Environment: PYTHON, the interpreter (default: the active virtual environment's, else the
 # README's .venv beside this script, else python3).
