@@ -143,6 +143,56 @@ def _benchmarks(workdir: Path) -> dict[str, Any]:
     return benchmark_smoke(scripts)
 
 
+# The parity script's smoke run: the tiny config at seed 0 for this many steps, with
+# augment_on=host and =device. Its device run is also the uninterrupted reference
+# of test_device_augment's resume test (`device_parity_config`).
+PARITY_STEPS = 4
+
+
+def parity_arguments(workdir: Path) -> list[str]:
+    """``benchmarks/augment_place_parity.py``'s arguments for the smoke run in ``workdir``."""
+    repo = Path(__file__).resolve().parents[1]
+    return [
+        f"--config={repo / 'configs' / 'tiny.py'}",
+        "--seeds=0",
+        f"--total_steps={PARITY_STEPS}",
+        f"--workdir={workdir}",
+    ]
+
+
+def device_parity_config():
+    """The config of the parity run's ``device_seed_0`` (curves.png aside)."""
+    config = load_config("tiny")
+    config.total_steps = PARITY_STEPS
+    config.data.augment_on = "device"
+    return config
+
+
+def run_parity_script(workdir: Path) -> tuple[bool, str]:
+    """(whether it succeeded, what it printed): the script run in this process."""
+    import contextlib
+    import io
+
+    benchmarks = str(Path(__file__).resolve().parents[1] / "benchmarks")
+    if benchmarks not in sys.path:
+        sys.path.insert(0, benchmarks)
+    from device_check import run_section
+
+    printed, argv = io.StringIO(), list(sys.argv)
+    try:
+        with contextlib.redirect_stdout(printed):
+            ran = run_section("augment_place_parity.py", parity_arguments(workdir))
+    finally:
+        sys.argv = argv  # run_section sets it, as `python SCRIPT ARGS` would.
+    return ran, printed.getvalue()
+
+
+def _augment_parity(workdir: Path) -> dict[str, Any]:
+    # In the test process (8 devices, the session's cache), not the benchmark driver.
+    ran, printed = run_parity_script(workdir)
+    return {"ran": ran, "printed": printed}
+
+
 def _multiprocess_one(workdir: Path) -> dict[str, Any]:
     from tests.test_multiprocess import one_process_reference
 
@@ -154,6 +204,7 @@ SCENARIOS: dict[str, Callable[[Path], dict[str, Any]]] = {
     "tiny_preempted": _tiny_preempted,
     "short": _short,
     "benchmarks": _benchmarks,
+    "augment_parity": _augment_parity,
     "multiprocess_one": _multiprocess_one,
 }
 

@@ -11,11 +11,10 @@ import json
 import os
 import re
 import subprocess
-import sys
 
 import pytest
 
-from .shared_runs import benchmark_environment
+from .shared_runs import PARITY_STEPS, benchmark_environment, run_parity_script
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -62,31 +61,19 @@ PARITY_HEADLINE = (
 
 
 @pytest.mark.slow
-def test_the_parity_script_trains_both_places_and_skips_them_when_rerun(
-    tmp_path, monkeypatch, capsys
-):
-    # In this process, not the benchmark driver's: its device run is then the
-    # program test_device_augment compiles (8 devices, the session's cache).
-    monkeypatch.syspath_prepend(os.path.join(REPO, "benchmarks"))
-    monkeypatch.setattr(sys, "argv", list(sys.argv))  # run_section sets it.
-    from device_check import run_section
-
-    arguments = [
-        f"--config={os.path.join(REPO, 'configs', 'tiny.py')}",
-        "--seeds=0",
-        "--total_steps=4",
-        f"--workdir={tmp_path}",
-    ]
-    assert run_section("augment_place_parity.py", arguments), capsys.readouterr().out[-3000:]
-    printed = capsys.readouterr().out.strip().splitlines()
+def test_the_parity_script_trains_both_places_and_skips_them_when_rerun(shared_runs, tmp_path):
+    workdir, outcome = shared_runs.copy("augment_parity", tmp_path / "parity")
+    assert outcome["ran"], outcome["printed"][-3000:]
+    printed = outcome["printed"].strip().splitlines()
     assert re.search(PARITY_HEADLINE, printed[-1]), printed
     for place in ("host", "device"):
-        results = json.loads((tmp_path / f"{place}_seed_0" / "results.json").read_text())
-        assert results["config"]["data"]["augment_on"] == place and results["steps"] == 4
-    finished = (tmp_path / "device_seed_0" / "results.json").stat().st_mtime_ns
-    assert run_section("augment_place_parity.py", arguments)  # Finished runs: read, not rerun.
-    assert capsys.readouterr().out.strip().splitlines() == printed
-    assert (tmp_path / "device_seed_0" / "results.json").stat().st_mtime_ns == finished
+        results = json.loads((workdir / f"{place}_seed_0" / "results.json").read_text())
+        assert results["config"]["data"]["augment_on"] == place
+        assert results["steps"] == PARITY_STEPS
+    finished = (workdir / "device_seed_0" / "results.json").stat().st_mtime_ns
+    ran, again = run_parity_script(workdir)  # Finished runs: read, not rerun.
+    assert ran and again.strip().splitlines() == printed
+    assert (workdir / "device_seed_0" / "results.json").stat().st_mtime_ns == finished
 
 
 # The device check's sections, each ending in its script's headline.

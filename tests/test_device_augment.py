@@ -2,6 +2,7 @@
 the draws, per-example seeding, sharding, the host's uint8 stream, and a bit-exact resume."""
 
 import functools
+import json
 
 import jax
 import jax.numpy as jnp
@@ -17,7 +18,7 @@ from muscle_jax.data import augment
 from muscle_jax.data import device_augment as da
 
 from .helpers import DIGITS_STREAM, latest_state, load_config
-from .shared_runs import run_until_step
+from .shared_runs import device_parity_config, run_until_step
 
 OPS = augment.keras_ops(0.5)  # The host's layers (TensorFlow backend).
 DEVICE_OPS = dict(da._jax_layers(0.5))
@@ -232,24 +233,17 @@ def test_auto_is_the_host_on_cpu_and_the_device_elsewhere_and_bad_values_are_ref
         config_validation.validate_config(config, num_devices=8)
 
 
-def _device_config():
-    config = load_config("tiny")
-    config.data.augment_on = "device"
-    config.total_steps = 4
-    config.checkpoint_every_steps = 2
-    config.eval_every_steps = 4
-    config.log_every_steps = 2
-    return config
-
-
-def test_device_augmentation_trains_and_resumes_bit_identically(tmp_path):
-    config = _device_config()
-    uninterrupted = train.train_and_evaluate(config, str(tmp_path / "a"))
+def test_device_augmentation_trains_and_resumes_bit_identically(shared_runs, tmp_path):
+    # Uninterrupted: the parity smoke run's device run (tests/shared_runs.py).
+    reference, _ = shared_runs.original("augment_parity")
+    reference = reference / "device_seed_0"
+    uninterrupted = json.loads((reference / "results.json").read_text())
+    config = device_parity_config()
     stopped = run_until_step(config, tmp_path / "b", stop_after=3)
     assert stopped == {"status": "preempted", "step": 3}
     resumed = train.train_and_evaluate(config, str(tmp_path / "b"))
     assert resumed["history"] == uninterrupted["history"]
     assert resumed["accuracy"] == uninterrupted["accuracy"]
-    states = [latest_state(tmp_path / name, config) for name in ("a", "b")]
+    states = [latest_state(path, config) for path in (reference, tmp_path / "b")]
     for a, b in zip(jax.tree.leaves(states[0]), jax.tree.leaves(states[1]), strict=True):
         np.testing.assert_array_equal(a, b)
