@@ -64,10 +64,6 @@ __all__ = [
 
 UNLABELED_VIEWS = {"weak_strong": ("weak", "strong"), "weak_weak": ("weak", "weak"), "none": ()}
 
-# Where the training views are made: `make_train_iterator`'s `augment_on`
-# (``data.augment_on`` adds "auto": `device.augment_place`).
-AUGMENT_PLACES = ("host", "device")
-
 
 def dataset_info(
     name: str | ArrayDataset, *, data_dir: str | None = None, download: bool = False
@@ -171,7 +167,10 @@ def training(
 
 def flips(data_config, source) -> bool:
     """Whether the weak augmentation flips: ``data.flip``, else the dataset's default."""
-    flip = data_config.get("flip")
+    return _flips(source, data_config.get("flip"))
+
+
+def _flips(source, flip: bool | None) -> bool:
     return source.flip if flip is None else flip
 
 
@@ -262,8 +261,8 @@ def make_train_iterator(
         accelerator ("labeled_image", "labeled_position", "labeled_shard" and
         the same for "unlabeled_"; `device_augment.views` makes the views).
     """
-    if augment_on not in AUGMENT_PLACES:
-        raise ValueError(f"augment_on must be one of {AUGMENT_PLACES}, got {augment_on!r}.")
+    if augment_on not in device.AUGMENT_PLACES:
+        raise ValueError(f"augment_on must be one of {device.AUGMENT_PLACES}, got {augment_on!r}.")
     source = sources.open_source(name, data_dir=data_dir, download=download)
     info = source.info
     validation.check_num_classes(info.name, info.num_classes, num_classes)
@@ -356,7 +355,7 @@ def make_train_iterator(
             # read the same shard the same way.
             "process_index": shard,
             "start_step": start_step,
-            "flip": source.flip if flip is None else flip,
+            "flip": _flips(source, flip),
             "rand_augment": rand_augment,
             "on_device": augment_on == "device",
         }

@@ -146,7 +146,7 @@ def rand_augment(
 
     def one_round(image, round_key):
         choice, op_key = _draw_op(round_key, len(branches))
-        return jax.lax.switch(choice, branches, image, op_key), choice
+        return jax.lax.switch(choice, branches, image, op_key), None
 
     image, _ = jax.lax.scan(one_round, image, jax.random.split(key, num_ops))
     if grey:
