@@ -23,6 +23,9 @@ from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 
 from muscle_jax import config_defaults, input_pipeline, train
+from muscle_jax.data import graph
+
+graph.skip_graph_optimizer()  # TensorFlow as `muscle_jax.main` sets it up.
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 

@@ -24,6 +24,9 @@ os.environ.setdefault("CUDA_VISIBLE_DEVICES", "")
 import numpy as np
 
 from muscle_jax import input_pipeline
+from muscle_jax.data import graph
+
+graph.skip_graph_optimizer()  # TensorFlow as `muscle_jax.main` sets it up.
 
 
 def synthetic_cifar(num_train: int, num_test: int) -> input_pipeline.ArrayDataset:

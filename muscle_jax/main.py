@@ -46,11 +46,15 @@ flags.DEFINE_integer(
 flags.mark_flags_as_required(["config", "workdir"])
 
 
-def _hide_accelerators_from_tensorflow() -> None:
+def _configure_tensorflow() -> None:
+    """TensorFlow runs the input pipeline only: no accelerators, no graph optimizer."""
     import tensorflow as tf  # Deferred: the import is slow and only main needs this.
+
+    from muscle_jax.data import graph
 
     tf.config.set_visible_devices([], "GPU")
     tf.config.set_visible_devices([], "TPU")
+    graph.skip_graph_optimizer()
 
 
 def _quiet_library_info_logs() -> None:
@@ -97,7 +101,7 @@ def main(argv):
         sys.exit(2)
     distributed.initialize(setup, heartbeat_timeout_seconds=FLAGS.heartbeat_timeout_seconds)
     _exit_on_what_can_be_refused_at_once(FLAGS.config, FLAGS.workdir)
-    _hide_accelerators_from_tensorflow()
+    _configure_tensorflow()
     logging.info(
         "JAX process %d/%d, %d local / %d global devices (%s).",
         jax.process_index(),

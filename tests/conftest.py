@@ -16,9 +16,12 @@ import os
 import shutil
 import tempfile
 
-os.environ["XLA_FLAGS"] = (
-    os.environ.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=8"
-).strip()
+from tests.helpers import xla_flags  # Imports numpy only: jax must read the flags later.
+
+os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + " " + xla_flags(devices=8)).strip()
+# TensorFlow's op pools on one thread too (helpers.ONE_THREAD_XLA_FLAG says why).
+os.environ.setdefault("TF_NUM_INTEROP_THREADS", "1")
+os.environ.setdefault("TF_NUM_INTRAOP_THREADS", "1")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ.setdefault("CUDA_VISIBLE_DEVICES", "")
 
@@ -67,6 +70,14 @@ def pytest_collection_modifyitems(config, items):
     the default stays).
     """
     items.sort(key=lambda item: item.get_closest_marker("slow") is None)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _tensorflow_as_main_configures_it():
+    """The in-process training runs get main's TensorFlow settings (no graph optimizer)."""
+    from muscle_jax.data import graph
+
+    graph.skip_graph_optimizer()
 
 
 @pytest.fixture(scope="session")

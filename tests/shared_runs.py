@@ -107,8 +107,10 @@ print(json.dumps(outcomes))
 
 def benchmark_environment() -> dict[str, str]:
     """The environment the benchmarks' smoke runs get: a user's, with this session's cache."""
-    # One CPU device, as a user runs them (the test session simulates eight).
-    env = {key: value for key, value in os.environ.items() if key != "XLA_FLAGS"}
+    # One CPU device and TensorFlow's own thread pools, as a user runs them (the test
+    # session simulates eight devices and runs every op on one thread: conftest.py).
+    test_only = ("XLA_FLAGS", "TF_NUM_INTEROP_THREADS", "TF_NUM_INTRAOP_THREADS")
+    env = {key: value for key, value in os.environ.items() if key not in test_only}
     env["MUSCLE_JAX_TORCH_PYTHON"] = ""  # The peer's side must skip cleanly without torch.
     # Benchmarks time optimised programs, and their timing loops ran 40 s longer without
     # XLA's optimisations (135 s against 95 s for the smoke runs) than the compiles saved.

@@ -20,6 +20,7 @@ from muscle_jax.data import files, sources
 from muscle_jax.data.validation import DataRequestError, DataValidationError
 
 from . import cli_driver
+from .helpers import xla_flags
 from .test_docs_custom import snippet
 
 CLASSES = ("centre", "left", "top")  # Sorted, as the folder names are read.
@@ -289,7 +290,7 @@ def end_to_end_runs(tmp_path_factory, tfds_dir):
         # One CPU device, as a user's machine has (the test session simulates eight).
         env={
             **os.environ,
-            "XLA_FLAGS": "",
+            "XLA_FLAGS": xla_flags(),
             "PYTHONPATH": f"{root}{os.pathsep}{cli_driver.REPO}",
         },
     )

@@ -8,6 +8,7 @@ import sys
 import pytest
 
 from tests.cli_driver import REPO
+from tests.helpers import xla_flags
 
 CUSTOM_MD = os.path.join(REPO, "docs", "custom.md")
 
@@ -44,7 +45,7 @@ def test_the_arrays_and_method_snippets_train(tmp_path):
         "--config.total_steps=4",
         f"--workdir={tmp_path / 'entropy'}",
     ]
-    env = {**os.environ, "XLA_FLAGS": ""}  # One device, as a user's machine.
+    env = {**os.environ, "XLA_FLAGS": xla_flags()}  # One device, as a user's machine.
     completed = subprocess.run(
         [sys.executable, "-c", _DRIVER, json.dumps([arrays, str(method_file), args])],
         cwd=REPO,

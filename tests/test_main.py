@@ -39,6 +39,22 @@ def test_other_errors_keep_their_traceback(parsed_main, monkeypatch, error):
         parsed_main.main(["main"])
 
 
+def test_main_gives_tensorflow_no_accelerator_and_no_graph_optimizer(parsed_main, monkeypatch):
+    import tensorflow as tf
+
+    monkeypatch.setattr(
+        train, "train_and_evaluate", lambda config, workdir: {"status": "preempted", "step": 0}
+    )
+    # The session's own setting (conftest.py) is undone, so that main's is what is seen.
+    tf.config.optimizer.set_experimental_options({"disable_meta_optimizer": False})
+    try:
+        parsed_main.main(["main"])
+        assert tf.config.optimizer.get_experimental_options()["disable_meta_optimizer"]
+    finally:
+        tf.config.optimizer.set_experimental_options({"disable_meta_optimizer": True})
+    assert tf.config.get_visible_devices("GPU") == []
+
+
 def test_a_run_opens_its_dataset_once(shared_runs):
     # The shared tiny run counted its calls of the digits loader while it trained.
     _, outcome = shared_runs.original("tiny")

@@ -14,7 +14,7 @@ import pytest
 
 from muscle_jax import evaluation, train, workdir
 
-from .helpers import load_config
+from .helpers import load_config, xla_flags
 from .shared_runs import PREEMPTED_AT
 from .test_train import REPO
 
@@ -217,7 +217,7 @@ def test_help_exits_zero_and_lists_the_configs():
 def test_second_process_is_refused_and_sigterm_leaves_a_restorable_checkpoint(tmp_path):
     """Two real `python -m muscle_jax.main` on one workdir: the second is refused at once;
     a SIGTERM then stops the first at a step, with a checkpoint a resume continues from."""
-    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=2")
+    env = dict(os.environ, XLA_FLAGS=xla_flags(devices=2))
     command = [
         sys.executable,
         "-m",
