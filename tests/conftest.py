@@ -16,12 +16,12 @@ import os
 import shutil
 import tempfile
 
-from tests.helpers import xla_flags  # Imports numpy only: jax must read the flags later.
+# Imports numpy only: jax must read the flags later.
+from tests.helpers import ONE_THREAD_TENSORFLOW, xla_flags
 
 os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + " " + xla_flags(devices=8)).strip()
-# TensorFlow's op pools on one thread too (helpers.ONE_THREAD_XLA_FLAG says why).
-os.environ.setdefault("TF_NUM_INTEROP_THREADS", "1")
-os.environ.setdefault("TF_NUM_INTRAOP_THREADS", "1")
+for _name, _value in ONE_THREAD_TENSORFLOW.items():
+    os.environ.setdefault(_name, _value)
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ.setdefault("CUDA_VISIBLE_DEVICES", "")
 

@@ -21,6 +21,8 @@ DIGITS_STREAM = {
 # tiny run took 3.3 CPU-s against 4.2 with the threaded ops and TensorFlow's
 # default pools).
 ONE_THREAD_XLA_FLAG = "--xla_cpu_multi_thread_eigen=false"
+# TensorFlow's op pools on one thread too, for the same reason (conftest.py sets them).
+ONE_THREAD_TENSORFLOW = {"TF_NUM_INTEROP_THREADS": "1", "TF_NUM_INTRAOP_THREADS": "1"}
 
 
 def xla_flags(devices: int | None = None) -> str:

@@ -18,7 +18,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from tests.helpers import load_config
+from tests.helpers import ONE_THREAD_TENSORFLOW, load_config
 
 
 def run_until_step(config, workdir, stop_after: int):
@@ -109,7 +109,7 @@ def benchmark_environment() -> dict[str, str]:
     """The environment the benchmarks' smoke runs get: a user's, with this session's cache."""
     # One CPU device and TensorFlow's own thread pools, as a user runs them (the test
     # session simulates eight devices and runs every op on one thread: conftest.py).
-    test_only = ("XLA_FLAGS", "TF_NUM_INTEROP_THREADS", "TF_NUM_INTRAOP_THREADS")
+    test_only = ("XLA_FLAGS", *ONE_THREAD_TENSORFLOW)
     env = {key: value for key, value in os.environ.items() if key not in test_only}
     env["MUSCLE_JAX_TORCH_PYTHON"] = ""  # The peer's side must skip cleanly without torch.
     # Benchmarks time optimised programs, and their timing loops ran 40 s longer without
