@@ -44,7 +44,7 @@ SMOKE_RUNS = {
 }
 
 
-@pytest.mark.slow
+@pytest.mark.slow(heavy=True)
 @pytest.mark.parametrize("script", sorted(SMOKE_RUNS))
 def test_benchmark_runs_and_prints_its_headline(shared_runs, script):
     # All of them run once, in one interpreter (tests/shared_runs.py).
@@ -60,7 +60,7 @@ PARITY_HEADLINE = (
 )
 
 
-@pytest.mark.slow
+@pytest.mark.slow(heavy=True)
 def test_the_parity_script_trains_both_places_and_skips_them_when_rerun(shared_runs, tmp_path):
     workdir, outcome = shared_runs.copy("augment_parity", tmp_path / "parity")
     assert outcome["ran"], outcome["printed"][-3000:]
@@ -87,7 +87,7 @@ DEVICE_CHECK_HEADLINES = [
 ]
 
 
-@pytest.mark.slow
+@pytest.mark.slow(heavy=True)
 def test_device_check_runs_every_section_at_tiny_size(tmp_path):
     completed = subprocess.run(
         ["bash", os.path.join(REPO, "benchmarks", "device_check.sh"), "--tiny"],

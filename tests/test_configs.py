@@ -429,6 +429,7 @@ def _run_main(tmp_path, *flags, timeout=120):
     return result, time.monotonic() - start, workdir
 
 
+@pytest.mark.slow
 def test_cli_rejects_negative_total_steps_before_compiling(tmp_path):
     result, seconds, workdir = _run_main(
         tmp_path, "--config=configs/tiny.py", "--config.total_steps=-1"
@@ -440,6 +441,7 @@ def test_cli_rejects_negative_total_steps_before_compiling(tmp_path):
     assert not (workdir / "checkpoints").exists()
 
 
+@pytest.mark.slow
 def test_cli_rejects_unknown_key(tmp_path):
     result, _, workdir = _run_main(tmp_path, "--config=configs/tiny.py", "--config.no_such_key=1")
     output = result.stdout + result.stderr
@@ -448,6 +450,7 @@ def test_cli_rejects_unknown_key(tmp_path):
     assert not (workdir / "checkpoints").exists()
 
 
+@pytest.mark.slow
 def test_cli_rejects_bad_variant_arg(tmp_path):
     result, _, workdir = _run_main(tmp_path, "--config=configs/digits.py:num_labelled=50")
     output = result.stdout + result.stderr
@@ -456,6 +459,7 @@ def test_cli_rejects_bad_variant_arg(tmp_path):
     assert not (workdir / "checkpoints").exists()
 
 
+@pytest.mark.slow
 def test_command_line_mistakes_are_one_line_each_with_the_fix(tmp_path):
     digits = str(CONFIG_DIR / "digits.py")
     workdir = f"--workdir={tmp_path / 'run'}"
@@ -479,6 +483,7 @@ def test_command_line_mistakes_are_one_line_each_with_the_fix(tmp_path):
     assert not (tmp_path / "run").exists()
 
 
+@pytest.mark.slow
 def test_experiments_help_lists_every_suite_and_the_overrides():
     (result,) = cli_driver.run_command_lines("muscle_jax.experiments.__main__", [["--help"]])
     assert result.returncode == 0, result

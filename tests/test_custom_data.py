@@ -297,7 +297,7 @@ def end_to_end_runs(tmp_path_factory, tfds_dir):
     return {name: (workdirs[name], outcome) for name, outcome in zip(command_lines, outcomes)}
 
 
-@pytest.mark.slow
+@pytest.mark.slow(heavy=True)
 @pytest.mark.parametrize("name", ["folder", "npz", "tfds"])
 def test_your_data_trains_through_the_command_line(end_to_end_runs, name):
     workdir, outcome = end_to_end_runs[name]

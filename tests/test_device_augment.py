@@ -175,6 +175,7 @@ def test_views_are_the_host_layout_and_depend_on_each_example_alone():
     assert not np.array_equal(jax.jit(VIEWS)(moved)["unlabeled_b"], out["unlabeled_b"])
 
 
+@pytest.mark.slow
 def test_views_sharded_over_eight_devices_equal_one_device():
     batch = _uint8_batch()
     one = jax.jit(VIEWS)(batch)
@@ -233,6 +234,7 @@ def test_auto_is_the_host_on_cpu_and_the_device_elsewhere_and_bad_values_are_ref
         config_validation.validate_config(config, num_devices=8)
 
 
+@pytest.mark.slow
 def test_device_augmentation_trains_and_resumes_bit_identically(shared_runs, tmp_path):
     # Uninterrupted: the parity smoke run's device run (tests/shared_runs.py).
     reference, _ = shared_runs.original("augment_parity")

@@ -34,7 +34,7 @@ except SystemExit as stop:
 """
 
 
-@pytest.mark.slow
+@pytest.mark.slow(heavy=True)
 def test_the_arrays_and_method_snippets_train(tmp_path):
     arrays = snippet("arrays").replace("/tmp/muscle_custom_arrays", str(tmp_path / "arrays"))
     method_file = tmp_path / "my_method.py"

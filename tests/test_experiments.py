@@ -442,6 +442,7 @@ def test_run_commands_are_ordinary_main_commands(tmp_path):
 # ------------------------------------------------------------------ SLURM
 
 
+@pytest.mark.slow
 def test_slurm_dry_run_writes_chained_arrays_that_launch_each_run(tmp_path):
     workdir = tmp_path / "ft"
     result = _experiments(
@@ -472,6 +473,7 @@ def test_slurm_dry_run_writes_chained_arrays_that_launch_each_run(tmp_path):
     assert not (workdir / "finetune").exists()  # Nothing trained.
 
 
+@pytest.mark.slow
 def test_submitting_without_sbatch_says_how_to_dry_run(tmp_path):
     env = dict(os.environ, PATH=os.path.dirname(sys.executable))
     result = _experiments(
@@ -512,6 +514,7 @@ def bad_command_line_outcomes(tmp_path_factory):
     return list(zip(workdirs, outcomes, strict=True))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("index", range(len(BAD_COMMAND_LINES)))
 def test_bad_command_lines_fail_before_anything_runs(bad_command_line_outcomes, index):
     workdir, result = bad_command_line_outcomes[index]
@@ -540,6 +543,7 @@ def _check_suite_files(workdir, expected_runs, plot):
     return rows
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "suite, args, expected_runs, plot",
     [
@@ -612,7 +616,7 @@ def test_each_suite_through_the_command_line(tmp_path, suite, args, expected_run
     assert _csv(workdir) == before
 
 
-@pytest.mark.slow
+@pytest.mark.slow(heavy=True)
 def test_label_sweep_killed_mid_way_resumes_and_skips_finished_runs(tmp_path):
     workdir = tmp_path / "sweep"
     args = [

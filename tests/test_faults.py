@@ -72,7 +72,7 @@ def kill_after_progress_lines(workdir_path, count, extra_delay):
     return process.returncode, step
 
 
-@pytest.mark.slow
+@pytest.mark.slow(heavy=True)
 def test_kill_9_at_several_moments_then_resume_equals_uninterrupted(shared_runs, tmp_path):
     reference_run, _ = shared_runs.original("tiny")
     reference = json.loads((reference_run / "results.json").read_text())
@@ -104,6 +104,7 @@ def test_kill_9_at_several_moments_then_resume_equals_uninterrupted(shared_runs,
         np.testing.assert_array_equal(a, b)
 
 
+@pytest.mark.slow
 def test_torn_checkpoint_is_never_loaded(shared_runs, tmp_path):
     run, _ = shared_runs.copy("short", tmp_path / "run")  # 4 steps, checkpoints at 2 and 4.
     checkpoints = run / "checkpoints"
@@ -122,6 +123,7 @@ def test_torn_checkpoint_is_never_loaded(shared_runs, tmp_path):
     assert results["steps"] == 6
 
 
+@pytest.mark.slow
 def test_nan_stops_the_run_naming_step_and_term(shared_runs, tmp_path):
     run, _ = shared_runs.copy("short", tmp_path / "run")
     config = short_config()
@@ -162,6 +164,7 @@ def test_full_disk_is_refused_before_training(tmp_path, monkeypatch):
     assert not (tmp_path / "checkpoints").exists()
 
 
+@pytest.mark.slow
 def test_incompatible_checkpoint_is_refused_and_left_alone(shared_runs, tmp_path):
     run, _ = shared_runs.copy("short", tmp_path / "run")
     before = {p: p.stat().st_mtime_ns for p in run.rglob("*")}

@@ -126,6 +126,7 @@ print("RESULT", json.dumps(sums))
 """
 
 
+@pytest.mark.slow
 def test_stream_is_the_same_in_a_fresh_process_with_another_global_seed(digits_batches):
     env = {**os.environ, "PYTHONPATH": str(pathlib.Path(__file__).parents[1])}
     run = subprocess.run(
@@ -357,6 +358,7 @@ def test_mock_stl10_unlabeled_split_joins_the_unlabeled_stream(tmp_path):
     assert set(seen) == set(range(info.pool_size))  # train 0..9 and unlabeled 10..19
 
 
+@pytest.mark.slow
 def test_fixed_data_shards_give_the_same_global_batch_at_any_process_count():
     """With num_shards fixed, 1 or 2 processes together yield the same global batches."""
     kw = {**TRAIN, "num_shards": 4, "start_step": 5}  # Resumed mid-stream, too.

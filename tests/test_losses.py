@@ -508,6 +508,7 @@ def test_muscle_loss_errors():
 # ---------------------------------------------------------------- packaging
 
 
+@pytest.mark.slow
 def test_losses_import_no_tensorflow_orbax_or_trainer():
     code = (
         "import sys, muscle_jax.losses\n"

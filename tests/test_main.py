@@ -55,6 +55,7 @@ def test_main_gives_tensorflow_no_accelerator_and_no_graph_optimizer(parsed_main
     assert tf.config.get_visible_devices("GPU") == []
 
 
+@pytest.mark.slow
 def test_a_run_opens_its_dataset_once(shared_runs):
     # The shared tiny run counted its calls of the digits loader while it trained.
     _, outcome = shared_runs.original("tiny")

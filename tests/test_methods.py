@@ -62,6 +62,7 @@ def entropy_method():
     methods.unregister(methods.UNSUPERVISED, ENTROPY.name)
 
 
+@pytest.mark.slow
 def test_a_new_method_is_one_definition_and_its_section(entropy_method, tmp_path):
     config = load_config("tiny", f"unsupervised={entropy_method.name}")
     assert config.loss.unsupervised == "entropy_test"
@@ -294,6 +295,7 @@ def test_method_sections_are_checked_before_anything_runs(change, message):
         config_validation.validate_config(config, num_devices=1)
 
 
+@pytest.mark.slow
 def test_an_old_flat_key_on_the_command_line_names_its_new_place(tmp_path):
     completed = subprocess.run(
         [
@@ -334,7 +336,7 @@ def test_every_moved_key_exists_at_its_new_place():
 
 # The methods with state; the stateless default (FixMatch + IIC) resumes in
 # test_train.py, and MIO's only addition, its projector, is ordinary parameters.
-@pytest.mark.slow
+@pytest.mark.slow(heavy=True)
 @pytest.mark.parametrize("arg", ["unsupervised=sdt", "supervised=self_adaptive"])
 def test_related_method_stops_and_resumes_bit_identically(arg, tmp_path):
     config = load_config("tiny", arg)
@@ -379,6 +381,7 @@ def test_self_adaptive_targets_are_sharded_over_the_devices():
     assert spec == jax.sharding.PartitionSpec()
 
 
+@pytest.mark.slow
 def test_self_adaptive_sharded_step_equals_one_device_step():
     if jax.device_count() < 8:
         pytest.skip("needs 8 devices")

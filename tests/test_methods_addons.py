@@ -30,6 +30,7 @@ def expected_ratio(config):
     return counts.min() / counts
 
 
+@pytest.mark.slow
 def test_abc_alone_trains_its_own_head_beside_the_base(tmp_path):
     config = abc_config("method=fixmatch,mi=False")
     assert config.loss.addon == "abc" and config.loss.unsupervised == "none"
@@ -61,6 +62,7 @@ def test_abc_alone_trains_its_own_head_beside_the_base(tmp_path):
     assert float(metrics["addon"]) > 0
 
 
+@pytest.mark.slow
 def test_abc_with_mi_stops_resumes_bit_identically_and_is_evaluated_on_its_head(tmp_path):
     config = abc_config("method=fixmatch")
     assert config.loss.unsupervised == "iic"

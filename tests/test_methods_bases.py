@@ -146,7 +146,7 @@ def test_base_sections_are_checked_before_anything_runs(base, change, message):
 
 # The bases with a method state. UDA has none (its TSA is a schedule of the step):
 # a stateless method's resume is FixMatch's (test_train, the shared tiny run).
-@pytest.mark.slow
+@pytest.mark.slow(heavy=True)
 @pytest.mark.parametrize("base", STATEFUL)
 def test_each_base_with_mi_stops_and_resumes_bit_identically(base, tmp_path):
     config = load_config("tiny", f"method={base}")
@@ -185,6 +185,7 @@ def test_each_base_with_mi_stops_and_resumes_bit_identically(base, tmp_path):
     assert methods.get(methods.CONSISTENCY, base).weighting["weight"] == 1.0
 
 
+@pytest.mark.slow
 def test_flexmatch_row_sharded_step_equals_one_device_step():
     if jax.device_count() < 8:
         pytest.skip("needs 8 devices")

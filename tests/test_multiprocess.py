@@ -34,7 +34,7 @@ from muscle_jax import train
 from .helpers import latest_state, load_config
 from .test_train import REPO
 
-pytestmark = pytest.mark.slow
+pytestmark = pytest.mark.slow(heavy=True)
 
 RTOL, ATOL = 1e-5, 1e-6
 METHOD = "method=flexmatch"

@@ -5,6 +5,8 @@ import re
 import subprocess
 import sys
 
+import pytest
+
 from tests import cli_driver
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -18,6 +20,7 @@ def block_after(marker: str) -> str:
     return match.group(1)
 
 
+@pytest.mark.slow
 def test_losses_snippet_runs():
     completed = subprocess.run(
         [sys.executable, "-c", block_after("<!-- snippet: losses -->")],
@@ -42,6 +45,7 @@ def test_ci_runs_the_readme_test_command():
     assert "readme-test-command" in open(os.path.join(REPO, ".ci", "run")).read()
 
 
+@pytest.mark.slow
 def test_readme_experiment_commands_are_valid(tmp_path):
     """Each suite command in the README builds its runs (written as a SLURM dry run, not run)."""
     commands = [

@@ -42,6 +42,7 @@ def test_train_step_is_traced_once():
     assert set(metrics) >= {"supervised", "consistency", "mutual_information", "mask_rate"}
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("method", ["fixmatch", "mixmatch", "mean_teacher", "none"])
 def test_eight_device_step_equals_one_device_step(method):
     if jax.device_count() < 8:
@@ -89,6 +90,7 @@ def test_end_to_end_digits_writes_results(shared_runs):
     assert written["validation"] is None and written["class_names"] is None
 
 
+@pytest.mark.slow
 def test_end_to_end_mock_cifar10(tmp_path):
     config = load_config("tiny", "dataset=cifar10")
     # Mocked builders never look prepared; the "download" is a no-op under the mock.
@@ -102,6 +104,7 @@ def test_end_to_end_mock_cifar10(tmp_path):
     assert np.isfinite(results["accuracy"])
 
 
+@pytest.mark.slow
 def test_stop_and_resume_equals_uninterrupted(shared_runs, tmp_path):
     config = load_config("tiny")
     reference, uninterrupted = shared_runs.original("tiny")
@@ -125,6 +128,7 @@ def test_stop_and_resume_equals_uninterrupted(shared_runs, tmp_path):
         np.testing.assert_array_equal(a, b)
 
 
+@pytest.mark.slow
 def test_fine_tune_from_mi_only_pretraining(tmp_path):
     pretrain = load_config("tiny", "method=none")
     pretrain.loss.supervised_weight = 0.0

@@ -29,6 +29,7 @@ def _array_files(checkpoint):
     ]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("damage", ["random_bytes", "truncated"])
 def test_unreadable_latest_checkpoint_falls_back_to_the_previous_one(
     shared_runs, tmp_path, damage, caplog
@@ -55,6 +56,7 @@ def test_unreadable_latest_checkpoint_falls_back_to_the_previous_one(
     assert len(warnings) == 1 and f"step {PREEMPTED_AT}" in warnings[0]
 
 
+@pytest.mark.slow
 def test_no_readable_checkpoint_is_one_clear_error_and_a_rerun_says_it_starts_over(
     shared_runs, tmp_path, caplog
 ):
@@ -109,7 +111,7 @@ def test_lock_of_another_host_is_refused_with_what_to_do(tmp_path):
     assert json.loads((tmp_path / workdir.LOCK_NAME).read_text()) == other  # Left as it was.
 
 
-@pytest.mark.slow
+@pytest.mark.slow(heavy=True)
 def test_run_on_a_locked_workdir_is_refused_before_training(tmp_path):
     config = load_config("tiny")
     with workdir.lock(str(tmp_path)):
@@ -163,6 +165,7 @@ def test_results_carry_the_run_description(shared_runs):
     assert not (run_dir / workdir.LOCK_NAME).exists()
 
 
+@pytest.mark.slow
 def test_resume_refuses_a_changed_schedule_and_allows_reporting_keys(shared_runs, tmp_path, caplog):
     run, _ = shared_runs.copy("tiny_preempted", tmp_path / "run")
     longer = load_config("tiny")
@@ -200,6 +203,7 @@ def test_failed_validation_creates_nothing(tmp_path):
     assert not (tmp_path / "new_workdir").exists()
 
 
+@pytest.mark.slow
 def test_help_exits_zero_and_lists_the_configs():
     completed = subprocess.run(
         [sys.executable, "-m", "muscle_jax.main", "--help"],
@@ -213,7 +217,7 @@ def test_help_exits_zero_and_lists_the_configs():
     assert "configs/digits.py" in completed.stdout and "config_defaults.py" in completed.stdout
 
 
-@pytest.mark.slow
+@pytest.mark.slow(heavy=True)
 def test_second_process_is_refused_and_sigterm_leaves_a_restorable_checkpoint(tmp_path):
     """Two real `python -m muscle_jax.main` on one workdir: the second is refused at once;
     a SIGTERM then stops the first at a step, with a checkpoint a resume continues from."""
