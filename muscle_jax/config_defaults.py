@@ -88,6 +88,10 @@ def base_config() -> ml_collections.ConfigDict:
     # in the jitted train step, muscle_jax/data/device_augment.py) or "auto"
     # (muscle_jax/data/device.py: the host on CPU, the device on a GPU or TPU).
     config.data.augment_on = "auto"
+    # Ops per strong view of RandAugment (muscle_jax/data/rand_augment_spec.py):
+    # 3, USB's and TorchSSL's RandAugment(3, 5), the code behind the modern bases'
+    # published tables; the FixMatch paper's own variant used 2.
+    config.data.rand_augment_ops = 3
     config.data.num_classes = 10  # 0: the dataset's count (read when it opens).
     config.data.num_labeled = 4000
     config.data.imbalance_ratio = 1.0  # > 1: long-tailed labeled subset (bias experiments).
