@@ -99,6 +99,43 @@ def test_adamatch_aligns_with_the_state_updated_from_the_batch():
     np.testing.assert_allclose(fixed["p_target"], [0.5, 0.5], rtol=1e-6)
 
 
+def test_adamatch_p_model_start_flips_a_pseudo_label_on_the_first_and_second_step():
+    # Weak batch mean [0.8, 0.2]; the labeled EMA target stays [0.5, 0.5] (its
+    # batch is uniform), so tau_rel = 0.95 * 0.5 and every image is kept.
+    weak = _logits([[0.95, 0.05], [0.65, 0.35]])
+    labeled = _logits([[0.5, 0.5], [0.5, 0.5]])
+    strong = _logits([[0.8, 0.2], [0.8, 0.2]])  # CE to class 0: -log 0.8; to 1: -log 0.2.
+    to_0, to_1 = -math.log(0.8), -math.log(0.2)
+    # USB's start (the default): p_model = [0.8, 0.2] at once, and stays there on the
+    # same batch. Row 1: [0.65 / 0.8, 0.35 / 0.2] -> [0.317, 0.683]: class 1.
+    state = losses.distribution_alignment_init(2)
+    for step in range(2):
+        loss, metrics, state = losses.adamatch_step(weak, strong, labeled, state, momentum=0.9)
+        np.testing.assert_allclose(state["p_model"], [0.8, 0.2], rtol=1e-6, err_msg=str(step))
+        assert float(metrics["mask_rate"]) == 1.0
+        assert float(loss) == pytest.approx((to_0 + to_1) / 2, rel=1e-5)
+    # The uniform start: p_model = 0.9 * 0.5 + 0.1 * [0.8, 0.2] = [0.53, 0.47], then
+    # 0.9 * [0.53, 0.47] + 0.1 * [0.8, 0.2] = [0.557, 0.443]. Row 1: [0.65 / 0.53,
+    # 0.35 / 0.47] -> [0.622, 0.378], then [0.596, 0.404]: class 0 both times.
+    state = losses.distribution_alignment_init(2)
+    for step, expected in enumerate(([0.53, 0.47], [0.557, 0.443])):
+        loss, _, state = losses.adamatch_step(
+            weak, strong, labeled, state, momentum=0.9, first_batch=False
+        )
+        np.testing.assert_allclose(state["p_model"], expected, rtol=1e-6, err_msg=str(step))
+        assert float(loss) == pytest.approx(to_0, rel=1e-5)
+
+
+def test_softmatch_step_passes_its_p_hat_start_on():
+    # Batch mean [0.7, 0.3]; momentum 0.5: the first batch's mean, or 0.5 * 0.5 + 0.5 * mean.
+    weak = _logits([[0.5, 0.5], [0.9, 0.1]])
+    for first_batch, expected in ((True, [0.7, 0.3]), (False, [0.6, 0.4])):
+        _, _, state = losses.softmatch_step(
+            weak, weak, losses.softmatch_init(2), momentum=0.5, first_batch=first_batch
+        )
+        np.testing.assert_allclose(state["p_hat"], expected, rtol=1e-6)
+
+
 def test_dash_sets_its_start_once_from_the_first_labeled_batch():
     # The labeled batch's mean CE: -log 0.8 for both images = 0.2231.
     labeled = _logits([[0.8, 0.2], [0.2, 0.8]])
@@ -167,8 +204,9 @@ def test_debiased_pseudo_labels_are_adjusted_class_by_class_by_hand():
     # CE(0 + log q_new, 1) = -log(0.2887706 / (0.7112294 + 0.2887706)) = 1.242124.
     np.testing.assert_allclose(loss, 1.242124, atol=1e-6)
     assert float(metrics["mask_rate"]) == 1.0
-    # USB's port averages q_hat to one number: a uniform q shifts every logit alike, so
-    # the pseudo-label stays class 0 and the loss is FixMatch's (here masked: 0.6225 < 0.7).
+    # USB's main branch since 2024 averages q_hat to one number: a uniform q shifts every
+    # logit alike, so the pseudo-label stays class 0 and the loss is FixMatch's (here
+    # masked: 0.6225 < 0.7).
     uniform = {"q_hat": jnp.full(2, 0.5)}
     usb_like, usb_metrics, _ = losses.debiased_pseudo_label_step(
         weak, strong, uniform, tau=1.0, momentum=0.5, threshold=0.7
@@ -180,6 +218,34 @@ def test_debiased_pseudo_labels_are_adjusted_class_by_class_by_hand():
         weak, strong, state, tau=0.0, momentum=0.5, threshold=0.6
     )
     np.testing.assert_allclose(fixmatch, np.log(2.0), atol=1e-6)  # CE([0, 0], 0).
+
+
+def test_debiased_usb_order_swaps_which_q_hat_the_pseudo_label_and_the_loss_read():
+    # As above: q = (0.8, 0.2), tau 1, m 0.5, so q_new = (0.7112297, 0.2887703).
+    state = {"q_hat": jnp.array([0.8, 0.2])}
+    weak, strong = jnp.array([[0.5, 0.0]]), jnp.array([[0.0, 0.0]])
+    options = {"tau": 1.0, "momentum": 0.5, "threshold": 0.55}
+    # The paper's order: the label from q (class 1, p = 0.7081), the loss with q_new:
+    # CE(log q_new, 1) = -log 0.2887703 = 1.242124.
+    paper, _, paper_state = losses.debiased_pseudo_label_step(weak, strong, state, **options)
+    np.testing.assert_allclose(paper, 1.242124, atol=1e-6)
+    # USB's order: the label from q_new, softmax(0.5 - log 0.7112297, -log 0.2887703) =
+    # (0.4010, 0.5990): class 1, kept at 0.55; the loss with the step-start q:
+    # CE(log q, 1) = -log 0.2 = 1.609438.
+    usb, metrics, usb_state = losses.debiased_pseudo_label_step(
+        weak, strong, state, update_order="usb", **options
+    )
+    np.testing.assert_allclose(usb, 1.609438, atol=1e-6)
+    assert float(metrics["mask_rate"]) == 1.0
+    # The state moves the same way in both orders.
+    np.testing.assert_array_equal(usb_state["q_hat"], paper_state["q_hat"])
+    np.testing.assert_allclose(usb_state["q_hat"], [0.7112297, 0.2887703], atol=1e-6)
+    # At threshold 0.65 USB's label (0.599) is dropped and the paper's (0.708) kept.
+    strict = dict(options, threshold=0.65)
+    usb, _, _ = losses.debiased_pseudo_label_step(weak, strong, state, update_order="usb", **strict)
+    assert float(usb) == 0.0
+    with pytest.raises(ValueError, match=r"update_order must be one of \('paper', 'usb'\)"):
+        losses.debiased_pseudo_label_step(weak, strong, state, update_order="torchssl")
 
 
 def test_abc_balancing_ratio_and_loss_by_hand():

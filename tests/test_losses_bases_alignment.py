@@ -30,6 +30,7 @@ from muscle_jax.losses._alignment import (
     softmatch_update,
     softmatch_weights,
     tsa_mask,
+    tsa_reduce,
     tsa_threshold,
     uda_consistency,
 )
@@ -71,20 +72,29 @@ LABELED_PROBS = np.array([[0.7, 0.2, 0.1], [0.5, 0.4, 0.1]], np.float32)  # mean
 
 def test_distribution_alignment_update_hand_computed():
     state = distribution_alignment_init(3)
-    # 0.9 / 3 + 0.1 * [0.3, 0.45, 0.25] = [0.33, 0.345, 0.325].
-    updated = distribution_alignment_update(state, PROBS, momentum=0.9)
-    np.testing.assert_allclose(updated["p_model"], [0.33, 0.345, 0.325], rtol=1e-6)
-    np.testing.assert_allclose(updated["p_target"], np.full(3, 1 / 3), rtol=1e-6)
-    assert bool(updated["initialised"])
-    # USB's start: the first batch's mean itself, then the EMA. The second
-    # batch [[1, 0, 0], [0, 1, 0]] has mean [0.5, 0.5, 0]:
-    # 0.9 * [0.3, 0.45, 0.25] + 0.1 * [0.5, 0.5, 0] = [0.32, 0.455, 0.225].
-    first = distribution_alignment_update(state, PROBS, momentum=0.9, first_batch=True)
+    second_batch = np.eye(3, dtype=np.float32)[:2]  # mean [0.5, 0.5, 0]
+    # USB's start (the default): the first batch's mean replaces the uniform value,
+    # then the EMA: 0.9 * [0.3, 0.45, 0.25] + 0.1 * [0.5, 0.5, 0] = [0.32, 0.455, 0.225].
+    first = distribution_alignment_update(state, PROBS, momentum=0.9)
     np.testing.assert_allclose(first["p_model"], [0.3, 0.45, 0.25], rtol=1e-6)
-    second = distribution_alignment_update(
-        first, np.eye(3, dtype=np.float32)[:2], momentum=0.9, first_batch=True
-    )
+    np.testing.assert_allclose(first["p_target"], np.full(3, 1 / 3), rtol=1e-6)
+    assert bool(first["initialised"])
+    second = distribution_alignment_update(first, second_batch, momentum=0.9)
     np.testing.assert_allclose(second["p_model"], [0.32, 0.455, 0.225], rtol=1e-6)
+    # The uniform start averages 1/3 in: 0.9 / 3 + 0.1 * [0.3, 0.45, 0.25] =
+    # [0.33, 0.345, 0.325], then 0.9 * that + 0.1 * [0.5, 0.5, 0] = [0.347, 0.3605, 0.2925].
+    first = distribution_alignment_update(state, PROBS, momentum=0.9, first_batch=False)
+    np.testing.assert_allclose(first["p_model"], [0.33, 0.345, 0.325], rtol=1e-6)
+    assert bool(first["initialised"])
+    second = distribution_alignment_update(first, second_batch, momentum=0.9, first_batch=False)
+    np.testing.assert_allclose(second["p_model"], [0.347, 0.3605, 0.2925], rtol=1e-6)
+    # Once a batch has been seen the two starts update alike: the flag, not the
+    # option, decides (a state restored mid-run goes on with the EMA either way).
+    for first_batch in (False, True):
+        again = distribution_alignment_update(
+            first, second_batch, momentum=0.9, first_batch=first_batch
+        )
+        np.testing.assert_allclose(again["p_model"], [0.347, 0.3605, 0.2925], rtol=1e-6)
 
 
 def test_distribution_alignment_labeled_ema_target():
@@ -499,6 +509,29 @@ def test_tsa_mask_correct_class_against_max_prob():
     grad = jax.grad(lambda z: jnp.sum(tsa_mask(z, labels, 0.55) * z[:, 0]))(logits)
     np.testing.assert_array_equal(grad[:, 1:], np.zeros((3, 2)))
     np.testing.assert_array_equal(grad[:, 0], tsa_mask(logits, labels, 0.55))
+
+
+def test_tsa_reduce_over_the_kept_images_or_the_batch_by_hand():
+    # Rows 0 and 2 of 4 kept, losses [1, 3, 5, 7]: the paper's code (1 + 5) / 2 = 3,
+    # TorchSSL's and USB's (1 + 5) / 4 = 1.5.
+    per_example = jnp.array([1.0, 3.0, 5.0, 7.0])
+    mask = jnp.array([1.0, 0.0, 1.0, 0.0])
+    assert float(tsa_reduce(per_example, mask, over_kept=True)) == pytest.approx(3.0)
+    assert float(tsa_reduce(per_example, mask, over_kept=False)) == pytest.approx(1.5)
+    # Nothing kept gives 0 either way (no 0 / 0), and a NaN loss of a dropped row stays out.
+    for over_kept in (True, False):
+        assert float(tsa_reduce(per_example, jnp.zeros(4), over_kept=over_kept)) == 0.0
+        nan_dropped = per_example.at[1].set(jnp.nan)
+        assert np.isfinite(float(tsa_reduce(nan_dropped, mask, over_kept=over_kept)))
+    # The gradient reaches the kept rows only: 1/2 each over the kept, 1/4 over the batch.
+    grad = jax.grad(lambda x: tsa_reduce(x, mask, over_kept=True))(per_example)
+    np.testing.assert_allclose(grad, [0.5, 0.0, 0.5, 0.0])
+    grad = jax.jit(jax.grad(lambda x: tsa_reduce(x, mask, over_kept=False)))(per_example)
+    np.testing.assert_allclose(grad, [0.25, 0.0, 0.25, 0.0])
+    with pytest.raises(ValueError, match="rank 1"):
+        tsa_reduce(jnp.zeros((2, 2)), jnp.zeros(2), over_kept=True)
+    with pytest.raises(ValueError, match=r"mask must have the shape of losses \(4,\)"):
+        tsa_reduce(per_example, jnp.zeros(3), over_kept=True)
 
 
 def test_tsa_errors():

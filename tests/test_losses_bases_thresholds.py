@@ -278,9 +278,10 @@ def test_freematch_init_follows_torchssl_by_default():
     np.testing.assert_allclose(state["tau"], 0.25)
     np.testing.assert_allclose(state["p_tilde"], np.full(4, 0.25))
     np.testing.assert_allclose(state["hist"], np.full(4, 0.25))
-    usb = freematch_init(4, initial=1.0)
-    np.testing.assert_array_equal(usb["tau"], 1.0)
-    np.testing.assert_array_equal(usb["hist"], np.ones(4))
+    # USB 0.3.2 starts at 1/C too; its 0.3.0 release started all three at 1.
+    usb_0_3_0 = freematch_init(4, initial=1.0)
+    np.testing.assert_array_equal(usb_0_3_0["tau"], 1.0)
+    np.testing.assert_array_equal(usb_0_3_0["hist"], np.ones(4))
     with pytest.raises(ValueError, match="num_classes"):
         freematch_init(0)
     with pytest.raises(ValueError, match="initial"):

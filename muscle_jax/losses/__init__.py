@@ -36,6 +36,7 @@ from muscle_jax.losses._alignment import (
     softmatch_update,
     softmatch_weights,
     tsa_mask,
+    tsa_reduce,
     tsa_threshold,
     uda_consistency,
 )
@@ -50,7 +51,11 @@ from muscle_jax.losses._base_steps import (
     uda_step,
 )
 from muscle_jax.losses._consistency import fixmatch_consistency, mixup, mse_consistency, sharpen
-from muscle_jax.losses._debiased import debiased_init, debiased_pseudo_label_step
+from muscle_jax.losses._debiased import (
+    DEBIASED_UPDATE_ORDERS,
+    debiased_init,
+    debiased_pseudo_label_step,
+)
 from muscle_jax.losses._mio import mio_loss
 from muscle_jax.losses._muscle import (
     CONSISTENCY_KINDS,
@@ -76,6 +81,7 @@ from muscle_jax.losses._supervised import supervised_loss
 __all__ = [
     "CONSISTENCY_KINDS",
     "FLEXMATCH_MAPPINGS",
+    "DEBIASED_UPDATE_ORDERS",
     "RAMPUP_KINDS",
     "STATEFUL_CONSISTENCY_KINDS",
     "TSA_SCHEDULES",
@@ -138,5 +144,6 @@ __all__ = [
     "tsa_mask",
     "tsa_threshold",
     "uda_consistency",
+    "tsa_reduce",
     "uda_step",
 ]

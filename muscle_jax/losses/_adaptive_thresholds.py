@@ -369,9 +369,11 @@ def freematch_init(num_classes: int, *, initial: float | None = None) -> dict[st
     ``tau`` (the global self-adaptive threshold), ``p_tilde`` (the EMA of the
     mean prediction) and ``hist`` (the EMA of the histogram of pseudo-labels)
     all start at ``1/C`` by default, as in TorchSSL's code (which produced the
-    paper's numbers): ``tau = 1/C`` lets every image pass at first, since a
-    confidence is never below ``1/C``. USB starts all three at 1 instead
-    (``initial=1.0``), so that almost nothing passes until ``tau`` has decayed.
+    paper's numbers) and USB's release (semilearn 0.3.2,
+    ``freematch/utils.py``): ``tau = 1/C`` lets every image pass at first,
+    since a confidence is never below ``1/C``. USB's code of early 2023
+    (semilearn 0.3.0) started all three at 1 (``initial=1.0``), so that almost
+    nothing passed until ``tau`` had decayed.
 
     Examples:
       >>> from muscle_jax.losses._adaptive_thresholds import freematch_init

@@ -121,8 +121,11 @@ def distribution_alignment_init(
 ) -> dict[str, jax.Array]:
     r"""The state of distribution alignment: ``p_model``, ``p_target`` and ``initialised``.
 
-    ``p_model`` starts uniform. The target is fixed by how the state is built
-    and updated:
+    ``p_model`` holds the uniform distribution until the first update, which
+    replaces it by that batch's mean (USB) unless it is made with
+    ``first_batch=False`` (then the uniform value is averaged in);
+    ``initialised`` records that a batch has been seen. The target is fixed
+    by how the state is built and updated:
 
     - ``"uniform"``: ``p_target=None`` and no ``labeled_probs`` in
       :func:`distribution_alignment_update`;
@@ -170,7 +173,7 @@ def distribution_alignment_update(
     *,
     momentum: float = 0.999,
     labeled_probs: ArrayLike | None = None,
-    first_batch: bool = False,
+    first_batch: bool = True,
     where: ArrayLike | None = None,
     labeled_where: ArrayLike | None = None,
     axis_name: str | None = None,
@@ -197,10 +200,14 @@ def distribution_alignment_update(
     - ReMixMatch's code aligns with the ``p_model`` from before the current
       batch (it updates after the step): call :func:`align_distribution`
       first to get that order.
-    - ReMixMatch's and AdaMatch's code start ``p_model`` at uniform (the
-      default here, ``first_batch=False``); USB's ``DistAlignEMAHook`` starts
-      it at the first batch's mean: ``first_batch=True``. ``p_target`` starts
-      uniform either way, as in both.
+    - USB's ``DistAlignEMAHook`` (semilearn 0.3.2, ``hooks/dist_align.py``)
+      starts ``p_model`` at the first batch's mean (``None`` until then): the
+      default, ``first_batch=True``. ReMixMatch's and AdaMatch's code start
+      their 128-batch mean from a buffer of uniform rows, which the first 128
+      batches push out; an EMA of momentum 0.999 started at uniform
+      (``first_batch=False``) would still hold ``0.999^t`` of it, 37 % after
+      1000 steps, so the first-batch start is the closer match to both.
+      ``p_target`` starts uniform either way, as in all three.
 
     Examples:
       >>> import jax.numpy as jnp
@@ -209,11 +216,11 @@ def distribution_alignment_update(
       >>> probs = jnp.array([[0.5, 0.5], [0.9, 0.1]])  # batch mean [0.7, 0.3]
       >>> state = distribution_alignment_init(2)
       >>> updated = distribution_alignment_update(state, probs, momentum=0.5)
+      >>> [round(float(p), 4) for p in updated["p_model"]]  # the first batch's mean
+      [0.7, 0.3]
+      >>> updated = distribution_alignment_update(state, probs, momentum=0.5, first_batch=False)
       >>> [round(float(p), 4) for p in updated["p_model"]]  # 0.5 * 0.5 + 0.5 * [0.7, 0.3]
       [0.6, 0.4]
-      >>> updated = distribution_alignment_update(state, probs, first_batch=True)
-      >>> [round(float(p), 4) for p in updated["p_model"]]
-      [0.7, 0.3]
 
     Args:
       state: from :func:`distribution_alignment_init` or a previous update.
@@ -221,8 +228,8 @@ def distribution_alignment_update(
       momentum: EMA momentum m in ``[0, 1]``.
       labeled_probs: labeled-batch probabilities ``[batch_l, C]`` for the
         ``labeled_ema`` target (AdaMatch); None keeps ``p_target`` fixed.
-      first_batch: start ``p_model`` at the first batch's mean instead of
-        the uniform initial value (USB).
+      first_batch: the first update replaces ``p_model`` by the batch's
+        mean (USB); False averages the uniform initial value in instead.
       where: optional boolean mask ``[batch]`` of the unlabeled rows to count.
       labeled_where: optional boolean mask ``[batch_l]`` of the labeled rows.
       axis_name: mapped axis to sum over, or None.
@@ -856,15 +863,15 @@ def tsa_mask(
     .. math::
       m_j = [\, \mathrm{softmax}(\mathrm{sg}(z_j))_{y_j} \le \eta_t \,]
 
-    Multiply the per-example supervised loss by it. Examples the model gets
-    wrong keep training however confident it is.
+    Multiply the per-example supervised loss by it and reduce with
+    :func:`tsa_reduce`. Examples the model gets wrong keep training however
+    confident it is.
 
-    The paper and its code (google-research/uda, ``anneal_sup_loss``) test
-    the correct class's probability (the default). TorchSSL and USB test the
-    largest probability instead, which also drops confidently wrong examples:
-    ``use_max_prob=True``. Their reductions differ too: the paper's code
-    divides the masked sum by the mask's sum (``masked_mean(loss, mask)``),
-    TorchSSL and USB by the batch size (``mean(loss * mask)``).
+    The paper and its code (google-research/uda, ``image/main.py``,
+    ``anneal_sup_loss``) test the correct class's probability (the
+    default). TorchSSL and USB (semilearn 0.3.2, ``uda.py``) test the largest
+    probability instead, which also drops confidently wrong examples:
+    ``use_max_prob=True``. Their reductions differ too (:func:`tsa_reduce`).
 
     Examples:
       >>> import jax.numpy as jnp
@@ -902,3 +909,54 @@ def tsa_mask(
     else:
         tested = jnp.take_along_axis(probs, jnp.asarray(labels)[:, None], axis=-1)[:, 0]
     return (tested <= jnp.asarray(threshold, jnp.float32)).astype(jnp.float32)
+
+
+def tsa_reduce(losses: ArrayLike, mask: ArrayLike, *, over_kept: bool) -> jax.Array:
+    r"""The TSA-masked supervised loss: over the kept examples, or over the whole batch.
+
+    .. math::
+      L = \frac{\sum_j m_j \ell_j}{\max(\sum_j m_j, 1)}\ \text{(over\_kept)},\qquad
+      L = \frac{1}{B_l}\sum_j m_j \ell_j\ \text{(otherwise)}
+
+    The paper's code (google-research/uda, ``anneal_sup_loss``) averages over
+    the kept examples (``over_kept=True``): the labeled signal keeps its
+    scale while TSA drops most of the batch. TorchSSL and USB (semilearn
+    0.3.2) divide by the batch size, so the supervised term shrinks with the
+    share kept. A batch with nothing kept gives 0 either way.
+
+    Examples:
+      >>> import jax.numpy as jnp
+      >>> from muscle_jax.losses._alignment import tsa_reduce
+      >>> losses, mask = jnp.array([1.0, 3.0, 5.0, 7.0]), jnp.array([1.0, 1.0, 0.0, 0.0])
+      >>> float(tsa_reduce(losses, mask, over_kept=True))  # (1 + 3) / 2
+      2.0
+      >>> float(tsa_reduce(losses, mask, over_kept=False))  # (1 + 3) / 4
+      1.0
+
+    Args:
+      losses: per-example supervised losses ``[batch_l]``.
+      mask: :func:`tsa_mask`'s mask ``[batch_l]``.
+      over_kept: divide by the number kept (the paper) instead of the batch
+        size (TorchSSL, USB).
+
+    Returns:
+      A float32 scalar.
+
+    References:
+      Xie et al., `Unsupervised Data Augmentation for Consistency Training
+      <https://arxiv.org/abs/1904.12848>`_, NeurIPS 2020. Code:
+      ``image/main.py`` in google-research/uda; ``models/uda/uda.py`` in
+      TorchSSL/TorchSSL.
+    """
+    _validation.check_rank("losses", losses, 1, "[batch]")
+    if jnp.shape(mask) != jnp.shape(losses):
+        raise ValueError(
+            f"mask must have the shape of losses {jnp.shape(losses)}, got {jnp.shape(mask)}."
+        )
+    losses = jnp.asarray(losses, jnp.float32)
+    mask = jax.lax.stop_gradient(jnp.asarray(mask, jnp.float32))
+    # jnp.where, not a product, so that a non-finite loss of a dropped example stays out.
+    total = jnp.sum(jnp.where(mask > 0, losses * mask, 0.0))
+    if over_kept:
+        return total / jnp.maximum(jnp.sum(mask), 1.0)
+    return total / losses.shape[0]

@@ -102,13 +102,18 @@ def softmatch_step(
     *,
     momentum: float = 0.999,
     n_sigma: float = 2.0,
+    first_batch: bool = True,
 ) -> Result:
     """SoftMatch: uniform alignment and the Gaussian's statistics first, then the weights.
 
     ``metrics["mask_rate"]`` is the mean weight: SoftMatch's soft mask.
+    ``first_batch``: ``p_hat`` starts at the first batch's mean (USB); False
+    starts it at uniform.
     """
     probs = _probs(view_a_logits)
-    state, aligned_probs = alignment.softmatch_update(state, probs, momentum=momentum)
+    state, aligned_probs = alignment.softmatch_update(
+        state, probs, momentum=momentum, first_batch=first_batch
+    )
     weights = alignment.softmatch_weights(aligned_probs, state["mu"], state["var"], n_sigma=n_sigma)
     per_example = alignment.softmatch_consistency(view_b_logits, view_a_logits, weights)
     return jnp.mean(per_example), {"mask_rate": jnp.mean(weights)}, state
@@ -123,17 +128,20 @@ def adamatch_step(
     threshold: float = 0.95,
     momentum: float = 0.999,
     labeled_ema_target: bool = True,
+    first_batch: bool = True,
 ) -> Result:
     """AdaMatch: distribution alignment (updated first), then the relative threshold.
 
     ``state`` from ``distribution_alignment_init``; ``labeled_ema_target``
     moves its target towards the labeled batch's mean prediction (AdaMatch's
     own target); False keeps the target the state was made with.
+    ``first_batch``: ``p_model`` starts at the first batch's mean (USB's
+    ``DistAlignEMAHook``); False starts it at uniform.
     """
     probs = _probs(view_a_logits)
     labeled_probs = _probs(labeled_logits) if labeled_ema_target else None
     state = alignment.distribution_alignment_update(
-        state, probs, momentum=momentum, labeled_probs=labeled_probs
+        state, probs, momentum=momentum, labeled_probs=labeled_probs, first_batch=first_batch
     )
     aligned_probs = alignment.align_distribution(probs, state["p_model"], state["p_target"])
     per_example, mask = alignment.adamatch_consistency(

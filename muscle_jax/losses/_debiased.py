@@ -13,11 +13,17 @@ reinforced:
   \ell = \mathrm{CE}(z^s + \tau \log \hat q, \hat y) \cdot
   [\max \mathrm{softmax}(z^w - \tau \log \hat q) \ge t]
 
-The pseudo-label uses ``q_hat`` from before the batch's update and the loss
-the updated one, in the reference code's order. ``q_hat``'s update is the
-class-wise mean over the batch, a vector: USB's port reduces it to one scalar
-(``mean()`` over both axes), which makes ``log q_hat`` the same for every
-class and the adjustment a no-op (docs/method.md).
+By default the pseudo-label uses ``q_hat`` from before the batch's update
+and the loss the updated one, in the order of the paper's code (by its
+authors: ``main_DebiasPL.py`` in frank-xwang/debiased-pseudo-labeling).
+USB's port (semilearn 0.3.2, ``imb_algorithms/debiaspl``) runs the other
+order: it updates ``q_hat`` inside ``compute_prob``, so its pseudo-label uses
+the updated value, while its loss holds the value set before the step;
+``update_order="usb"`` reproduces it. ``q_hat``'s update is the class-wise
+mean over the batch, a vector, in both codes; USB's main branch since March
+2024 (after 0.3.2) reduces it to one scalar (``mean()`` over both axes),
+which makes ``log q_hat`` the same for every class and the adjustment a no-op
+(docs/method.md).
 """
 
 import jax
@@ -27,6 +33,10 @@ from jax.typing import ArrayLike
 from muscle_jax.losses._supervised import supervised_loss
 
 State = dict[str, jax.Array]
+
+# When q_hat moves relative to its two uses: "paper": the pseudo-label reads the
+# step-start q_hat and the loss the updated one; "usb": the other way round.
+DEBIASED_UPDATE_ORDERS = ("paper", "usb")
 
 
 def debiased_init(num_classes: int) -> State:
@@ -42,6 +52,7 @@ def debiased_pseudo_label_step(
     tau: float = 0.4,
     momentum: float = 0.999,
     threshold: float = 0.95,
+    update_order: str = "paper",
 ) -> tuple[jax.Array, dict[str, jax.Array], State]:
     """The whole consistency term: (loss, metrics, new state).
 
@@ -52,18 +63,26 @@ def debiased_pseudo_label_step(
       tau: strength of the adjustment (0: FixMatch).
       momentum: ``m`` of ``q_hat``'s moving average.
       threshold: confidence of the adjusted weak prediction to keep an image.
+      update_order: ``"paper"`` (pseudo-label from the step-start ``q_hat``,
+        loss with the updated one) or ``"usb"`` (the reverse, USB 0.3.2).
 
     Returns:
       The masked cross-entropy averaged over the batch, ``{"mask_rate": ...}``
       and the state with the updated ``q_hat``.
     """
+    if update_order not in DEBIASED_UPDATE_ORDERS:
+        raise ValueError(
+            f"update_order must be one of {DEBIASED_UPDATE_ORDERS}, got {update_order!r}."
+        )
     weak = jax.lax.stop_gradient(jnp.asarray(view_a_logits, jnp.float32))
-    log_q = jnp.log(state["q_hat"])
-    adjusted = jax.nn.softmax(weak - tau * log_q)
-    pseudo_labels = jnp.argmax(adjusted, axis=-1)
-    mask = (jnp.max(adjusted, axis=-1) >= threshold).astype(jnp.float32)
     # The class-wise batch mean: a vector of C, not one number.
     q_hat = momentum * state["q_hat"] + (1.0 - momentum) * jnp.mean(jax.nn.softmax(weak), axis=0)
-    strong = jnp.asarray(view_b_logits, jnp.float32) + tau * jnp.log(q_hat)
+    label_q, loss_q = (
+        (state["q_hat"], q_hat) if update_order == "paper" else (q_hat, state["q_hat"])
+    )
+    adjusted = jax.nn.softmax(weak - tau * jnp.log(label_q))
+    pseudo_labels = jnp.argmax(adjusted, axis=-1)
+    mask = (jnp.max(adjusted, axis=-1) >= threshold).astype(jnp.float32)
+    strong = jnp.asarray(view_b_logits, jnp.float32) + tau * jnp.log(loss_q)
     loss = jnp.mean(supervised_loss(strong, pseudo_labels) * mask)
     return loss, {"mask_rate": jnp.mean(mask)}, {"q_hat": q_hat}
