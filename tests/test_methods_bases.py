@@ -7,13 +7,18 @@ simulated devices of conftest.py.
 """
 
 import dataclasses
+import math
+import re
 
 import jax
+import jax.numpy as jnp
+import ml_collections
 import numpy as np
 import pytest
 from jax.sharding import PartitionSpec as P
 
-from muscle_jax import config_validation, input_pipeline, methods, objective, train
+from muscle_jax import config_validation, input_pipeline, losses, methods, objective, train
+from muscle_jax.methods import adaptive, imbalance
 
 from .helpers import latest_state, load_config
 from .shared_runs import run_until_step
@@ -25,7 +30,6 @@ STATEFUL = ("flexmatch", "freematch", "softmatch", "adamatch", "dash", "debiased
 
 
 def test_the_registry_and_the_losses_name_the_same_modern_bases():
-    from muscle_jax import losses
     from muscle_jax.methods import adaptive
 
     assert adaptive.MODERN_BASES == losses.STATEFUL_CONSISTENCY_KINDS
@@ -113,6 +117,97 @@ def test_uda_with_training_signal_annealing_masks_the_supervised_term():
         config_validation.validate_config(mixed, num_devices=1)
 
 
+def _section(name: str, **changes) -> ml_collections.ConfigDict:
+    section = methods.config_sections()[name]
+    section.update(changes)
+    return section
+
+
+def _log(probs) -> jax.Array:
+    return jnp.log(jnp.asarray(probs, jnp.float32))
+
+
+@pytest.mark.parametrize("start, expected_p_model", [("first_batch", 0.8), ("uniform", 0.53)])
+def test_fixmatch_alignment_starts_p_model_as_its_section_says(start, expected_p_model):
+    # Weak batch mean [0.8, 0.2], EMA 0.9, uniform target. first_batch: p_model = [0.8, 0.2],
+    # row 1 aligned [0.65 / 0.8, 0.35 / 0.2] -> [0.317, 0.683]: class 1. uniform: p_model =
+    # 0.9 * 0.5 + 0.1 * [0.8, 0.2] = [0.53, 0.47], row 1 -> [0.622, 0.378]: class 0. Row 0 is
+    # class 0 either way; every aligned maximum clears 0.6. CE of the strong [0.8, 0.2] to
+    # class 0 is -log 0.8, to class 1 -log 0.2.
+    term = methods.get(methods.CONSISTENCY, "fixmatch")
+    section = _section(
+        "fixmatch",
+        distribution_alignment="uniform",
+        alignment_momentum=0.9,
+        threshold=0.6,
+        p_model_init=start,
+    )
+    spec = methods.StateSpec(num_train=4, num_classes=2)
+    labeled = _log([[0.5, 0.5]])
+    inputs = methods.Inputs(
+        labeled_logits=labeled,
+        labels=jnp.array([0]),
+        labeled_index=None,
+        supervised_logits=labeled,
+        supervised_targets=jnp.array([0]),
+        view_a_logits=_log([[0.95, 0.05], [0.65, 0.35]]),
+        view_b_logits=_log([[0.8, 0.2], [0.8, 0.2]]),
+    )
+    result = term.loss(inputs, section, term.init_state(spec, section))
+    np.testing.assert_allclose(result.state["p_model"][0], expected_p_model, rtol=1e-6)
+    expected = (-math.log(0.8) - math.log(0.2)) / 2 if start == "first_batch" else -math.log(0.8)
+    assert float(result.value) == pytest.approx(expected, rel=1e-5)
+    assert float(result.metrics["mask_rate"]) == 1.0
+
+
+def test_the_bases_sections_pass_their_starts_and_orders_to_the_steps():
+    for name, key, options in (
+        ("adamatch", "p_model_init", adaptive.adamatch_options),
+        ("softmatch", "p_hat_init", adaptive.softmatch_options),
+    ):
+        assert methods.config_sections()[name][key] == "first_batch"  # USB's start.
+        assert options(_section(name))["first_batch"] is True
+        assert options(_section(name, **{key: "uniform"}))["first_batch"] is False
+    assert methods.config_sections()["debiased"]["update_order"] == "paper"
+    usb = imbalance.debiased_options(_section("debiased", update_order="usb"))
+    assert usb["update_order"] == "usb"
+
+
+@pytest.mark.parametrize(
+    "max_prob, expected, kept",
+    [
+        # The paper's code: rows 0, 2, 3 kept, the mean over those three.
+        (False, (-math.log(0.6) - math.log(0.2) - math.log(0.7)) / 3, 0.75),
+        # TorchSSL and USB: rows 0 and 3 kept, the mean over the batch of 4.
+        (True, (-math.log(0.6) - math.log(0.7)) / 4, 0.5),
+    ],
+)
+def test_training_signal_annealing_reduces_as_its_reference_does(max_prob, expected, kept):
+    # Linear TSA at step 5 of 10 with 2 classes: eta = 0.5 * (1 - 1/2) + 1/2 = 0.75.
+    # Rows (probabilities, label): ([0.6, 0.4], 0), ([0.9, 0.1], 0), ([0.8, 0.2], 1),
+    # ([0.3, 0.7], 1). The label's probability [0.6, 0.9, 0.2, 0.7] keeps rows 0, 2, 3;
+    # the largest [0.6, 0.9, 0.8, 0.7] keeps 0 and 3 (row 2 is confidently wrong).
+    # Before the paper's mean was fixed, max_prob=False gave the sum over 4: 0.6192.
+    term = methods.get(methods.SUPERVISED, "cross_entropy")
+    logits = _log([[0.6, 0.4], [0.9, 0.1], [0.8, 0.2], [0.3, 0.7]])
+    labels = jnp.array([0, 0, 1, 1])
+    inputs = methods.Inputs(
+        labeled_logits=logits,
+        labels=labels,
+        labeled_index=None,
+        supervised_logits=logits,
+        supervised_targets=labels,
+        step=jnp.asarray(5),
+        total_steps=10,
+        num_classes=2,
+    )
+    section = _section("cross_entropy", tsa="linear", tsa_max_prob=max_prob)
+    result = term.loss(inputs, section, None)
+    assert float(result.metrics["tsa_threshold"]) == pytest.approx(0.75)
+    assert float(result.metrics["tsa_mask_rate"]) == kept
+    assert float(result.value) == pytest.approx(expected, rel=1e-5)
+
+
 @pytest.mark.parametrize(
     "base, change, message",
     [
@@ -134,13 +229,33 @@ def test_uda_with_training_signal_annealing_masks_the_supervised_term():
             lambda s: setattr(s, "distribution_alignment", "test_set"),
             "loss.fixmatch.distribution_alignment='test_set'",
         ),
+        (
+            "fixmatch",
+            lambda s: setattr(s, "p_model_init", "zeros"),
+            "loss.fixmatch.p_model_init='zeros' is not one of ('first_batch', 'uniform').",
+        ),
+        (
+            "adamatch",
+            lambda s: setattr(s, "p_model_init", "first"),
+            "loss.adamatch.p_model_init='first' is not one of ('first_batch', 'uniform').",
+        ),
+        (
+            "softmatch",
+            lambda s: setattr(s, "p_hat_init", "ones"),
+            "loss.softmatch.p_hat_init='ones' is not one of ('first_batch', 'uniform').",
+        ),
+        (
+            "debiased",
+            lambda s: setattr(s, "update_order", "torchssl"),
+            "loss.debiased.update_order='torchssl' is not one of ('paper', 'usb').",
+        ),
     ],
 )
 def test_base_sections_are_checked_before_anything_runs(base, change, message):
     consistency = base if base in methods.names(methods.CONSISTENCY) else "uda"
     config = load_config("tiny", f"method={consistency}")
     change(config.loss[base])
-    with pytest.raises(config_validation.ConfigError, match=message.replace("(", r"\(")):
+    with pytest.raises(config_validation.ConfigError, match=re.escape(message)):
         config_validation.validate_config(config, num_devices=1)
 
 

@@ -151,14 +151,18 @@ def _softmatch(inputs: base.Inputs, section, state) -> base.TermResult:
 
 
 def softmatch_options(section) -> dict:
-    return {"momentum": section.momentum, "n_sigma": section.n_sigma}
+    return {
+        "momentum": section.momentum,
+        "n_sigma": section.n_sigma,
+        "first_batch": section.p_hat_init == "first_batch",
+    }
 
 
 def _check_softmatch(section, config) -> list[str]:
     problems = _unit("loss.softmatch.momentum", section.momentum, closed_high=False)
     if section.n_sigma <= 0:
         problems.append(f"loss.softmatch.n_sigma={section.n_sigma} must be > 0.")
-    return problems
+    return problems + alignment.check_start("loss.softmatch.p_hat_init", section.p_hat_init)
 
 
 SOFTMATCH = register(
@@ -168,8 +172,9 @@ SOFTMATCH = register(
         loss=_softmatch,
         description="SoftMatch: pseudo-labels weighted by a truncated Gaussian of their "
         "uniformly aligned confidence",
-        # USB: EMA 0.999, n_sigma 2 (the code's var / n_sigma^2; the paper's 2 var is n_sigma=1).
-        defaults={"momentum": 0.999, "n_sigma": 2.0},
+        # USB: EMA 0.999, n_sigma 2 (the code's var / n_sigma^2; the paper's 2 var is n_sigma=1),
+        # p_hat started at the first batch's mean.
+        defaults={"momentum": 0.999, "n_sigma": 2.0, "p_hat_init": "first_batch"},
         unlabeled_views="weak_strong",
         weighting=UNIT_WEIGHTING,
         init_state=lambda spec, section: losses.softmatch_init(spec.num_classes),
@@ -198,11 +203,13 @@ def adamatch_options(section) -> dict:
         "threshold": section.threshold,
         "momentum": section.alignment_momentum,
         "labeled_ema_target": section.alignment_target == "labeled_ema",
+        "first_batch": section.p_model_init == "first_batch",
     }
 
 
 def _check_adamatch(section, config) -> list[str]:
     problems = _unit("loss.adamatch.threshold", section.threshold)
+    problems += alignment.check_start("loss.adamatch.p_model_init", section.p_model_init)
     return problems + alignment.check_alignment(
         "loss.adamatch", section.alignment_target, section.alignment_momentum
     )
@@ -215,11 +222,13 @@ ADAMATCH = register(
         loss=_adamatch,
         description="AdaMatch: distribution alignment to the labeled predictions and a "
         "threshold relative to the labeled batch's confidence",
-        # USB: tau 0.95 (AdaMatch's own code: 0.9); alignment EMA 0.999 to the labeled EMA.
+        # USB: tau 0.95 (AdaMatch's own code: 0.9); alignment EMA 0.999 to the labeled EMA,
+        # p_model started at the first batch's mean.
         defaults={
             "threshold": 0.95,
             "alignment_target": "labeled_ema",
             "alignment_momentum": 0.999,
+            "p_model_init": "first_batch",
         },
         unlabeled_views="weak_strong",
         weighting=UNIT_WEIGHTING,

@@ -17,6 +17,11 @@ from muscle_jax.methods import base
 # (known when the run is built), or an EMA of the labeled batch's mean prediction.
 DISTRIBUTION_ALIGNMENT_TARGETS = ("uniform", "labeled", "labeled_ema")
 
+# Where the running mean prediction (p_model, SoftMatch's p_hat) starts: the first
+# batch's mean replaces it at the first update (USB's DistAlignEMAHook, the default),
+# or the uniform distribution is averaged in from the start.
+P_MODEL_INITS = ("first_batch", "uniform")
+
 
 def alignment_state(spec: base.StateSpec, target: str) -> dict[str, jax.Array]:
     """Distribution alignment's state for ``target`` (`DISTRIBUTION_ALIGNMENT_TARGETS`)."""
@@ -42,3 +47,10 @@ def check_alignment(
         allowed = allowed_extra + DISTRIBUTION_ALIGNMENT_TARGETS
         problems.append(f"{prefix}.{target_key}={target!r} is not one of {allowed}.")
     return problems
+
+
+def check_start(key: str, value: str) -> list[str]:
+    """The problem with a running mean's start ``value`` (`P_MODEL_INITS`) at ``key``, if any."""
+    if value in P_MODEL_INITS:
+        return []
+    return [f"{key}={value!r} is not one of {P_MODEL_INITS}."]

@@ -33,7 +33,11 @@ def _fixmatch(inputs: base.Inputs, section, state) -> base.TermResult:
     if section.distribution_alignment == "labeled_ema":
         labeled_probs = jax.nn.softmax(jax.lax.stop_gradient(inputs.labeled_logits))
     state = losses.distribution_alignment_update(
-        state, probs, momentum=section.alignment_momentum, labeled_probs=labeled_probs
+        state,
+        probs,
+        momentum=section.alignment_momentum,
+        labeled_probs=labeled_probs,
+        first_batch=section.p_model_init == "first_batch",
     )
     aligned = losses.align_distribution(probs, state["p_model"], state["p_target"])
     mask = (jnp.max(aligned, axis=-1) >= section.threshold).astype(jnp.float32)
@@ -63,7 +67,7 @@ def _check_fixmatch(section, config) -> list[str]:
         problems.append(
             f"loss.fixmatch.alignment_momentum={section.alignment_momentum} must be in [0, 1)."
         )
-    return problems
+    return problems + alignment.check_start("loss.fixmatch.p_model_init", section.p_model_init)
 
 
 FIXMATCH = register(
@@ -74,11 +78,13 @@ FIXMATCH = register(
         description="FixMatch: cross-entropy of the strong view to the weak view's confident "
         "pseudo-label",
         # protocol (FixMatch tau); distribution alignment off, as the paper
-        # (on: "uniform", "labeled" or "labeled_ema", EMA 0.999 as USB).
+        # (on: "uniform", "labeled" or "labeled_ema", EMA 0.999 and p_model
+        # started at the first batch's mean, as USB's DistAlignEMAHook).
         defaults={
             "threshold": 0.95,
             "distribution_alignment": "none",
             "alignment_momentum": 0.999,
+            "p_model_init": "first_batch",
         },
         unlabeled_views="weak_strong",
         init_state=_fixmatch_state,

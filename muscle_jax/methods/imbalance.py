@@ -35,7 +35,12 @@ def _debiased(inputs: base.Inputs, section, state) -> base.TermResult:
 
 
 def debiased_options(section) -> dict:
-    return {"tau": section.tau, "momentum": section.momentum, "threshold": section.threshold}
+    return {
+        "tau": section.tau,
+        "momentum": section.momentum,
+        "threshold": section.threshold,
+        "update_order": section.update_order,
+    }
 
 
 def _check_debiased(section, config) -> list[str]:
@@ -46,6 +51,11 @@ def _check_debiased(section, config) -> list[str]:
         problems.append(f"loss.debiased.momentum={section.momentum} must be in [0, 1).")
     if not 0.0 <= section.threshold <= 1.0:
         problems.append(f"loss.debiased.threshold={section.threshold} must be in [0, 1].")
+    if section.update_order not in losses.DEBIASED_UPDATE_ORDERS:
+        problems.append(
+            f"loss.debiased.update_order={section.update_order!r} is not one of "
+            f"{losses.DEBIASED_UPDATE_ORDERS}."
+        )
     return problems
 
 
@@ -56,8 +66,9 @@ DEBIASED = register(
         loss=_debiased,
         description="debiased pseudo-labelling: FixMatch with adaptive logit adjustment by "
         "the running mean prediction",
-        # tau 0.4 as USB (the paper's code: 1.0), m 0.999 and t 0.95 as both.
-        defaults={"tau": 0.4, "momentum": 0.999, "threshold": 0.95},
+        # tau 0.4 as USB (the paper's code: 1.0), m 0.999 and t 0.95 as both; q_hat
+        # updated between the pseudo-label and the loss as the paper's code ("usb": USB's order).
+        defaults={"tau": 0.4, "momentum": 0.999, "threshold": 0.95, "update_order": "paper"},
         unlabeled_views="weak_strong",
         weighting=UNIT_WEIGHTING,
         init_state=lambda spec, section: losses.debiased_init(spec.num_classes),

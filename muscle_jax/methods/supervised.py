@@ -23,7 +23,9 @@ def _cross_entropy(inputs: base.Inputs, section, state) -> base.TermResult:
     if section.tsa == "none":
         return base.TermResult(jnp.mean(per_example))
     # UDA's training-signal annealing: labeled images the model already fits
-    # beyond eta_t leave the loss, which TorchSSL then averages over the batch.
+    # beyond eta_t leave the loss. tsa_max_prob picks one reference whole:
+    # TorchSSL's and USB's (largest probability, mean over the batch) or the
+    # paper's code (the label's probability, mean over the images kept).
     eta = losses.tsa_threshold(inputs.step, inputs.total_steps, inputs.num_classes, section.tsa)
     mask = losses.tsa_mask(
         inputs.supervised_logits,
@@ -31,8 +33,9 @@ def _cross_entropy(inputs: base.Inputs, section, state) -> base.TermResult:
         eta,
         use_max_prob=section.tsa_max_prob,
     )
+    value = losses.tsa_reduce(per_example, mask, over_kept=not section.tsa_max_prob)
     metrics = {"tsa_mask_rate": jnp.mean(mask), "tsa_threshold": eta}
-    return base.TermResult(jnp.mean(per_example * mask), metrics)
+    return base.TermResult(value, metrics)
 
 
 def _check_cross_entropy(section, config) -> list[str]:
@@ -60,7 +63,8 @@ CROSS_ENTROPY = register(
         loss=_cross_entropy,
         description="cross-entropy on the labeled batch (optionally label-smoothed)",
         # Training-signal annealing (UDA's TSA) off, as the papers' protocols; when on,
-        # TorchSSL's test of the largest probability (False: the paper's, the label's).
+        # TorchSSL's and USB's test of the largest probability and mean over the batch
+        # (False: the paper's code, the label's probability and mean over the kept images).
         defaults={"label_smoothing": 0.0, "tsa": "none", "tsa_max_prob": True},
         check=_check_cross_entropy,
     )
