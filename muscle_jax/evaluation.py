@@ -1,4 +1,9 @@
-"""Accuracy of the raw and EMA models over the whole test set, and its summary."""
+"""Accuracy of the raw and EMA models over the whole test set, and its summary.
+
+The counts are made on the device, in the eval step: per-class hits, the
+confusion matrix and the histogram of predicted classes (`per_class_hits`);
+what they say about lost classes is read on the host (`muscle_jax.diagnostics`).
+"""
 
 from collections.abc import Callable, Iterable
 from typing import Any
@@ -16,17 +21,24 @@ def per_class_hits(
     num_classes: int,
     head: str = "logits",
 ) -> dict[str, jax.Array]:
-    """Correct predictions and example counts per class; padding rows count for nothing.
+    """Hits and counts per class, confusion and predicted-class counts; padding counts nothing.
 
     ``head`` is the `ModelOutput` field that predicts (`methods.evaluation_head`:
-    ABC's balanced classifier when that add-on is chosen).
+    ABC's balanced classifier when that add-on is chosen). ``confusion`` is
+    ``[true class, predicted class]``; in int32, exact at any test-set size.
     """
     logits = getattr(model(batch["image"], train=False), head)
+    predicted = jnp.argmax(logits, -1)
     mask = batch["mask"].astype(jnp.float32)
-    correct = (jnp.argmax(logits, -1) == batch["label"]).astype(jnp.float32) * mask
+    correct = (predicted == batch["label"]).astype(jnp.float32) * mask
+    counted = batch["mask"].astype(jnp.int32)
     return {
         "correct": jnp.zeros(num_classes).at[batch["label"]].add(correct),
         "count": jnp.zeros(num_classes).at[batch["label"]].add(mask),
+        "confusion": jnp.zeros((num_classes, num_classes), jnp.int32)
+        .at[batch["label"], predicted]
+        .add(counted),
+        "predicted": jnp.zeros(num_classes, jnp.int32).at[predicted].add(counted),
     }
 
 

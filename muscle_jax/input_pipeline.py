@@ -321,15 +321,14 @@ def make_train_iterator(
                 f"{per_process} data shards; choose a batch size divisible by num_shards={shards}."
             )
     excluded = np.zeros(info.pool_size, bool)
-    excluded[: info.num_train] = ~splits.unlabeled_pool_mask(
+    excluded[: info.num_train] = _left_out_of_pool(
         train_labels,
-        ratio=unlabeled_imbalance_ratio,
         seed=seed,
         num_classes=info.num_classes,
+        unlabeled_imbalance_ratio=unlabeled_imbalance_ratio,
+        held_out=held_out,
+        labeled=labeled if exclude_labeled_from_unlabeled else None,
     )
-    excluded[held_out] = True  # The validation set is never trained on.
-    if exclude_labeled_from_unlabeled:
-        excluded[labeled] = True
     rand_augment = augment.shared_rand_augment()
     my_shards = range(index * per_process, (index + 1) * per_process)
     # What this process reads, in the log: multi-process tests check that the
@@ -398,6 +397,29 @@ def make_train_iterator(
     batches = batches.prefetch(2)
     batches = batches.with_options(_options())
     return device.prefetch_to_device(batches.as_numpy_iterator(), sharding, size=prefetch)
+
+
+def _left_out_of_pool(
+    train_labels: np.ndarray,
+    *,
+    seed: int,
+    num_classes: int,
+    unlabeled_imbalance_ratio: float,
+    held_out: np.ndarray,
+    labeled: np.ndarray | None,
+) -> np.ndarray:
+    """Which training examples the unlabeled stream never reads (a mask over the split).
+
+    Those a long-tailed pool drops, the validation set (never trained on) and,
+    when given, the labeled subset (``exclude_labeled_from_unlabeled``).
+    """
+    excluded = ~splits.unlabeled_pool_mask(
+        train_labels, ratio=unlabeled_imbalance_ratio, seed=seed, num_classes=num_classes
+    )
+    excluded[held_out] = True
+    if labeled is not None:
+        excluded[labeled] = True
+    return excluded
 
 
 def _unlabeled_blocks(source, shard, excluded: np.ndarray, block_size: int):
@@ -534,6 +556,51 @@ def validation_examples(data_config, *, source, seed: int) -> tuple[np.ndarray, 
         num_classes=source.info.num_classes,
     )
     return source.gather_train(indices)
+
+
+def unlabeled_sample(data_config, *, source, seed: int, size: int) -> tuple[np.ndarray, np.ndarray]:
+    """The images and labels of `unlabeled_sample_indices`, read once for a run."""
+    return source.gather_train(
+        unlabeled_sample_indices(data_config, source=source, seed=seed, size=size)
+    )
+
+
+def unlabeled_sample_indices(data_config, *, source, seed: int, size: int) -> np.ndarray:
+    """The first ``size`` training examples the unlabeled stream reads (their indices).
+
+    A fixed sample for a run (a function of the config and seed alone): every
+    evaluation predicts it, so a class the model stops predicting shows at
+    the evaluation it died. Drawn from the training split only (its labels are
+    known, unlike an unlabeled-only split's), in the pool's order; fewer than
+    ``size`` when the pool's training part is smaller.
+    """
+    labels = source.train_labels()
+    num_classes = source.info.num_classes
+    held_out = splits.select_validation_indices(
+        labels,
+        num_per_class=data_config.get("num_validation", 0),
+        seed=seed,
+        num_classes=num_classes,
+    )
+    labeled = None
+    if data_config.exclude_labeled_from_unlabeled:
+        labeled = select_labeled_indices(
+            labels,
+            num_labeled=data_config.num_labeled,
+            seed=seed,
+            imbalance_ratio=data_config.imbalance_ratio,
+            num_classes=num_classes,
+            exclude=held_out if held_out.size else None,
+        )
+    excluded = _left_out_of_pool(
+        labels,
+        seed=seed,
+        num_classes=num_classes,
+        unlabeled_imbalance_ratio=data_config.get("unlabeled_imbalance_ratio", 1.0),
+        held_out=held_out,
+        labeled=labeled,
+    )
+    return np.flatnonzero(~excluded)[:size]
 
 
 def _padded_batches(batches, batch_size: int, num_batches: int, info: DatasetInfo, total: int):

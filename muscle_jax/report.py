@@ -7,6 +7,7 @@ same history that results.json holds, so they always agree with it.
 import os
 from typing import Any
 
+from muscle_jax import diagnostics
 from muscle_jax import workdir as workdir_lib
 
 SUMMARY_NAME = "summary.md"
@@ -41,6 +42,7 @@ def write_summary(workdir: str, *, config, history: dict, train_history: dict, r
                 f"{chosen['test_accuracy']:.4f}** (EMA model).",
                 "",
             ]
+        lines += [_classes_lost_line(results), ""]
     else:
         lines += ["Running: the figures below are the evaluations so far.", ""]
     lines += [
@@ -56,26 +58,108 @@ def write_summary(workdir: str, *, config, history: dict, train_history: dict, r
         f"| steps | {config.total_steps} |",
         f"| seed | {config.seed} |",
         "",
-        "| step | test accuracy, EMA | test accuracy, raw |",
-        "|---|---|---|",
     ]
-    lines += [
-        f"| {step} | {ema:.4f} | {raw:.4f} |"
-        for step, ema, raw in zip(
-            history["step"], history["ema_accuracy"], history["raw_accuracy"], strict=True
-        )
-    ]
+    lines += _evaluations_table(history)
     if results is not None and results.get("per_class_accuracy"):
-        names = results.get("class_names") or range(len(results["per_class_accuracy"]))
-        lines += ["", "| class | test accuracy, EMA (final evaluation) |", "|---|---|"]
-        lines += [
-            f"| {name} | {'-' if value is None else f'{value:.4f}'} |"
-            for name, value in zip(names, results["per_class_accuracy"], strict=True)
-        ]
+        lines += ["", *_per_class_table(results, history)]
+    if results is not None and results.get("confusion_matrix"):
+        lines += ["", *_confusion_section(results)]
     if train_history.get("step"):
         lines += ["", f"Loss terms over training: {PLOT_NAME} (and TensorBoard in this workdir)."]
     text = "\n".join(lines) + "\n"
     workdir_lib.write_atomically(os.path.join(workdir, SUMMARY_NAME), lambda f: f.write(text))
+
+
+def _evaluations_table(history: dict) -> list[str]:
+    """One row an evaluation; with the classes the EMA model no longer predicts at all.
+
+    That column counts the classes predicted for none of the fixed unlabeled
+    sample: a class output dying shows as the count going up (- where a
+    resumed checkpoint predates the sample).
+    """
+    sample = history.get("unlabeled_predicted_ema") or [None] * len(history["step"])
+    lines = [
+        "| step | test accuracy, EMA | test accuracy, raw | classes never predicted on the "
+        "unlabeled sample, EMA |",
+        "|---|---|---|---|",
+    ]
+    for step, ema, raw, predicted in zip(
+        history["step"], history["ema_accuracy"], history["raw_accuracy"], sample, strict=True
+    ):
+        unpredicted = "-" if predicted is None else len(diagnostics.unpredicted_classes(predicted))
+        lines.append(f"| {step} | {ema:.4f} | {raw:.4f} | {unpredicted} |")
+    return lines
+
+
+def _classes_lost_line(results: dict) -> str:
+    lost = diagnostics.lost_classes(results["per_class_accuracy"])
+    names = _class_names(results)
+    listed = ", ".join(str(names[k]) for k in lost) if lost else "none"
+    return (
+        f"Classes lost ({diagnostics.LOST_CLASS_RULE} at the final evaluation, EMA model): "
+        f"{len(lost)} ({listed})."
+    )
+
+
+def _class_names(results: dict) -> list:
+    return list(results.get("class_names") or range(len(results["per_class_accuracy"])))
+
+
+def _per_class_table(results: dict, history: dict) -> list[str]:
+    """Test recall per class, beside how often the EMA model predicts it on the unlabeled sample.
+
+    A lost class still predicted on the sample is an output reused for other
+    images; one predicted for none of it is a class merged into others.
+    """
+    sample = (history.get("unlabeled_predicted_ema") or [None])[-1]
+    truth = (results.get("unlabeled_sample") or {}).get("true_per_class")
+    at = f" (step {history['step'][-1]})" if history["step"] else ""
+    lines = [
+        "| class | test accuracy, EMA (final evaluation) | unlabeled sample: predicted, "
+        f"EMA{at} | unlabeled sample: true |",
+        "|---|---|---|---|",
+    ]
+    for k, (name, value) in enumerate(
+        zip(_class_names(results), results["per_class_accuracy"], strict=True)
+    ):
+        accuracy = "-" if value is None else f"{value:.4f}"
+        predicted = "-" if sample is None else sample[k]
+        true = "-" if truth is None else truth[k]
+        lines.append(f"| {name} | {accuracy} | {predicted} | {true} |")
+    return lines
+
+
+def _confusion_section(results: dict) -> list[str]:
+    """The test confusion matrix (EMA model, final evaluation), or its largest confusions."""
+    confusion = results["confusion_matrix"]
+    names = _class_names(results)
+    if len(confusion) <= diagnostics.FULL_MATRIX_CLASSES:
+        lines = [
+            "Test confusion matrix (EMA model, final evaluation; rows: true class, "
+            "columns: predicted, images):",
+            "",
+            "| true \\ predicted | " + " | ".join(map(str, names)) + " |",
+            "|---|" + "---|" * len(names),
+        ]
+        lines += [
+            f"| {name} | " + " | ".join(map(str, row)) + " |"
+            for name, row in zip(names, confusion, strict=True)
+        ]
+        return lines
+    rows = [sum(row) for row in confusion]
+    lines = [
+        f"Largest test confusions (EMA model, final evaluation; {len(confusion)} classes, "
+        f"more than {diagnostics.FULL_MATRIX_CLASSES}: the full matrix is results.json's "
+        "`confusion_matrix`, the per-class recall is above):",
+        "",
+        "| true | predicted | images | share of the true class |",
+        "|---|---|---|---|",
+    ]
+    lines += [
+        f"| {names[true]} | {names[predicted]} | {count} | {count / rows[true]:.2f} |"
+        for true, predicted, count in diagnostics.top_confusions(confusion)
+    ]
+    return lines
 
 
 def plot_curves(workdir: str, *, history: dict, train_history: dict[str, Any]) -> None:

@@ -23,6 +23,7 @@ import flax
 import jax
 import jax.numpy as jnp
 import ml_collections
+import numpy as np
 import optax
 from absl import logging
 from clu import metric_writers
@@ -33,6 +34,7 @@ from jax.sharding import PartitionSpec as P
 from muscle_jax import (
     checkpointing,
     config_validation,
+    diagnostics,
     evaluation,
     input_pipeline,
     methods,
@@ -249,9 +251,10 @@ def eval_step(
     num_classes: int,
     head: str = methods.DEFAULT_EVALUATION_HEAD,
 ) -> dict[str, jax.Array]:
-    """Per-class hits of the EMA model and of the raw model on one eval batch.
+    """Per-class hits and predicted-class counts of the EMA and raw models on one eval batch.
 
-    ``head`` is the output that predicts (`methods.evaluation_head`).
+    ``head`` is the output that predicts (`methods.evaluation_head`). The
+    confusion counts are the EMA model's only: it is the reported model.
     """
     ema_model = nnx.merge(graphdef, state.ema_params, state.ema_batch_stats)
     raw_model = nnx.merge(graphdef, state.params, state.batch_stats)
@@ -261,6 +264,9 @@ def eval_step(
         "ema_correct": ema_hits["correct"],
         "raw_correct": raw_hits["correct"],
         "count": ema_hits["count"],
+        "ema_confusion": ema_hits["confusion"],
+        "ema_predicted": ema_hits["predicted"],
+        "raw_predicted": raw_hits["predicted"],
     }
 
 
@@ -344,6 +350,7 @@ def images_per_step(config: ml_collections.ConfigDict) -> int:
 def _restore_or_initialise(config, state, checkpointer, spec):
     """Resumes from the workdir's latest checkpoint, else fine-tunes from ``init_from``."""
     history = {"step": [], "ema_accuracy": [], "raw_accuracy": []}
+    history.update({key: [] for key in SAMPLE_HISTORY_KEYS.values()})
     if config.data.num_validation:
         history.update(val_ema_accuracy=[], val_raw_accuracy=[])
     train_history = {"step": [], **{term: [] for term in report.LOSS_TERMS}}
@@ -356,7 +363,11 @@ def _restore_or_initialise(config, state, checkpointer, spec):
         logging.info("Resumed from %s at step %d.", checkpointer.directory, int(state.step))
         if changes:
             logging.warning("Resumed with config changes: %s.", "; ".join(changes))
-        return state, meta["history"], meta.get("train_history", train_history)
+        return (
+            state,
+            _with_sample_history(meta["history"]),
+            meta.get("train_history", train_history),
+        )
     unreadable = checkpointer.moved_aside()
     if unreadable:
         logging.warning(
@@ -388,6 +399,13 @@ def _restore_or_initialise(config, state, checkpointer, spec):
     return state, history, train_history
 
 
+def _with_sample_history(history: dict) -> dict:
+    """A resumed history, with None for the sample's counts a checkpoint from before them lacks."""
+    for key in SAMPLE_HISTORY_KEYS.values():
+        history.setdefault(key, [None] * len(history["step"]))
+    return history
+
+
 def _saved_method_state(source, config, spec):
     """An abstract `methods.init_state` tree of the run that wrote ``source``'s checkpoint."""
     if source.latest_step() is None:
@@ -400,7 +418,11 @@ def _saved_method_state(source, config, spec):
 
 
 def _evaluate(p_eval, state, config, sharding, source, held_out=None) -> dict[str, Any]:
-    """Accuracies on the test split, or on ``held_out`` (the validation set) when given."""
+    """Accuracies on the test split, or on ``held_out`` (e.g. the validation set) when given.
+
+    With the EMA model's confusion matrix (rows: true class, columns:
+    predicted) and both models' predicted-class counts, from the same pass.
+    """
     batches = input_pipeline.evaluation(
         config.data, source=source, sharding=sharding, held_out=held_out
     )
@@ -412,6 +434,41 @@ def _evaluate(p_eval, state, config, sharding, source, held_out=None) -> dict[st
         "raw_accuracy": raw_accuracy,
         "per_class_accuracy": ema_per_class,
         "num_examples": int(totals["count"].sum()),
+        "confusion": totals["ema_confusion"].astype(int).tolist(),
+        "ema_predicted": totals["ema_predicted"].astype(int).tolist(),
+        "raw_predicted": totals["raw_predicted"].astype(int).tolist(),
+    }
+
+
+# The unlabeled images every evaluation predicts (`input_pipeline.unlabeled_sample`):
+# one more forward pass of each model over this many images.
+UNLABELED_SAMPLE_SIZE = 512
+# The evaluation history's keys for that sample's predicted-class counts.
+SAMPLE_HISTORY_KEYS = {
+    "ema_predicted": "unlabeled_predicted_ema",
+    "raw_predicted": "unlabeled_predicted_raw",
+}
+
+
+def _record_sample_predictions(p_eval, state, config, sharding, source, sample, history):
+    """Appends both models' predicted-class counts on the unlabeled sample to ``history``.
+
+    Returns the number of classes each model predicts for none of it.
+    """
+    predicted = _evaluate(p_eval, state, config, sharding, source, held_out=sample)
+    unpredicted = {}
+    for key, history_key in SAMPLE_HISTORY_KEYS.items():
+        history[history_key].append(predicted[key])
+        unpredicted[key] = len(diagnostics.unpredicted_classes(predicted[key]))
+    return unpredicted
+
+
+def _describe_sample(sample, num_classes: int) -> dict[str, Any]:
+    """results.json's ``unlabeled_sample``: its size and the true classes of its images."""
+    labels = sample[1]
+    return {
+        "size": len(labels),
+        "true_per_class": np.bincount(labels, minlength=num_classes).astype(int).tolist(),
     }
 
 
@@ -513,6 +570,10 @@ def _train(config: ml_collections.ConfigDict, workdir: str, source, started: flo
     validation_set = input_pipeline.validation_examples(
         config.data, source=source, seed=config.seed
     )
+    # Read once: the unlabeled images every evaluation predicts, the same at each.
+    unlabeled_sample = input_pipeline.unlabeled_sample(
+        config.data, source=source, seed=config.seed, size=UNLABELED_SAMPLE_SIZE
+    )
     is_first_process = jax.process_index() == 0
     # The first PNG a minute into the loop, not at the first evaluation: a short
     # run draws it once, at its end (a drawing is ~0.2-0.8 s of CPU).
@@ -570,9 +631,15 @@ def _train(config: ml_collections.ConfigDict, workdir: str, source, started: flo
                 history["step"].append(done)
                 history["ema_accuracy"].append(last["ema_accuracy"])
                 history["raw_accuracy"].append(last["raw_accuracy"])
+                unpredicted = _record_sample_predictions(
+                    p_eval, state, config, data_sharding, source, unlabeled_sample, history
+                )
                 scalars = {
                     "eval/ema_accuracy": last["ema_accuracy"],
                     "eval/raw_accuracy": last["raw_accuracy"],
+                    "eval/classes_lost": len(diagnostics.lost_classes(last["per_class_accuracy"])),
+                    "eval/unlabeled_classes_unpredicted_ema": unpredicted["ema_predicted"],
+                    "eval/unlabeled_classes_unpredicted_raw": unpredicted["raw_predicted"],
                 }
                 held_out = ""
                 if validation_set is not None:
@@ -638,6 +705,10 @@ def _train(config: ml_collections.ConfigDict, workdir: str, source, started: flo
         "accuracy_steps": [history["step"][index] for index in reported],
         "final_accuracy": last["ema_accuracy"],
         "per_class_accuracy": last["per_class_accuracy"],
+        # From the same evaluation: rows true class, columns predicted (EMA model).
+        "confusion_matrix": last["confusion"],
+        "classes_lost": diagnostics.classes_lost_entry(last["per_class_accuracy"]),
+        "unlabeled_sample": _describe_sample(unlabeled_sample, config.data.num_classes),
         # The model output that predicts: "logits", or the head a term asks for (ABC's).
         "evaluation_head": methods.evaluation_head(config.loss),
         "class_names": list(source.info.class_names or ()) or None,

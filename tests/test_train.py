@@ -147,3 +147,193 @@ def test_bfloat16_compute_keeps_float32_state_and_finite_loss():
     state, metrics, _ = run_steps(config, train.make_mesh(jax.devices()[:1]), 2)
     assert all(np.isfinite(float(value)) for value in metrics.values())
     assert {leaf.dtype for leaf in jax.tree.leaves(state.params)} == {np.dtype("float32")}
+
+
+# ------------------------------------------------ confusion matrix, lost classes
+
+
+def _hand_made_hits():
+    """`per_class_hits` on 6 images of 3 classes (one padding row) with fixed predictions."""
+    import types
+
+    import jax.numpy as jnp
+
+    from muscle_jax import evaluation
+
+    predicted = np.array([0, 0, 1, 0, 2, 2, 1])  # The last row is padding.
+    labels = np.array([0, 0, 0, 1, 2, 2, 2])
+
+    def model(images, train):
+        del images, train
+        return types.SimpleNamespace(logits=jnp.eye(3)[predicted])  # What the eval reads.
+
+    batch = {
+        "image": jnp.zeros((7, 1)),
+        "label": jnp.asarray(labels),
+        "mask": jnp.asarray([True] * 6 + [False]),
+    }
+    # One compiled program (eager, each op compiles on its own), summed as the trainer sums.
+    hits = jax.jit(lambda batch: evaluation.per_class_hits(model, batch, num_classes=3))(batch)
+    return evaluation.accumulate_hits([hits])
+
+
+def test_confusion_matrix_counts_and_recall_on_a_hand_made_case():
+    from muscle_jax import diagnostics, evaluation
+
+    hits = _hand_made_hits()
+    # Rows true, columns predicted; the padding row (true 2, predicted 1) counts for nothing.
+    np.testing.assert_array_equal(hits["confusion"], [[2, 1, 0], [1, 0, 0], [0, 0, 2]])
+    assert hits["confusion"].sum() == hits["count"].sum() == 6
+    np.testing.assert_array_equal(hits["confusion"].sum(axis=1), hits["count"])
+    np.testing.assert_array_equal(np.diag(hits["confusion"]), hits["correct"])
+    np.testing.assert_array_equal(hits["predicted"], hits["confusion"].sum(axis=0))
+    _, per_class = evaluation.accuracies(hits["correct"], hits["count"])
+    assert diagnostics.recalls(hits["confusion"]) == per_class == [2 / 3, 0.0, 1.0]
+
+
+def test_classes_lost_and_top_confusions_from_a_hand_made_matrix():
+    from muscle_jax import diagnostics
+
+    confusion = np.array(
+        [
+            [8, 2, 0, 0],  # recall 0.8
+            [7, 3, 0, 0],  # recall 0.3: at the threshold, not lost
+            [0, 9, 1, 0],  # recall 0.1: lost, merged into class 1
+            [0, 0, 0, 0],  # absent from the test set: not lost
+        ]
+    )
+    recall = diagnostics.recalls(confusion)
+    assert recall == [0.8, 0.3, 0.1, None]
+    assert diagnostics.LOST_CLASS_RECALL == 0.3
+    assert diagnostics.classes_lost_entry(recall) == {"threshold": 0.3, "classes": [2], "count": 1}
+    assert diagnostics.top_confusions(confusion, limit=2) == [(2, 1, 9), (1, 0, 7)]
+    assert diagnostics.unpredicted_classes(confusion.sum(axis=0)) == [3]
+
+
+def test_unlabeled_sample_is_the_pools_first_images_and_fixed():
+    from muscle_jax.data import splits
+
+    config = load_config("tiny")
+    config.data.num_validation = 3
+    config.data.exclude_labeled_from_unlabeled = True
+    source = input_pipeline.open_dataset(config.data)
+    labels = source.train_labels()
+
+    def sample(seed):
+        return input_pipeline.unlabeled_sample_indices(
+            config.data, source=source, seed=seed, size=train.UNLABELED_SAMPLE_SIZE
+        )
+
+    indices = sample(0)
+    np.testing.assert_array_equal(indices, sample(0))  # A function of the config and seed.
+    held_out = splits.select_validation_indices(labels, num_per_class=3, seed=0, num_classes=10)
+    labeled = splits.select_labeled_indices(
+        labels, num_labeled=40, seed=0, num_classes=10, exclude=held_out
+    )
+    pool = np.setdiff1d(np.arange(len(labels)), np.concatenate([held_out, labeled]))
+    np.testing.assert_array_equal(indices, pool[: train.UNLABELED_SAMPLE_SIZE])
+    images, sample_labels = input_pipeline.unlabeled_sample(
+        config.data, source=source, seed=0, size=train.UNLABELED_SAMPLE_SIZE
+    )
+    assert len(images) == len(sample_labels) == train.UNLABELED_SAMPLE_SIZE
+    np.testing.assert_array_equal(sample_labels, labels[indices])
+
+
+def test_results_hold_the_final_confusion_matrix_and_the_sample_histograms(shared_runs):
+    from muscle_jax import diagnostics
+
+    workdir, _ = shared_runs.original("tiny")
+    written = json.loads((workdir / "results.json").read_text())
+    confusion = np.array(written["confusion_matrix"])
+    assert confusion.shape == (10, 10)
+    assert confusion.sum() == written["num_test_examples"]
+    # The same evaluation as the per-class and the final accuracy.
+    assert diagnostics.recalls(confusion) == pytest.approx(written["per_class_accuracy"])
+    assert np.trace(confusion) / confusion.sum() == pytest.approx(written["final_accuracy"])
+    lost = diagnostics.lost_classes(written["per_class_accuracy"])
+    assert written["classes_lost"] == {"threshold": 0.3, "classes": lost, "count": len(lost)}
+    # One histogram per evaluation and model, each over the whole (fixed) sample.
+    sample = written["unlabeled_sample"]
+    config = load_config("tiny")
+    source = input_pipeline.open_dataset(config.data)
+    indices = input_pipeline.unlabeled_sample_indices(
+        config.data, source=source, seed=config.seed, size=train.UNLABELED_SAMPLE_SIZE
+    )
+    truth = np.bincount(source.train_labels()[indices], minlength=10)
+    assert sample == {"size": train.UNLABELED_SAMPLE_SIZE, "true_per_class": truth.tolist()}
+    history = written["history"]
+    for key in ("unlabeled_predicted_ema", "unlabeled_predicted_raw"):
+        assert len(history[key]) == len(history["step"])
+        assert [sum(counts) for counts in history[key]] == [sample["size"]] * len(history["step"])
+    summary = (workdir / "summary.md").read_text()
+    assert f"{diagnostics.LOST_CLASS_RULE} at the final evaluation, EMA model): {len(lost)}" in (
+        summary
+    )
+    assert "| 0 | " + " | ".join(map(str, confusion[0])) + " |" in summary
+
+
+def test_summary_of_many_classes_shows_the_largest_confusions_not_the_matrix(tmp_path):
+    from muscle_jax import report
+
+    num_classes = 25
+    confusion = np.eye(num_classes, dtype=int) * 10
+    confusion[3] = 0
+    confusion[3, 7] = 10  # Class 3 merged into 7.
+    confusion[5, 5], confusion[5, 6] = 6, 4
+    results = {
+        "accuracy": 0.9,
+        "accuracy_steps": [4],
+        "raw_accuracy": 0.9,
+        "final_accuracy": 0.9,
+        "num_test_examples": int(confusion.sum()),
+        "steps": 4,
+        "run": {
+            "wall_seconds": 1.0,
+            "started_at": "a",
+            "ended_at": "b",
+            "device_count": 1,
+            "platform": "cpu",
+            "git_commit": None,
+        },
+        "per_class_accuracy": [row[k] / row.sum() for k, row in enumerate(confusion)],
+        "confusion_matrix": confusion.tolist(),
+        "unlabeled_sample": {"size": 50, "true_per_class": [2] * num_classes},
+    }
+    predicted = [2] * num_classes
+    predicted[3], predicted[7] = 0, 4  # Class 3's output is dead on the sample.
+    history = {
+        "step": [4],
+        "ema_accuracy": [0.9],
+        "raw_accuracy": [0.9],
+        "unlabeled_predicted_ema": [predicted],
+    }
+    report.write_summary(
+        str(tmp_path),
+        config=load_config("tiny"),
+        history=history,
+        train_history={},
+        results=results,
+    )
+    summary = (tmp_path / "summary.md").read_text()
+    assert "true \\ predicted" not in summary  # No 25 x 25 table.
+    assert "| 3 | 7 | 10 | 1.00 |" in summary and "| 5 | 6 | 4 | 0.40 |" in summary
+    assert "EMA model): 1 (3)." in summary  # Class 3 is lost, 5 (recall 0.6) is not.
+    assert "| 3 | 0.0000 | 0 | 2 |" in summary  # Never predicted on the unlabeled sample.
+    assert "| 4 | 0.9000 | 0.9000 | 1 |" in summary  # One class unpredicted at step 4.
+
+
+def test_a_history_resumed_from_before_the_sample_gets_none_for_its_evaluations(tmp_path):
+    from muscle_jax import report
+
+    old = {"step": [6], "ema_accuracy": [0.5], "raw_accuracy": [0.4]}
+    history = train._with_sample_history(old)
+    assert history["unlabeled_predicted_ema"] == history["unlabeled_predicted_raw"] == [None]
+    history["step"].append(12)  # The next evaluation, after the resume.
+    history["ema_accuracy"].append(0.6)
+    history["raw_accuracy"].append(0.5)
+    history["unlabeled_predicted_ema"].append([5] * 9 + [0])
+    report.write_summary(
+        str(tmp_path), config=load_config("tiny"), history=history, train_history={}
+    )
+    summary = (tmp_path / "summary.md").read_text()
+    assert "| 6 | 0.5000 | 0.4000 | - |" in summary and "| 12 | 0.6000 | 0.5000 | 1 |" in summary
