@@ -191,6 +191,48 @@ def test_the_bias_report_pairs_each_imbalance_aware_base_with_its_mi():
     assert "+2.0 [+2.0, +2.0]" in text
 
 
+def test_the_report_counts_classes_lost_per_run_setting_and_arm():
+    runs = suites.build(
+        "label_sweep",
+        load_config("digits"),
+        suites.SuiteOptions(seeds=(0, 1, 2), label_counts=(20,), arms=("muscle", "base")),
+        pinned=[],
+    )
+    # MUSCLE loses class 3 at seed 1 (recall 0.2) and classes 3 and 4 at seed 2; a recall
+    # of exactly 0.3 is not lost. The base loses nothing; its seed 2 has not finished.
+    lost = {("muscle", 1): {3: 0.2}, ("muscle", 2): {3: 0.0, 4: 0.1}, ("base", 0): {5: 0.3}}
+    outcomes = []
+    for run in runs:
+        per_class = [0.9] * 10
+        for k, value in lost.get((run.arm, run.seed), {}).items():
+            per_class[k] = value
+        finished = not (run.arm == "base" and run.seed == 2)
+        run_results = {
+            "accuracy": 0.8,
+            "raw_accuracy": 0.8,
+            "final_accuracy": 0.8,
+            "steps": 10,
+            "per_class_accuracy": per_class,
+            "run": {"wall_seconds": 1.0},
+            "config": {"data": {"name": "digits"}},
+        }
+        outcomes.append(results.Outcome(run, run_results if finished else None))
+    counted = {(row["arm"], row["seed"]): row["classes_lost"] for row in results.csv_rows(outcomes)}
+    assert counted == {
+        ("muscle", 0): 0,
+        ("muscle", 1): 1,
+        ("muscle", 2): 2,
+        ("base", 0): 0,
+        ("base", 1): 0,
+        ("base", 2): "",
+    }
+    text = results.markdown(
+        "label_sweep", outcomes, base="fixmatch", command="c", default_mi_weight=1.0
+    )
+    assert "| setting | MUSCLE (fixmatch + MI) | fixmatch |" in text
+    assert "| 20 labels | lost: 3 classes in 2/3 runs | lost: 0 classes in 0/2 runs |" in text
+
+
 def test_finetune_runs_start_from_their_seeds_pretraining():
     config = load_config("digits")
     runs = suites.build("finetune", config, suites.SuiteOptions(seeds=(0, 1)), pinned=[])
@@ -382,6 +424,7 @@ def test_results_files_hold_the_hand_computed_statistics(tmp_path):
     assert first["run"] == "ratio_1/muscle/seed_0" and first["imbalance_ratio"] == "1"
     assert float(first["accuracy"]) == 0.90 and float(first["worst_class_accuracy"]) == 0.5
     assert first["wall_seconds"] == "60.0" and first["steps"] == "1500"
+    assert first["classes_lost"] == "0"  # Its lowest class, 0.5, is above 30 %.
     assert [row["status"] for row in rows].count("not finished") == 2
 
     text = (tmp_path / "results.md").read_text()
@@ -537,8 +580,10 @@ def _check_suite_files(workdir, expected_runs, plot):
     assert {row["seed"] for row in rows} == {"0", "1"}
     for row in rows:
         assert 0 <= float(row["accuracy"]) <= 1 and 0 <= float(row["worst_class_accuracy"]) <= 1
+        assert row["classes_lost"].isdigit()
         assert (workdir / row["run"] / "results.json").exists()
     assert "95 % CI" in (workdir / "results.md").read_text()
+    assert "## Classes lost (test recall below 30 %)" in (workdir / "results.md").read_text()
     assert (workdir / plot).read_bytes()[:4] == b"\x89PNG"
     return rows
 

@@ -13,6 +13,7 @@ import os
 from collections.abc import Sequence
 from typing import Any
 
+from muscle_jax import diagnostics
 from muscle_jax import workdir as workdir_lib
 from muscle_jax.experiments import statistics, suites
 
@@ -23,6 +24,7 @@ MEASURED_COLUMNS = (
     "status",
     "accuracy",
     "worst_class_accuracy",
+    "classes_lost",
     "final_accuracy",
     "raw_accuracy",
     "steps",
@@ -49,6 +51,17 @@ class Outcome:
             return None
         per_class = [value for value in self.results["per_class_accuracy"] if value is not None]
         return min(per_class) if per_class else None
+
+    @property
+    def classes_lost(self) -> int | None:
+        """How many classes the run lost (`diagnostics.lost_classes`) at the final evaluation.
+
+        Counted from ``per_class_accuracy``, so a results.json written before
+        ``classes_lost`` existed counts the same way.
+        """
+        if self.results is None:
+            return None
+        return len(diagnostics.lost_classes(self.results["per_class_accuracy"]))
 
 
 def read_results(run_dir: str) -> dict[str, Any] | None:
@@ -85,6 +98,7 @@ def csv_rows(outcomes: Sequence[Outcome]) -> list[dict[str, Any]]:
             row.update(
                 accuracy=results["accuracy"],
                 worst_class_accuracy=outcome.worst_class_accuracy,
+                classes_lost=outcome.classes_lost,
                 final_accuracy=results["final_accuracy"],
                 raw_accuracy=results["raw_accuracy"],
                 steps=results["steps"],
@@ -147,6 +161,29 @@ def comparison_table(
                 by_seed(outcomes, setting, a, measure), by_seed(outcomes, setting, b, measure)
             )
             cells.append(difference.format())
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def lost_cell(lost_per_run: Sequence[int]) -> str:
+    """``lost: 1 class in 1/3 runs``: classes lost over the runs, and how many runs lost any."""
+    if not lost_per_run:
+        return "–"
+    total = sum(lost_per_run)
+    losing = sum(count > 0 for count in lost_per_run)
+    return f"lost: {total} class{'es' if total != 1 else ''} in {losing}/{len(lost_per_run)} runs"
+
+
+def classes_lost_table(outcomes: Sequence[Outcome], *, base: str) -> str:
+    """Rows: settings; columns: arms; each cell: `lost_cell` over the finished seeds."""
+    settings = _ordered(outcome.run.setting for outcome in outcomes)
+    arms = _ordered(outcome.run.arm for outcome in outcomes if outcome.run.arm != suites.PRETRAIN)
+    header = ["setting"] + [suites.arm_label(arm, base) for arm in arms]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for setting in settings:
+        cells = [setting]
+        for arm in arms:
+            cells.append(lost_cell(list(by_seed(outcomes, setting, arm, "classes_lost").values())))
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
@@ -283,6 +320,16 @@ def markdown(
                 default=default if default in settings and default != "mi_weight=0" else None,
             ),
         ]
+    lines += [
+        "",
+        f"## Classes lost ({diagnostics.LOST_CLASS_RULE})",
+        "",
+        f"A class is lost when the EMA model's {diagnostics.LOST_CLASS_RULE} at the final "
+        "evaluation: per setting and arm, the classes lost over the finished seeds, and how "
+        "many runs lost at least one (each run's `summary.md` shows where its images went).",
+        "",
+        classes_lost_table(outcomes, base=base),
+    ]
     missing = [outcome.run.name for outcome in outcomes if outcome.results is None]
     if missing:
         lines += ["", f"Not finished ({len(missing)}): " + ", ".join(missing[:20])]
