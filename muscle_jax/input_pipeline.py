@@ -41,7 +41,16 @@ import numpy as np
 import tensorflow as tf
 from absl import logging
 
-from muscle_jax.data import augment, device, graph, sources, splits, streams, validation
+from muscle_jax.data import (
+    augment,
+    device,
+    graph,
+    rand_augment_spec,
+    sources,
+    splits,
+    streams,
+    validation,
+)
 from muscle_jax.data.sources import ArrayDataset, DatasetInfo, DatasetNotFoundError
 from muscle_jax.data.splits import per_class_counts, select_labeled_indices
 from muscle_jax.data.validation import DataRequestError, DataValidationError
@@ -162,6 +171,7 @@ def training(
         num_validation=data_config.get("num_validation", 0),
         unlabeled_imbalance_ratio=data_config.get("unlabeled_imbalance_ratio", 1.0),
         augment_on=device.augment_place(data_config),
+        rand_augment_ops=data_config.get("rand_augment_ops", rand_augment_spec.DEFAULT_ROUNDS),
     )
 
 
@@ -218,6 +228,7 @@ def make_train_iterator(
     num_validation: int = 0,
     unlabeled_imbalance_ratio: float = 1.0,
     augment_on: str = "host",
+    rand_augment_ops: int = rand_augment_spec.DEFAULT_ROUNDS,
 ) -> Iterator[dict]:
     """Endless training batches (keys in the module docstring), from `start_step` on.
 
@@ -260,6 +271,8 @@ def make_train_iterator(
         images instead of its views, with what seeds their augmentation on the
         accelerator ("labeled_image", "labeled_position", "labeled_shard" and
         the same for "unlabeled_"; `device_augment.views` makes the views).
+      rand_augment_ops: RandAugment rounds of each strong view made here
+        (``data.rand_augment_ops``; `rand_augment_spec.DEFAULT_ROUNDS`).
     """
     if augment_on not in device.AUGMENT_PLACES:
         raise ValueError(f"augment_on must be one of {device.AUGMENT_PLACES}, got {augment_on!r}.")
@@ -329,7 +342,7 @@ def make_train_iterator(
         held_out=held_out,
         labeled=labeled if exclude_labeled_from_unlabeled else None,
     )
-    rand_augment = augment.shared_rand_augment()
+    rand_augment = augment.shared_rand_augment(rand_augment_ops)
     my_shards = range(index * per_process, (index + 1) * per_process)
     # What this process reads, in the log: multi-process tests check that the
     # unlabeled ranges are disjoint and the labeled subset the same everywhere.

@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from muscle_jax import config_defaults, input_pipeline
 from muscle_jax.data import augment
 from muscle_jax.data import rand_augment_spec as spec
 
@@ -271,3 +272,37 @@ def test_the_shared_instance_takes_every_image_shape_as_a_fresh_one():
         fresh = augment.strong(images, SEED, augment.RandAugment(num_ops=1), flip=True)
         assert out.shape == shape
         np.testing.assert_array_equal(out.numpy(), fresh.numpy())
+
+
+class _StopAtRandAugment(Exception):
+    """Raised where the pipeline asks for its RandAugment: nothing further is built."""
+
+
+def test_the_data_config_sets_the_pipelines_rounds(monkeypatch):
+    # data.rand_augment_ops reaches `shared_rand_augment` through `training` and
+    # `make_train_iterator` (the streams take the instance it returns).
+    asked = []
+
+    def record(num_ops=spec.DEFAULT_ROUNDS):
+        asked.append(num_ops)
+        raise _StopAtRandAugment
+
+    monkeypatch.setattr(augment, "shared_rand_augment", record)
+    data_config = config_defaults.base_config().data
+    data_config.update(num_classes=4, num_labeled=8, batch_size=4, unlabeled_ratio=1)
+    rng = np.random.default_rng(0)
+    source = input_pipeline.ArrayDataset(
+        name="tiny",
+        train_images=rng.integers(0, 256, (40, 8, 8, 3), dtype=np.uint8),
+        train_labels=(np.arange(40) % 4).astype(np.int32),
+        test_images=rng.integers(0, 256, (8, 8, 8, 3), dtype=np.uint8),
+        test_labels=(np.arange(8) % 4).astype(np.int32),
+        num_classes=4,
+    )
+    for rounds in (2, spec.DEFAULT_ROUNDS):
+        data_config.rand_augment_ops = rounds
+        with pytest.raises(_StopAtRandAugment):
+            input_pipeline.training(
+                data_config, seed=0, unlabeled_views="weak_strong", source=source
+            )
+    assert asked == [2, spec.DEFAULT_ROUNDS]
