@@ -64,6 +64,7 @@ from muscle_jax.losses._muscle import (
     muscle_loss,
 )
 from muscle_jax.losses._mutual_information import (
+    class_prior_update,
     joint_distribution,
     multi_head_mutual_information,
     mutual_information,
@@ -94,6 +95,7 @@ __all__ = [
     "adamatch_threshold",
     "align_distribution",
     "balancing_ratio",
+    "class_prior_update",
     "dash_init",
     "dash_initial_threshold",
     "dash_mask",

@@ -34,17 +34,31 @@ def _mean_outer_product(probs_a: jax.Array, probs_b: jax.Array) -> jax.Array:
     return total / probs_a.shape[0]
 
 
+def _rows(probs: jax.Array, where: ArrayLike | None) -> jax.Array:
+    """``probs`` with the rows ``where`` leaves out set to zero (float32)."""
+    probs = jnp.asarray(probs, jnp.float32)
+    if where is None:
+        return probs
+    # jnp.where, not a product, so that NaN in a left-out row does not leak into the joint.
+    return jnp.where(jnp.asarray(where, bool)[:, None], probs, 0.0)
+
+
 def joint_distribution(
     probs_a: ArrayLike,
     probs_b: ArrayLike,
     *,
+    where: ArrayLike | None = None,
     axis_name: str | None = None,
 ) -> jax.Array:
     r"""Symmetrised joint distribution of two views' class assignments.
 
     .. math::
-      P = \mathrm{sym}\Big(\frac{1}{B}\sum_i p_a[i]\, p_b[i]^\top\Big),\quad
+      P = \mathrm{sym}\Big(\frac{1}{B}\sum_i w_i\, p_a[i]\, p_b[i]^\top\Big),\quad
       \mathrm{sym}(M) = \frac{(M + M^\top)/2}{\sum (M + M^\top)/2}
+
+    with ``w_i = 1`` for the rows ``where`` selects (all by default) and 0 for
+    the others, so a left-out example does not enter the joint. When no row is
+    selected the joint is all zeros (and the mutual information 0), not NaN.
 
     The joint is a statistic of the whole batch. Under `jax.jit` with a sharded
     batch, XLA reduces the matrix product across devices, so the value equals
@@ -55,23 +69,28 @@ def joint_distribution(
     Args:
       probs_a: class probabilities of view A, ``[batch, num_classes]``.
       probs_b: class probabilities of view B, same shape.
+      where: optional boolean mask ``[batch]`` of the rows that enter the joint.
       axis_name: mapped axis to average the joint over, or None.
 
     Returns:
       The joint distribution ``[num_classes, num_classes]`` in float32, summing
-      to 1 (rows of the inputs need not sum to 1: the joint is renormalised).
+      to 1 (rows of the inputs need not sum to 1: the joint is renormalised),
+      or all zeros when ``where`` selects no row.
     """
     _validation.check_rank("probs_a", probs_a, 2, "[batch, num_classes]")
     _validation.check_same_shape(("probs_a", "probs_b"), probs_a, probs_b)
     _validation.check_classes("probs_a", probs_a)
+    _validation.check_where(where, jnp.shape(probs_a)[0])
     # Always float32: bf16 logs of probabilities near eps lose the signal.
-    probs_a = jnp.asarray(probs_a, jnp.float32)
-    probs_b = jnp.asarray(probs_b, jnp.float32)
+    probs_a = _rows(probs_a, where)
+    probs_b = _rows(probs_b, where)
     joint = _mean_outer_product(probs_a, probs_b)
     if axis_name is not None:
         joint = jax.lax.pmean(joint, axis_name)
     joint = (joint + joint.T) / 2.0
-    return joint / jnp.sum(joint)
+    total = jnp.sum(joint)
+    # An empty selection leaves a zero joint (no evidence), rather than 0 / 0.
+    return joint / jnp.where(total > 0, total, 1.0)
 
 
 def mutual_information(
@@ -80,6 +99,8 @@ def mutual_information(
     *,
     lamb: float = 1.0,
     eps: float | None = None,
+    where: ArrayLike | None = None,
+    prior: ArrayLike | None = None,
     axis_name: str | None = None,
 ) -> jax.Array:
     r"""IIC mutual information between two views' class assignments, in nats.
@@ -115,6 +136,36 @@ def mutual_information(
     ``lamb > 1`` weights the marginal entropies more, which pushes towards
     balanced clusters (IIC's ``lamb``).
 
+    **With a class prior** ``prior`` (a distribution :math:`\pi` over the
+    classes, e.g. the labeled set's class frequencies), the marginal-entropy
+    part is replaced by a divergence to :math:`\pi`, as RIM and IMSAT do. ``P``
+    is symmetric, so both marginals are the same :math:`m`, and with
+    :math:`H(P) = H(m) + H(a|b)`:
+
+    .. math::
+      I_\lambda = \sum_{ij} P_{ij}\log P_{ij} - 2\lambda\sum_i m_i \log m_i
+                = -H(a|b) + (2\lambda - 1)\, H(m).
+
+    :math:`H(m) = \log C - \mathrm{KL}(m \| u)` is largest at the uniform
+    :math:`u`, which is wrong for a long-tailed pool. Putting
+    :math:`H(\pi) - \mathrm{KL}(m \| \pi)`, largest at :math:`m = \pi`, in its
+    place gives what this returns:
+
+    .. math::
+      J_\lambda = -H(a|b) + (2\lambda - 1)\big(H(\pi) - \mathrm{KL}(m \| \pi)\big)
+                = I_\lambda + (2\lambda - 1) \sum_i (m_i - \pi_i) \log \pi_i.
+
+    For the uniform :math:`\pi`, :math:`J_\lambda = I_\lambda` exactly. For
+    ``lamb = 1``, :math:`J \le H(\pi)`, with equality when each view's
+    assignment determines the other's and :math:`m = \pi` (as
+    :math:`I \le \log C`). Replacing all of :math:`2\lambda H(m)` in
+    :math:`I_\lambda = -H(P) + 2\lambda H(m)` instead would leave the
+    :math:`-H(m)` inside :math:`-H(P)`, and the optimum would be
+    :math:`m \propto \pi^{2\lambda / (2\lambda - 1)}`, not :math:`\pi`.
+    :math:`\pi` is clamped at ``eps`` inside its logarithm (a class the prior
+    excludes costs :math:`m_i \log(1/\mathrm{eps})`, about 36 nats a unit of
+    mass) and gets no gradient.
+
     This is a batch statistic: it returns a scalar, not per-example values,
     and it must see the global batch (see :func:`joint_distribution`).
 
@@ -135,17 +186,25 @@ def mutual_information(
       lamb: weight of the marginal terms (IIC's lambda), 1.0 for true MI.
       eps: clamp inside the logarithms; None means :data:`EPS`
         (``sys.float_info.epsilon``, ~2.2e-16, as in IIC's ``IID_loss``).
+      where: optional boolean mask ``[batch]`` of the examples that enter the
+        joint (see :func:`joint_distribution`); none selected gives 0.
+      prior: optional class distribution ``[num_classes]`` (counts or
+        frequencies: it is normalised here) to match the marginal to, in place
+        of the uniform one; None gives IIC's :math:`I_\lambda`.
       axis_name: see :func:`joint_distribution`.
 
     Returns:
-      A float32 scalar.
+      A float32 scalar: :math:`I_\lambda`, or :math:`J_\lambda` with a prior.
 
     References:
       Ji et al., `Invariant Information Clustering for Unsupervised Image
       Classification and Segmentation <https://arxiv.org/abs/1807.06653>`_,
       2019. Xie et al., `MUSCLE <https://arxiv.org/abs/2012.00150>`_, 2021.
+      Krause et al., `Discriminative Clustering by Regularized Information
+      Maximization <https://papers.nips.cc/paper/4154>`_, NeurIPS 2010 (RIM's
+      prior); Hu et al., `IMSAT <https://arxiv.org/abs/1702.08720>`_, ICML 2017.
     """
-    joint = joint_distribution(probs_a, probs_b, axis_name=axis_name)
+    joint = joint_distribution(probs_a, probs_b, where=where, axis_name=axis_name)
     eps = EPS if eps is None else eps
     marginal_i = jnp.sum(joint, axis=1, keepdims=True)
     marginal_j = jnp.sum(joint, axis=0, keepdims=True)
@@ -154,7 +213,23 @@ def mutual_information(
         - lamb * jnp.log(jnp.maximum(marginal_i, eps))
         - lamb * jnp.log(jnp.maximum(marginal_j, eps))
     )
-    return jnp.sum(joint * log_ratio)
+    value = jnp.sum(joint * log_ratio)
+    if prior is not None:
+        prior = _class_prior(prior, joint.shape[0])
+        log_prior = jnp.log(jnp.maximum(prior, eps))
+        value = value + (2.0 * lamb - 1.0) * jnp.sum((marginal_i[:, 0] - prior) * log_prior)
+    return value
+
+
+def _class_prior(prior: ArrayLike, num_classes: int) -> jax.Array:
+    """``prior`` as a float32 distribution ``[num_classes]`` without gradient."""
+    _validation.check_rank("prior", prior, 1, "[num_classes]")
+    if jnp.shape(prior)[0] != num_classes:
+        raise ValueError(
+            f"prior has {jnp.shape(prior)[0]} classes; the probabilities have {num_classes}."
+        )
+    prior = jax.lax.stop_gradient(jnp.asarray(prior, jnp.float32))
+    return prior / jnp.sum(prior)
 
 
 def mutual_information_loss(
@@ -163,11 +238,14 @@ def mutual_information_loss(
     *,
     lamb: float = 1.0,
     eps: float | None = None,
+    where: ArrayLike | None = None,
+    prior: ArrayLike | None = None,
     axis_name: str | None = None,
 ) -> jax.Array:
     """Negative IIC mutual information: the term MUSCLE minimises.
 
-    Same arguments as :func:`mutual_information`; returns ``-I`` as a scalar.
+    Same arguments as :func:`mutual_information`; returns ``-I`` (``-J`` with
+    a prior) as a scalar.
 
     Examples:
       >>> import jax.numpy as jnp
@@ -175,7 +253,9 @@ def mutual_information_loss(
       >>> round(float(losses.mutual_information_loss(jnp.eye(2), jnp.eye(2))), 4)
       -0.6931
     """
-    return -mutual_information(probs_a, probs_b, lamb=lamb, eps=eps, axis_name=axis_name)
+    return -mutual_information(
+        probs_a, probs_b, lamb=lamb, eps=eps, where=where, prior=prior, axis_name=axis_name
+    )
 
 
 def multi_head_mutual_information(
@@ -213,3 +293,56 @@ def multi_head_mutual_information(
         lambda a, b: mutual_information(a, b, lamb=lamb, eps=eps, axis_name=axis_name)
     )(jnp.asarray(probs_a), jnp.asarray(probs_b))
     return jnp.mean(per_head)
+
+
+def class_prior_update(
+    prior: ArrayLike,
+    probs: ArrayLike,
+    *,
+    momentum: float = 0.999,
+    where: ArrayLike | None = None,
+    axis_name: str | None = None,
+) -> jax.Array:
+    r"""Moves an estimate of the unlabeled pool's class distribution towards this batch's.
+
+    .. math::
+      \pi \leftarrow m\, \pi + (1 - m)\, \frac{1}{|S|}\sum_{i \in S} \mathrm{sg}(p_i)
+
+    over the rows ``S`` that ``where`` selects (all by default), as
+    distribution alignment keeps ``p_model``; it is the ``prior`` of
+    :func:`mutual_information` for an unlabeled pool whose class frequencies
+    are not known (long-tailed). A batch that selects no row leaves
+    :math:`\pi` unchanged. The mean is of the global batch (``axis_name``
+    inside ``shard_map``).
+
+    Examples:
+      >>> import jax.numpy as jnp
+      >>> from muscle_jax import losses
+      >>> probs = jnp.array([[0.5, 0.5], [0.9, 0.1]])  # batch mean [0.7, 0.3]
+      >>> prior = losses.class_prior_update(jnp.array([0.5, 0.5]), probs, momentum=0.5)
+      >>> [round(float(p), 4) for p in prior]  # 0.5 * 0.5 + 0.5 * [0.7, 0.3]
+      [0.6, 0.4]
+
+    Args:
+      prior: the current estimate ``[num_classes]``, summing to 1.
+      probs: this batch's class probabilities ``[batch, num_classes]``.
+      momentum: EMA momentum ``m`` in ``[0, 1]``.
+      where: optional boolean mask ``[batch]`` of the rows to count.
+      axis_name: mapped axis to sum over, or None.
+
+    Returns:
+      The new estimate ``[num_classes]``, float32, without gradient.
+    """
+    if not 0.0 <= momentum <= 1.0:
+        raise ValueError(f"momentum must be in [0, 1], got {momentum}.")
+    _validation.check_rank("probs", probs, 2, "[batch, num_classes]")
+    _validation.check_where(where, jnp.shape(probs)[0])
+    prior = jax.lax.stop_gradient(_class_prior(prior, jnp.shape(probs)[1]))
+    rows = jax.lax.stop_gradient(_rows(probs, where))
+    selected = jnp.ones(rows.shape[:1]) if where is None else jnp.asarray(where, jnp.float32)
+    count = jnp.sum(selected)
+    total = jnp.sum(rows, axis=0)
+    if axis_name is not None:
+        total, count = jax.lax.psum((total, count), axis_name)
+    batch_mean = total / jnp.maximum(count, 1.0)
+    return jnp.where(count > 0, momentum * prior + (1.0 - momentum) * batch_mean, prior)
