@@ -5,9 +5,11 @@ NHWC float images and returns a `ModelOutput`: float32 ``logits``
 ``[batch, num_classes]`` and, when built with over-clustering heads,
 ``overclustering_logits`` ``[heads, batch, factor * num_classes]`` (else
 None), ``projections`` ``[batch, projector_dim]`` with a projector head
-(else None), and ``balanced_logits`` ``[batch, num_classes]`` with ABC's
-balanced head (else None). ``train=True`` normalises with batch statistics and updates the
-BatchNorm running averages; ``train=False`` uses the running averages.
+(else None), ``balanced_logits`` ``[batch, num_classes]`` with ABC's
+balanced head (else None), and ``mi_logits`` ``[batch, num_classes]`` with the
+head only IIC's mutual information trains (else None). ``train=True``
+normalises with batch statistics and updates the BatchNorm running averages;
+``train=False`` uses the running averages.
 Dropout is off by default; a model built with a dropout rate needs a
 ``dropout_key`` in training, so a train step stays a pure function of its
 inputs. Conv and dense weights are Params named ``kernel``: weight decay can
@@ -72,6 +74,7 @@ def create_model(
     overclustering_factor: int = 5,
     projector_dim: int = 0,
     balanced_head: bool = False,
+    mi_head: bool = False,
     dtype: jnp.dtype = jnp.float32,
     param_dtype: jnp.dtype = jnp.float32,
     **model_kwargs: Any,
@@ -89,6 +92,8 @@ def create_model(
       overclustering_factor: each such head has ``factor * num_classes`` outputs.
       projector_dim: width of the contrastive projector head (0: none).
       balanced_head: a second linear classifier (ABC's balanced head).
+      mi_head: a linear head with ``num_classes`` outputs that only IIC's mutual
+        information trains (``loss.iic.head``).
       dtype: compute dtype (e.g. ``jnp.bfloat16`` on accelerators); logits
         are float32 regardless.
       param_dtype: parameter dtype.
@@ -123,6 +128,7 @@ def create_model(
         overclustering_factor=overclustering_factor,
         projector_dim=projector_dim,
         balanced_head=balanced_head,
+        mi_head=mi_head,
         dtype=dtype,
         param_dtype=param_dtype,
         rngs=rngs,

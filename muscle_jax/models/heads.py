@@ -21,23 +21,31 @@ class ModelOutput(NamedTuple):
         contrastive projector head (MIO), or None without one.
       balanced_logits: ``[batch, num_classes]`` float32 logits of ABC's
         balanced classifier, or None without that head.
+      mi_logits: ``[batch, num_classes]`` float32 logits of the auxiliary head
+        that only IIC's mutual information trains (``loss.iic.head``), or None
+        without that head.
     """
 
     logits: jax.Array
     overclustering_logits: jax.Array | None
     projections: jax.Array | None = None
     balanced_logits: jax.Array | None = None
+    mi_logits: jax.Array | None = None
 
 
 class OutputHeads(nnx.Module):
-    """Linear classifier plus optional IIC over-clustering, projector and balanced heads.
+    """Linear classifier plus optional IIC over-clustering, projector, balanced and MI heads.
 
     Each over-clustering head is its own linear layer (IIC trains several and
     keeps the best), fed the same pooled features as the classifier. The
     projector (MIO's embedding) is a two-layer MLP, as in SimCLR-style
     contrastive methods, so the contrastive geometry is learned apart from
     the classifier's features. The balanced head (ABC) is a second linear
-    classifier on the same features, trained by its own add-on term.
+    classifier on the same features, trained by its own add-on term. The MI
+    head is one more linear layer with ``num_classes`` outputs that the mutual
+    information term trains in place of the classifier (``loss.iic.head``), so
+    the clustering objective shapes the features without acting on the head
+    that is evaluated.
     """
 
     def __init__(
@@ -49,6 +57,7 @@ class OutputHeads(nnx.Module):
         overclustering_factor: int = 5,
         projector_dim: int = 0,
         balanced_head: bool = False,
+        mi_head: bool = False,
         dtype: jnp.dtype = jnp.float32,
         param_dtype: jnp.dtype = jnp.float32,
         rngs: nnx.Rngs,
@@ -82,6 +91,7 @@ class OutputHeads(nnx.Module):
             else None
         )
         self.balanced_classifier = linear(num_classes) if balanced_head else None
+        self.mi_classifier = linear(num_classes) if mi_head else None
 
     def __call__(self, features: jax.Array) -> ModelOutput:
         # Losses (softmax, logs of the MI joint) need float32 even under bf16 compute.
@@ -98,9 +108,13 @@ class OutputHeads(nnx.Module):
         balanced_logits = None
         if self.balanced_classifier is not None:
             balanced_logits = self.balanced_classifier(features).astype(jnp.float32)
+        mi_logits = None
+        if self.mi_classifier is not None:
+            mi_logits = self.mi_classifier(features).astype(jnp.float32)
         return ModelOutput(
             logits=logits,
             overclustering_logits=overclustering_logits,
             projections=projections,
             balanced_logits=balanced_logits,
+            mi_logits=mi_logits,
         )

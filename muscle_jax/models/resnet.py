@@ -109,6 +109,7 @@ class ResNet(nnx.Module):
       overclustering_factor: each such head has ``factor * num_classes`` outputs.
       projector_dim: width of the contrastive projector head (0: none), for MIO.
       balanced_head: a second classifier, ABC's balanced one (`heads.OutputHeads`).
+      mi_head: a linear head that only IIC's mutual information trains (``loss.iic.head``).
       dtype: compute dtype; logits come back in float32 regardless.
       param_dtype: parameter dtype.
       rngs: initialisation RNGs.
@@ -129,6 +130,7 @@ class ResNet(nnx.Module):
         overclustering_factor: int = 5,
         projector_dim: int = 0,
         balanced_head: bool = False,
+        mi_head: bool = False,
         dtype: jnp.dtype = jnp.float32,
         param_dtype: jnp.dtype = jnp.float32,
         rngs: nnx.Rngs,
@@ -165,6 +167,7 @@ class ResNet(nnx.Module):
             overclustering_factor=overclustering_factor,
             projector_dim=projector_dim,
             balanced_head=balanced_head,
+            mi_head=mi_head,
             **common,
         )
 
