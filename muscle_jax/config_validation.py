@@ -262,9 +262,13 @@ def resume_changes(saved: dict, current: dict) -> tuple[list[str], list[str]]:
     """``(fixed, changeable)``: ``"key: saved -> current"`` for every key that differs.
 
     ``saved`` is the config a workdir's checkpoint was written with, ``current``
-    the one resuming it (both as plain dicts).
+    the one resuming it (both as plain dicts). A method key added since
+    (`methods.keys_added_later`) that ``saved`` lacks counts as the value that
+    does what the saved run did.
     """
     before, after = _flat(saved), _flat(current)
+    for key, value in methods.keys_added_later().items():
+        before.setdefault(key, value)
     fixed, changeable = [], []
     for key in sorted(before.keys() | after.keys()):
         if before.get(key) != after.get(key):

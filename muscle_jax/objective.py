@@ -79,6 +79,7 @@ def _inputs(model, batch, *, teacher, key, step, total_steps, num_classes, dtype
     logits = dict(zip(names, _split(output.logits, sizes), strict=True))
     projections = dict(zip(names, _split(output.projections, sizes), strict=True))
     balanced = dict(zip(names, _split(output.balanced_logits, sizes), strict=True))
+    mi_head = dict(zip(names, _split(output.mi_logits, sizes), strict=True))
     # Over-clustering logits are [heads, batch, outputs]: the batch is axis 1.
     heads = dict(zip(names, _split(output.overclustering_logits, sizes, axis=1), strict=True))
     teacher_a_logits = None
@@ -101,6 +102,10 @@ def _inputs(model, batch, *, teacher, key, step, total_steps, num_classes, dtype
         labeled_balanced_logits=balanced["labeled"],
         view_a_balanced_logits=balanced.get("unlabeled_a"),
         view_b_balanced_logits=balanced.get("unlabeled_b"),
+        labeled_mi_logits=mi_head["labeled"],
+        labeled_strong_mi_logits=mi_head.get("labeled_strong"),
+        view_a_mi_logits=mi_head.get("unlabeled_a"),
+        view_b_mi_logits=mi_head.get("unlabeled_b"),
         unlabeled_index=batch.get("unlabeled_index"),
         model=model,
         batch=batch,

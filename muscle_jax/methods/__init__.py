@@ -46,6 +46,7 @@ __all__ = [
     "evaluation_head",
     "get",
     "init_state",
+    "keys_added_later",
     "labeled_views",
     "model_heads",
     "names",
@@ -121,10 +122,28 @@ def selected(loss_config: ml_collections.ConfigDict) -> dict[str, Term]:
 
 
 def section(loss_config: ml_collections.ConfigDict, term: Term) -> ml_collections.ConfigDict:
-    """The term's config section ``loss.<name>`` (empty for a term without settings)."""
+    """The term's config section ``loss.<name>`` (empty for a term without settings).
+
+    A section saved before some of its keys existed gets them with the values
+    that do what it did then (`Term.added_keys`).
+    """
     if term.defaults and term.name in loss_config:
-        return loss_config[term.name]
+        found = loss_config[term.name]
+        missing = {key: value for key, value in term.added_keys.items() if key not in found}
+        if missing:
+            return ml_collections.ConfigDict({**found.to_dict(), **missing})
+        return found
     return ml_collections.ConfigDict(dict(term.defaults))
+
+
+def keys_added_later() -> dict[str, object]:
+    """``{"loss.<name>.<key>": value}``: `Term.added_keys` of every registered term."""
+    return {
+        f"loss.{term.name}.{key}": value
+        for terms in _REGISTRY.values()
+        for term in terms.values()
+        for key, value in term.added_keys.items()
+    }
 
 
 def config_sections() -> dict[str, ml_collections.ConfigDict]:

@@ -77,6 +77,11 @@ class Inputs:
     labeled_balanced_logits: jax.Array | None = None
     view_a_balanced_logits: jax.Array | None = None
     view_b_balanced_logits: jax.Array | None = None
+    # The MI head's logits (``loss.iic.head``), when a term asked for that head.
+    labeled_mi_logits: jax.Array | None = None
+    labeled_strong_mi_logits: jax.Array | None = None
+    view_a_mi_logits: jax.Array | None = None
+    view_b_mi_logits: jax.Array | None = None
     # [mu*B] the unlabeled images' ids in [0, StateSpec.num_unlabeled) (FlexMatch's record).
     unlabeled_index: jax.Array | None = None
     # For a second pass: the student, the batch, this step's key and dtype.
@@ -156,6 +161,10 @@ class Term:
       evaluation_head: the `ModelOutput` field the evaluation reads when this
         term is chosen (ABC: ``balanced_logits``); None leaves it to the others
         (default: ``logits``).
+      added_keys: keys of ``defaults`` added after runs were saved, each with
+        the value that does what those runs did (not necessarily today's
+        default): a saved config without the key reads as that value, so its
+        checkpoints resume and ``init_from`` rebuilds its state.
     """
 
     name: str
@@ -176,6 +185,7 @@ class Term:
         _no_problems
     )
     evaluation_head: str | None = None
+    added_keys: Mapping[str, Any] = dataclasses.field(default_factory=dict)
 
     def __post_init__(self):
         if self.role not in ROLES:
@@ -185,3 +195,6 @@ class Term:
                 f"Term {self.name!r}: unlabeled_views {self.unlabeled_views!r} is not one of "
                 f"{UNLABELED_VIEWS} or None."
             )
+        unknown = sorted(set(self.added_keys) - set(self.defaults))
+        if unknown:
+            raise ValueError(f"Term {self.name!r}: added_keys {unknown} are not in its defaults.")

@@ -8,6 +8,7 @@ from etils import epy
 with epy.lazy_imports():
     import jax
     import jax.numpy as jnp
+    import numpy as np
 
     from muscle_jax import losses
 
@@ -18,15 +19,102 @@ def _probs(logits: jax.Array) -> jax.Array:
     return jax.nn.softmax(jnp.asarray(logits, jnp.float32))
 
 
-def _iic(inputs: base.Inputs, section, state) -> base.TermResult:
-    probs_a, probs_b = _probs(inputs.view_a_logits), _probs(inputs.view_b_logits)
+# loss.iic's choices. The defaults are IIC's MI as MUSCLE first trained it.
+IIC_HEADS = ("classifier", "auxiliary", "both")
+IIC_MARGINALS = ("uniform", "prior")
+IIC_PRIORS = ("labeled", "estimated")
+
+# loss.iic's keys added after runs were saved, with the values that do what those runs did.
+IIC_ADDED_KEYS = {
+    "head": "classifier",
+    "anchor_labeled": False,
+    "marginal": "uniform",
+    "prior": "labeled",
+    "prior_momentum": 0.999,
+    "confidence_gate": 0.0,
+}
+
+
+def _heads(section) -> tuple[str, ...]:
+    """The heads the MI term trains: the evaluated classifier, the MI head or both."""
+    return {"classifier": ("classifier",), "auxiliary": ("auxiliary",)}.get(
+        section.head, ("classifier", "auxiliary")
+    )
+
+
+def _joint_rows(inputs: base.Inputs, section, head: str, gate):
+    """The two sides of the joint on ``head`` and the rows that enter it.
+
+    Returns ``(probs_a, probs_b, where)``: ``[N, C]`` each, where ``N`` is the
+    unlabeled batch, plus the labeled batch in front with ``on_labeled`` (their
+    weak and strong views' predictions) or ``anchor_labeled`` (their one-hot
+    labels on both sides); ``where`` ``[N]`` (None: every row) keeps the
+    labeled rows and the unlabeled rows that pass the confidence gate.
+    """
+    if head == "classifier":
+        labeled, labeled_strong = inputs.labeled_logits, inputs.labeled_strong_logits
+        view_a, view_b = inputs.view_a_logits, inputs.view_b_logits
+    else:
+        labeled, labeled_strong = inputs.labeled_mi_logits, inputs.labeled_strong_mi_logits
+        view_a, view_b = inputs.view_a_mi_logits, inputs.view_b_mi_logits
+    probs_a, probs_b = _probs(view_a), _probs(view_b)
     if section.on_labeled:
         # The labeled images' two views join the joint distribution's batch.
-        probs_a = jnp.concatenate([_probs(inputs.labeled_logits), probs_a])
-        probs_b = jnp.concatenate([_probs(inputs.labeled_strong_logits), probs_b])
-    mutual_information = losses.mutual_information(probs_a, probs_b, lamb=section.lamb)
-    value = -mutual_information
-    metrics = {"mutual_information": mutual_information}
+        front_a, front_b = _probs(labeled), _probs(labeled_strong)
+    elif section.anchor_labeled:
+        # Their labels instead: class k's labeled images put mass on the joint's
+        # diagonal entry (k, k), which ties cluster k to class k.
+        front_a = front_b = jax.nn.one_hot(inputs.labels, probs_a.shape[-1], dtype=jnp.float32)
+    else:
+        return probs_a, probs_b, gate
+    where = None
+    if gate is not None:
+        where = jnp.concatenate([jnp.ones(front_a.shape[:1], bool), gate])
+    return jnp.concatenate([front_a, probs_a]), jnp.concatenate([front_b, probs_b]), where
+
+
+def _iic(inputs: base.Inputs, section, state) -> base.TermResult:
+    r"""Minus IIC's mutual information on the chosen head(s), with the chosen remedies.
+
+    ``L = -sum_h J(h) - overclustering_weight * mean_k MI(overclustering head k)``
+    over ``h`` in `_heads` (the classifier's logits and/or the MI head's),
+    where ``J(h)`` is `losses.mutual_information` of that head's two views'
+    softmax ``[N, C]`` (the rows of `_joint_rows`; ``where`` from the
+    confidence gate ``max_c sg(softmax(z_a^classifier)) > confidence_gate``),
+    with ``prior=pi`` under ``marginal="prior"``:
+    ``J = MI + (2 lamb - 1) sum_i (m_i - pi_i) log pi_i``. ``state`` is
+    ``{"prior": pi [C]}`` under ``marginal="prior"`` (else None); the
+    ``estimated`` prior is first moved by `losses.class_prior_update` with the
+    classifier's weak-view softmax. Returns the scalar loss, its diagnostics
+    and the new state.
+    """
+    metrics, new_state = {}, None
+    # The evaluated classifier's weak view: what the labels teach, hence the
+    # confidence the gate reads and the class distribution the prior estimates.
+    weak = jax.lax.stop_gradient(_probs(inputs.view_a_logits))
+    gate = None
+    if section.confidence_gate > 0:
+        gate = jnp.max(weak, axis=-1) > section.confidence_gate
+        metrics["iic_gate_rate"] = jnp.mean(gate.astype(jnp.float32))
+    prior = None
+    if section.marginal == "prior":
+        prior = state["prior"]
+        if section.prior == "estimated":
+            prior = losses.class_prior_update(prior, weak, momentum=section.prior_momentum)
+            new_state = {"prior": prior}
+        metrics["iic_prior_min"] = jnp.min(prior)
+    value = jnp.zeros((), jnp.float32)
+    for head in _heads(section):
+        probs_a, probs_b, where = _joint_rows(inputs, section, head, gate)
+        objective = losses.mutual_information(
+            probs_a, probs_b, lamb=section.lamb, where=where, prior=prior
+        )
+        value = value - objective
+        if prior is not None:  # The MI itself, comparable with the uniform marginal's.
+            objective = losses.mutual_information(probs_a, probs_b, lamb=section.lamb, where=where)
+        # With the MI head alone, the objective reports the classifier's own MI.
+        key = "mutual_information" if head == "classifier" else "mi_head_mutual_information"
+        metrics[key] = objective
     if inputs.view_a_overclustering is not None:
         overclustering = losses.multi_head_mutual_information(
             _probs(inputs.view_a_overclustering),
@@ -35,7 +123,23 @@ def _iic(inputs: base.Inputs, section, state) -> base.TermResult:
         )
         value = value - section.overclustering_weight * overclustering
         metrics["overclustering_mutual_information"] = overclustering
-    return base.TermResult(value, metrics)
+    return base.TermResult(value, metrics, new_state)
+
+
+def _iic_state(spec: base.StateSpec, section) -> dict:
+    """The class prior the marginal is matched to (``marginal="prior"``); else no state."""
+    if section.marginal != "prior":
+        return {}
+    if section.prior == "labeled":
+        counts = np.asarray(spec.labeled_class_counts, np.float32)
+        if counts.shape != (spec.num_classes,) or counts.sum() <= 0:
+            raise ValueError(
+                f"loss.iic.prior='labeled' needs the labeled set's {spec.num_classes} class "
+                f"counts; got {spec.labeled_class_counts}."
+            )
+        return {"prior": jnp.asarray(counts / counts.sum())}
+    # "estimated": uniform until the unlabeled batches move it.
+    return {"prior": jnp.full((spec.num_classes,), 1.0 / spec.num_classes, jnp.float32)}
 
 
 def _check_iic(section, config) -> list[str]:
@@ -45,6 +149,20 @@ def _check_iic(section, config) -> list[str]:
     if section.overclustering_weight < 0:
         problems.append(
             f"loss.iic.overclustering_weight={section.overclustering_weight} must be >= 0."
+        )
+    for key, choices in (("head", IIC_HEADS), ("marginal", IIC_MARGINALS), ("prior", IIC_PRIORS)):
+        if section[key] not in choices:
+            problems.append(f"loss.iic.{key}={section[key]!r} is not one of {choices}.")
+    if section.anchor_labeled and section.on_labeled:
+        problems.append(
+            "loss.iic.anchor_labeled=True joins the labeled images by their labels and "
+            "loss.iic.on_labeled=True by their predictions; set at most one of them to True."
+        )
+    if not 0.0 <= section.prior_momentum <= 1.0:
+        problems.append(f"loss.iic.prior_momentum={section.prior_momentum} must be in [0, 1].")
+    if not 0.0 <= section.confidence_gate < 1.0:
+        problems.append(
+            f"loss.iic.confidence_gate={section.confidence_gate} must be in [0, 1) (0: off)."
         )
     return problems
 
@@ -60,10 +178,20 @@ IIC = register(
             "lamb": 1.0,  # IIC's lambda: 1 is the true mutual information.
             "on_labeled": False,  # ours: the unlabeled views only.
             "overclustering_weight": 1.0,  # relative to the unsupervised weight.
+            # The remedies for a lost class (docs/method.md), off by default (ours):
+            "head": "classifier",  # | "auxiliary" (an MI head) | "both".
+            "anchor_labeled": False,  # The labeled images join the joint by their labels.
+            "marginal": "uniform",  # | "prior": KL(marginal || loss.iic.prior).
+            "prior": "labeled",  # | "estimated" (EMA of the predictions), with "prior".
+            "prior_momentum": 0.999,  # The estimated prior's EMA, as distribution alignment's.
+            "confidence_gate": 0.0,  # > 0: only confident unlabeled images enter the joint.
         },
         unlabeled_views="weak_strong",
         labeled_views=lambda section: 2 if section.on_labeled else 1,
+        model_heads=lambda section: {"mi_head": True} if section.head != "classifier" else {},
+        init_state=_iic_state,
         check=_check_iic,
+        added_keys=IIC_ADDED_KEYS,
     )
 )
 
