@@ -7,6 +7,7 @@ simulated devices of conftest.py.
 """
 
 import dataclasses
+import json
 import math
 import re
 
@@ -117,6 +118,15 @@ def test_uda_with_training_signal_annealing_masks_the_supervised_term():
         config_validation.validate_config(mixed, num_devices=1)
 
 
+# The keys this issue added to the bases' sections, (section, key).
+ADDED_REFERENCE_KEYS = (
+    ("adamatch", "p_model_init"),
+    ("fixmatch", "p_model_init"),
+    ("softmatch", "p_hat_init"),
+    ("debiased", "update_order"),
+)
+
+
 def _section(name: str, **changes) -> ml_collections.ConfigDict:
     section = methods.config_sections()[name]
     section.update(changes)
@@ -171,6 +181,23 @@ def test_the_bases_sections_pass_their_starts_and_orders_to_the_steps():
     assert methods.config_sections()["debiased"]["update_order"] == "paper"
     usb = imbalance.debiased_options(_section("debiased", update_order="usb"))
     assert usb["update_order"] == "usb"
+
+
+def test_a_config_saved_before_the_reference_keys_resumes():
+    # Checkpoints written before p_model_init, p_hat_init and update_order existed
+    # read as the values that go on as those runs did, so their resume is not refused.
+    config = load_config("tiny", "method=adamatch")
+    saved = json.loads(config.to_json())
+    for name, key in ADDED_REFERENCE_KEYS:
+        del saved["loss"][name][key]
+    assert config_validation.check_resume(saved, config, where="old") == []
+    # A run saved with the other start is another run: resuming it with the default is refused.
+    saved["loss"]["adamatch"]["p_model_init"] = "uniform"
+    with pytest.raises(
+        config_validation.ConfigError,
+        match=re.escape("loss.adamatch.p_model_init: 'uniform' -> 'first_batch'"),
+    ):
+        config_validation.check_resume(saved, config, where="old")
 
 
 @pytest.mark.parametrize(

@@ -179,6 +179,8 @@ SOFTMATCH = register(
         weighting=UNIT_WEIGHTING,
         init_state=lambda spec, section: losses.softmatch_init(spec.num_classes),
         check=_check_softmatch,
+        # Added later; SoftMatch always started p_hat at the first batch's mean.
+        added_keys={"p_hat_init": "first_batch"},
     )
 )
 
@@ -234,6 +236,7 @@ ADAMATCH = register(
         weighting=UNIT_WEIGHTING,
         init_state=lambda spec, section: alignment.alignment_state(spec, section.alignment_target),
         check=_check_adamatch,
+        added_keys=alignment.P_MODEL_INIT_ADDED,
     )
 )
 

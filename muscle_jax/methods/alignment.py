@@ -22,6 +22,13 @@ DISTRIBUTION_ALIGNMENT_TARGETS = ("uniform", "labeled", "labeled_ema")
 # or the uniform distribution is averaged in from the start.
 P_MODEL_INITS = ("first_batch", "uniform")
 
+# p_model_init was added after runs were saved, which started p_model at uniform.
+# Their checkpoints read as "first_batch" all the same: the state's `initialised`
+# flag, set by the first update, makes the two starts update alike from then on,
+# so a resumed run goes on as it would have, and an old config is not refused for
+# a key that changes nothing in it.
+P_MODEL_INIT_ADDED = {"p_model_init": "first_batch"}
+
 
 def alignment_state(spec: base.StateSpec, target: str) -> dict[str, jax.Array]:
     """Distribution alignment's state for ``target`` (`DISTRIBUTION_ALIGNMENT_TARGETS`)."""

@@ -89,6 +89,7 @@ FIXMATCH = register(
         unlabeled_views="weak_strong",
         init_state=_fixmatch_state,
         check=_check_fixmatch,
+        added_keys=alignment.P_MODEL_INIT_ADDED,
     )
 )
 

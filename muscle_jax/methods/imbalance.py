@@ -73,6 +73,7 @@ DEBIASED = register(
         weighting=UNIT_WEIGHTING,
         init_state=lambda spec, section: losses.debiased_init(spec.num_classes),
         check=_check_debiased,
+        added_keys={"update_order": "paper"},  # Added later; the order these runs used.
     )
 )
 
