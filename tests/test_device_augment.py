@@ -1,7 +1,9 @@
-"""Augmentation on the accelerator (data.augment_on="device"): each op against the host's,
-the draws, per-example seeding, sharding, the host's uint8 stream, and a bit-exact resume."""
+"""Augmentation on the accelerator (data.augment_on="device"): each RandAugment op and Cutout
+against PIL (tests/pil_reference.py), the draws, per-example seeding, sharding, the host's uint8
+stream, and a bit-exact resume."""
 
 import functools
+import inspect
 import json
 
 import jax
@@ -16,46 +18,272 @@ from muscle_jax import config_validation, train
 from muscle_jax import input_pipeline as ip
 from muscle_jax.data import augment
 from muscle_jax.data import device_augment as da
+from muscle_jax.data import rand_augment_spec as spec
+from muscle_jax.data.streams import UNLABELED
 
+from . import pil_reference as pil
 from .helpers import DIGITS_STREAM, latest_state, load_config
 from .shared_runs import device_parity_config, run_until_step
 
-OPS = augment.keras_ops(0.5)  # The host's layers (TensorFlow backend).
-DEVICE_OPS = dict(da._jax_layers(0.5))
+# One compile per image shape holds all 14 ops (the op is a traced index).
+APPLY_OPS = jax.jit(jax.vmap(da.apply_op))
+RAND_AUGMENT = jax.jit(jax.vmap(da.rand_augment))
+STRONG = jax.jit(jax.vmap(functools.partial(da.strong, flip=True)))
+# Rotate's coefficients come from float32 cosines (PIL: float64): measured
+# 3.7e-6 of the pixels of 4000 random 32 px rotations read a neighbouring source
+# pixel. Every other op is exact.
+ROTATE_MISMATCH_FRACTION = 1e-4
+SHAPES = [(8, 1), (8, 3), (16, 1), (16, 3), (32, 1), (32, 3)]
+# Magnitudes beside an even grid over each range: PIL's integer steps and their edges.
+EDGE_MAGNITUDES = {
+    "posterize": [4.0, 4.999, 5.0, 6.5, 7.0, 7.999, 8.0],
+    "solarize": [0.0, 1.0, 127.5, 128.0, 128.5, 255.0, 256.0],
+    "rotate": [0.0, -0.001, 12.0, 29.99],
+    "shear_x": [0.0, 1 / 64, -0.25, 0.1],
+    "shear_y": [0.0, 1 / 64, -0.25, 0.1],
+    "translate_x": [0.0, 0.25, -1 / 16, 0.1],
+    "translate_y": [0.0, 0.25, -1 / 16, 0.1],
+}
+
+
+def _magnitudes(op: spec.Op) -> np.ndarray:
+    grid = np.linspace(op.low, op.high, 9)
+    return np.concatenate([grid, EDGE_MAGNITUDES.get(op.name, [])]).astype(np.float32)
 
 
 def _images(shape, seed=0):
     return np.random.default_rng(seed).integers(0, 256, shape).astype(np.float32)
 
 
-@pytest.mark.parametrize("name", [name for name in OPS if name != "equalize"])
-def test_each_op_equals_the_host_op_for_the_same_draw(name):
-    # The host layer draws the transformation (TF stateless seeds); the device
-    # layer applies that same transformation with Keras's JAX backend, jitted.
-    images = _images((4, 16, 16, 3))
-    host = OPS[name]
-    params = host.get_random_transformation(
-        tf.constant(images),
-        training=True,
-        seed=augment._StatelessSeedStream(tf.constant([5, 6], tf.int64)),
+def _on_every_op(images: np.ndarray):
+    """(op index, image, magnitude) triples: every image at every op's `_magnitudes`."""
+    indices, batch, values = [], [], []
+    for index, op in enumerate(spec.OPS):
+        for value in _magnitudes(op):
+            indices += [index] * len(images)
+            batch.append(images)
+            values += [value] * len(images)
+    return np.array(indices), np.concatenate(batch), np.array(values, np.float32)
+
+
+@pytest.mark.parametrize("size,channels", SHAPES)
+def test_each_op_equals_pil_over_its_range(size, channels):
+    images = pil.random_images(np.random.default_rng(size + channels), 4, size, channels)
+    indices, batch, values = _on_every_op(images)
+    got = np.asarray(APPLY_OPS(indices, jnp.asarray(batch, jnp.float32), values))
+    expected = np.stack(
+        [pil.apply_op(spec.OP_NAMES[i], x, float(v)) for i, x, v in zip(indices, batch, values)]
     )
-    expected = np.clip(host.transform_images(tf.constant(images), params).numpy(), 0, 255)
-    as_jax = jax.tree.map(lambda t: jnp.asarray(t.numpy()) if hasattr(t, "numpy") else t, params)
-    device = jax.jit(lambda x, p: DEVICE_OPS[name].transform_images(x, p, training=True))
-    got = np.clip(np.asarray(device(jnp.asarray(images), as_jax)), 0, 255)
-    np.testing.assert_allclose(got, expected, atol=1e-3)
-    assert np.abs(expected - images).max() > 1  # The drawn transformation changes the images.
+    assert np.array_equal(got, np.round(got)) and got.min() >= 0 and got.max() <= 255
+    for index, name in enumerate(spec.OP_NAMES):
+        mine, theirs = got[indices == index], expected[indices == index]
+        if name == "rotate":
+            assert np.mean(mine != theirs) <= ROTATE_MISMATCH_FRACTION
+        else:
+            np.testing.assert_array_equal(mine, theirs, err_msg=name)
+        # PIL's Equalize keeps images of fewer than 256 + (top level's count) pixels.
+        kept = (
+            name == "identity"
+            or (name, channels) == ("color", 1)
+            or (name, size) == ("equalize", 8)
+        )
+        assert kept or np.any(theirs != batch[indices == index]), name  # The grid changes images.
 
 
-def test_equalize_equals_the_host_op():
-    # Within one grey level: the float rounding of the lookup table differs.
-    images = _images((3, 16, 16, 3), seed=1) * 0.5 + 40  # Narrow histograms, to stretch.
-    images = np.concatenate([images, np.full((1, 16, 16, 3), 7.0, np.float32)])  # One bin.
-    expected = augment.equalize(tf.constant(images)).numpy()
-    got = np.asarray(jax.jit(jax.vmap(da.equalize))(jnp.asarray(images)))
-    assert np.abs(got - expected).max() <= 1.0 and np.mean(got != expected) < 0.05
-    np.testing.assert_array_equal(got[3], images[3])  # A single bin is left as it is.
-    assert np.ptp(got[0]) > np.ptp(images[0]) + 100
+def test_ops_equal_pil_at_a_width_that_is_not_a_power_of_two():
+    # 28 px: v * width is inexact in float32, so translate's floor(v * w + 0.5)
+    # is decided from the product's rounding error. The magnitudes sit one float32
+    # step either side of PIL's half-way points (n + 0.5) / 28.
+    images = pil.random_images(np.random.default_rng(4), 3, 28, 3)
+    halfway = (np.arange(-8, 9) + 0.5) / 28
+    values = np.concatenate(
+        [
+            np.nextafter(halfway.astype(np.float32), np.float32(-1)),
+            halfway.astype(np.float32),
+            np.nextafter(halfway.astype(np.float32), np.float32(1)),
+        ]
+    )
+    batch = np.repeat(images, len(values), axis=0)
+    repeated = np.tile(values, len(images))
+    for name in ("translate_x", "translate_y", "shear_x", "shear_y"):
+        got = jax.jit(jax.vmap(da.OP_FUNCTIONS[name]))(jnp.asarray(batch, jnp.float32), repeated)
+        expected = [pil.apply_op(name, x, float(v)) for x, v in zip(batch, repeated)]
+        np.testing.assert_array_equal(np.asarray(got), np.stack(expected), err_msg=name)
+
+
+def test_autocontrast_equals_pil_where_float64_falls_short_and_elsewhere():
+    # Every (lo, hi) where PIL's float64 table falls one short of the exact
+    # quotient somewhere (12094 entries in 5958 pairs) and 1000 other pairs: an
+    # image holding every level from lo to hi. (All 32640 pairs take PIL ~10 s.)
+    pairs, shortfalls = da._autocontrast_shortfalls()
+    assert len(pairs) == 5958 and np.count_nonzero(shortfalls) == 12094
+    low, high = np.triu_indices(256, k=1)
+    others = np.setdiff1d(low * 256 + high, pairs)
+    keys = np.concatenate([pairs, np.random.default_rng(0).choice(others, 1000, replace=False)])
+    low, high = keys // 256, keys % 256
+    images = np.clip(np.arange(256), low[:, None], high[:, None]).reshape(-1, 16, 16, 1)
+    got = jax.jit(jax.vmap(da.autocontrast, (0, None)))(images.astype(np.float32), 0.0)
+    expected = [pil.apply_op("autocontrast", x, 0.0) for x in images.astype(np.uint8)]
+    np.testing.assert_array_equal(got, np.stack(expected))
+    assert got[list(keys).index(0 * 256 + 25), -1, -1, 0] == 254  # hi = 25: not 255.
+
+
+def test_equalize_keeps_the_images_pil_keeps():
+    flat = np.full((16, 16, 3), 7, np.uint8)  # One level per channel.
+    top_heavy = np.full((16, 16, 3), 200, np.uint8)
+    top_heavy[0, 0] = 7  # step = (256 - 255) // 255 == 0 in PIL.
+    bottom_heavy = flat.copy()
+    bottom_heavy[0, 0] = 200  # step = (256 - 1) // 255 == 1: stretched to 0 and 255.
+    images = np.stack([flat, top_heavy, bottom_heavy])
+    got = np.asarray(jax.jit(jax.vmap(da.equalize, (0, None)))(images.astype(np.float32), 0.0))
+    np.testing.assert_array_equal(got[:2], images[:2])
+    np.testing.assert_array_equal(np.unique(got[2]), [0, 255])
+    for image, out in zip(images, got):
+        np.testing.assert_array_equal(out, pil.apply_op("equalize", image, 0.0))
+
+
+def _units(count, rng):
+    """Uniforms on jax.random.uniform's 2**-23 grid: random, ends, and the half-pixel edges."""
+    units = rng.integers(0, 2**23, (count, 3))
+    units[:8, 0] = [0, 1, 2**22, 2**23 - 1, 4, 2**20, 2**21 + 4, 3 * 2**20]
+    # Corners where u * w - side / 2 is an integer at 32 px, and one 2**-23 either side.
+    units[8:32, 0] = units[8:32, 0] // 4 * 4
+    units[8:32, 1] = (units[8:32, 0] + 2**20 * rng.integers(0, 32, 24)) // 4
+    units[8:32, 1] += np.tile([-1, 0, 1], 8)
+    units[:, 1:] = np.clip(units[:, 1:], 0, 2**23 - 1)
+    return units
+
+
+@pytest.mark.parametrize("size,channels", [(8, 1), (32, 3), (28, 3)])
+def test_cutout_equals_pil_over_a_grid_of_draws(size, channels):
+    rng = np.random.default_rng(size)
+    images = pil.random_images(rng, 64, size, channels)
+    uniforms = (_units(len(images), rng) / 2**23).astype(np.float32)
+    got = np.asarray(jax.jit(jax.vmap(da.cutout))(jnp.asarray(images, jnp.float32), uniforms))
+    for image, draw, out in zip(images, uniforms, got):
+        side, x, y = (float(u) for u in draw)
+        np.testing.assert_array_equal(out, pil.cutout(image, side * 0.5 * size, x, y))
+    fill = np.asarray(spec.cutout_fill(channels), np.float32)
+    filled = np.all(got == fill, axis=-1) & ~np.all(images == fill, axis=-1)
+    assert filled[0].sum() == 0 and filled[1].sum() > 0  # Side 0: none; 2**-23: one pixel.
+
+
+def test_ops_are_drawn_uniformly_and_independently_per_round():
+    keys = jax.random.split(jax.random.key(1), 14000)
+    choices = np.asarray(jax.vmap(da.op_choices)(keys))  # [N, 3]
+    assert choices.shape == (14000, spec.DEFAULT_ROUNDS) and da.op_names() == spec.OP_NAMES
+    expected = len(keys) / spec.NUM_OPS
+    for round_ in range(spec.DEFAULT_ROUNDS):
+        counts = np.bincount(choices[:, round_], minlength=spec.NUM_OPS)
+        assert ((counts - expected) ** 2 / expected).sum() < 40  # chi2(13): p ~ 2e-4
+    pairs = np.bincount(choices[:, 0] * spec.NUM_OPS + choices[:, 1], minlength=spec.NUM_OPS**2)
+    assert pairs.min() > 30  # Every ordered pair of ops occurs (71 expected).
+    assert np.mean(choices[:, 0] == choices[:, 1]) > 0.05  # With replacement: 1/14 repeats.
+
+
+def test_magnitudes_are_uniform_over_each_range():
+    keys = jax.random.split(jax.random.key(2), 6000)
+    indices, uniforms = jax.vmap(da.op_draws)(keys)
+    values = np.asarray(jax.vmap(jax.vmap(da.op_magnitude))(indices, uniforms))
+    indices, uniforms = np.asarray(indices), np.asarray(uniforms)
+    assert np.all((0 <= uniforms) & (uniforms < 1))
+    # Kolmogorov-Smirnov against U[0, 1): 0.01 at 18000 draws is p < 1e-3.
+    assert np.abs(np.sort(uniforms.ravel()) - np.linspace(0, 1, uniforms.size)).max() < 0.01
+    for index, op in enumerate(spec.OPS):
+        drawn = values[indices == index]
+        low, high, span = np.float32(op.low), np.float32(op.high), op.high - op.low
+        assert low <= drawn.min() < low + 0.01 * span, op.name
+        assert high - 0.01 * span < drawn.max() <= high, op.name
+        assert abs(drawn.mean() - (op.low + op.high) / 2) < 0.03 * span, op.name
+    np.testing.assert_allclose(
+        jax.vmap(da.op_magnitude)(jnp.arange(spec.NUM_OPS), jnp.zeros(spec.NUM_OPS)),
+        [op.low for op in spec.OPS],
+        rtol=1e-6,
+    )
+
+
+def _rand_augment_batch():
+    """24 images of 16 px and their keys, for `RAND_AUGMENT` (compiled for this shape)."""
+    images = pil.random_images(np.random.default_rng(2), 24, 16, 3)
+    return jnp.asarray(images, jnp.float32), jax.random.split(jax.random.key(3), len(images))
+
+
+def test_rand_augment_applies_the_ops_it_draws_in_order_as_pil_does():
+    images, keys = _rand_augment_batch()
+    got = np.asarray(RAND_AUGMENT(images, keys))
+    indices, uniforms = jax.vmap(da.op_draws)(keys)
+    values = np.asarray(jax.vmap(jax.vmap(da.op_magnitude))(indices, uniforms))
+    for image, ops, magnitudes, out in zip(np.asarray(images), np.asarray(indices), values, got):
+        expected = image
+        for index, value in zip(ops, magnitudes):
+            expected = pil.apply_op(spec.OP_NAMES[index], expected, float(value))
+        rotated = spec.OP_NAMES.index("rotate") in ops
+        assert np.mean(out != expected) <= (0.01 if rotated else 0.0)
+    assert np.mean(got != images) > 0.3
+
+
+def test_rand_augment_is_a_function_of_each_images_key_under_jit_and_vmap():
+    images, keys = _rand_augment_batch()
+    out = np.asarray(RAND_AUGMENT(images, keys))
+    np.testing.assert_array_equal(RAND_AUGMENT(images, keys), out)  # Deterministic.
+    # Each image's pixels depend on its own image and key, not on its batch neighbours.
+    np.testing.assert_array_equal(RAND_AUGMENT(images[::-1], keys[::-1]), out[::-1])
+    others = np.asarray(RAND_AUGMENT(images, jax.random.split(jax.random.key(5), len(images))))
+    assert np.mean(np.any(others != out, axis=(1, 2, 3))) > 0.5
+    np.testing.assert_array_equal(da.rand_augment(images[0], keys[0], num_ops=0), images[0])
+
+
+def test_strong_is_weak_then_rand_augment_then_cutout():
+    images, keys = _rand_augment_batch()
+    weak_keys, augment_keys, cutout_keys = jax.vmap(lambda key: jax.random.split(key, 3))(keys).T
+    expected = jax.vmap(functools.partial(da.weak, flip=True))(images, weak_keys)
+    expected = RAND_AUGMENT(expected, augment_keys)
+    expected = jax.vmap(da.cutout)(expected, jax.vmap(da.cutout_uniforms)(cutout_keys))
+    np.testing.assert_array_equal(STRONG(images, keys), expected)
+
+
+def test_host_and_device_ops_give_the_same_pixels():
+    # Both places reproduce PIL, so the same images at the same magnitudes agree
+    # (the grid test's batch at 16 px: its compile is reused).
+    images = pil.random_images(np.random.default_rng(16 + 3), 4, 16, 3)
+    indices, batch, values = _on_every_op(images)
+    device = np.asarray(APPLY_OPS(indices, jnp.asarray(batch, jnp.float32), values))
+    for index, name in enumerate(spec.OP_NAMES):
+        chosen = indices == index
+        host = augment.apply_op(name, tf.constant(batch[chosen], tf.float32), values[chosen])
+        mismatch = np.mean(host.numpy() != device[chosen])
+        assert mismatch <= (ROTATE_MISMATCH_FRACTION if name == "rotate" else 0.0), name
+
+
+def test_host_and_device_strong_views_are_equally_distributed():
+    # The two places draw with different generators (TensorFlow's, JAX's), so
+    # their views of the same images are equal in distribution only: per-image
+    # statistics agree within sampling error (4 standard errors).
+    images = pil.random_images(np.random.default_rng(8), 480, 16, 3)
+    host = augment.strong(
+        tf.constant(images, tf.float32),
+        tf.constant([8, 9], tf.int64),
+        augment.shared_rand_augment(spec.DEFAULT_ROUNDS),
+        flip=True,
+    ).numpy()
+    keys = jax.random.split(jax.random.key(8), len(images))
+    device = np.concatenate(
+        [
+            STRONG(jnp.asarray(images[i : i + 24], jnp.float32), keys[i : i + 24])
+            for i in range(0, 480, 24)
+        ]
+    )
+    fill = np.asarray(spec.cutout_fill(3), np.float32)
+    for name, statistic in {
+        "mean level": lambda views: views.mean(axis=(1, 2, 3)),
+        "black": lambda views: np.all(views == 0, axis=-1).mean(axis=(1, 2)),
+        "white": lambda views: np.all(views == 255, axis=-1).mean(axis=(1, 2)),
+        "cutout fill": lambda views: np.all(views == fill, axis=-1).mean(axis=(1, 2)),
+        "changed": lambda views: np.mean(views != images, axis=(1, 2, 3)),
+    }.items():
+        on_host, on_device = statistic(host), statistic(device)
+        error = np.sqrt((on_host.var() + on_device.var()) / len(images))
+        assert abs(on_host.mean() - on_device.mean()) <= 4 * error, name
 
 
 @pytest.mark.parametrize("shape", [(8, 8, 1), (32, 32, 3)])
@@ -80,50 +308,6 @@ def test_weak_crops_and_flips_as_often_as_the_host():
         mirrored = np.abs(columns - 21) <= 4
         assert np.all((np.abs(columns - 10) <= 4) | mirrored)
         assert (mirrored.mean() == 0) if not flip else (0.35 < mirrored.mean() < 0.65)
-
-
-def test_cutout_greys_one_square_of_half_the_side_as_numpy_does():
-    image = _images((32, 32, 3))
-    got = np.asarray(da.cutout_at(jnp.asarray(image), jnp.array([10.0, 30.0])))
-    rows, cols = np.meshgrid(np.arange(32) + 0.5, np.arange(32) + 0.5, indexing="ij")
-    inside = (np.abs(rows - 10) < 8) & (np.abs(cols - 30) < 8)  # Clipped at the border.
-    np.testing.assert_array_equal(got, np.where(inside[..., None], 127.5, image))
-    assert inside.sum() == 16 * 10
-
-
-def test_ops_are_drawn_uniformly_and_independently_per_round():
-    keys = jax.random.split(jax.random.key(1), 4400)
-    choices = np.asarray(jax.vmap(da.op_choices)(keys))  # [N, 2]
-    num = len(da.op_names())
-    assert num == 11 and da.op_names() == tuple(OPS)
-    expected = len(keys) / num
-    for round_ in range(2):
-        counts = np.bincount(choices[:, round_], minlength=num)
-        assert ((counts - expected) ** 2 / expected).sum() < 35  # chi2(10): p ~ 1e-4
-    pairs = np.bincount(choices[:, 0] * num + choices[:, 1], minlength=num * num)
-    assert pairs.min() > 10  # Every ordered pair of ops occurs.
-
-
-def test_rand_augment_applies_the_two_ops_it_draws_in_order():
-    image = jnp.asarray(_images((16, 16, 3), seed=2))
-    for seed in range(4):
-        key = jax.random.key(seed)
-        out = jax.jit(da.rand_augment)(image, key)
-        expected = image
-        for round_key, choice in zip(jax.random.split(key, 2), da.op_choices(key)):
-            _, op_key = jax.random.split(round_key)  # The magnitude's key of that round.
-            expected = da._apply_op(DEVICE_OPS[da.op_names()[int(choice)]], expected, op_key)
-        np.testing.assert_allclose(out, expected, atol=1e-3)
-
-
-def test_magnitudes_vary_per_image_within_the_host_range():
-    # Brightness: Keras draws a factor in [-0.5, 0.5] a image and adds factor * 255.
-    image = jnp.full((8, 8, 3), 128.0)
-    keys = jax.random.split(jax.random.key(2), 300)
-    shift = jax.vmap(lambda k: da._apply_op(DEVICE_OPS["brightness"], image, k).mean() - 128)(keys)
-    shift = np.asarray(shift)
-    assert shift.min() >= -0.5 * 255 - 1e-3 and shift.max() <= 127 + 1e-3  # Clipped at 255.
-    assert shift.min() < -100 and np.mean(shift > 0) > 0.35 and len(np.unique(shift)) > 250
 
 
 def _uint8_batch(n=16, shape=(8, 8, 1)):
@@ -164,15 +348,28 @@ def test_views_are_the_host_layout_and_depend_on_each_example_alone():
     np.testing.assert_array_equal(out["label"], batch["label"])
     # The weak and strong views of an image differ, and so do two images' views.
     assert np.abs(out["labeled"] - out["labeled_strong"]).mean() > 0.05
-    # The same examples in another order and batch size: the same pixels each, to
-    # float rounding (XLA vectorises a batch of 4 and one of 16 differently).
-    order = np.array([5, 1, 12, 7])
+    # The same examples in another order: the same pixels each (another batch
+    # size would compile again; the eight-device test below splits the batch).
+    order = np.random.default_rng(0).permutation(16)
     part = jax.jit(VIEWS)({key: value[order] for key, value in batch.items()})
     for key in ("labeled", "labeled_strong", "unlabeled_a", "unlabeled_b"):
-        np.testing.assert_allclose(part[key], np.asarray(out[key])[order], atol=1e-5, err_msg=key)
+        np.testing.assert_array_equal(part[key], np.asarray(out[key])[order], err_msg=key)
     # Another stream position is another draw.
     moved = {**batch, "unlabeled_position": batch["unlabeled_position"] + 1}
     assert not np.array_equal(jax.jit(VIEWS)(moved)["unlabeled_b"], out["unlabeled_b"])
+
+
+def test_views_make_strong_views_with_the_rounds_asked_for():
+    assert inspect.signature(da.views).parameters["num_ops"].default == spec.DEFAULT_ROUNDS
+    batch = _uint8_batch()
+    out = jax.jit(functools.partial(VIEWS, num_ops=0))(batch)
+    # Without ops a strong view is its weak view with a Cutout.
+    keys = da.example_keys(0, UNLABELED, batch["unlabeled_shard"], batch["unlabeled_position"])
+    view_keys = jax.vmap(lambda key: jax.random.fold_in(key, 1))(keys)  # The second view.
+    strong = functools.partial(da.strong, flip=True, num_ops=0)
+    images = jnp.asarray(batch["unlabeled_image"], jnp.float32)
+    expected = jax.jit(jax.vmap(strong))(images, view_keys)
+    np.testing.assert_array_equal(out["unlabeled_b"], expected / 127.5 - 1.0)
 
 
 @pytest.mark.slow
@@ -184,8 +381,8 @@ def test_views_sharded_over_eight_devices_equal_one_device():
     sharded = jax.device_put(batch, NamedSharding(mesh, P("data")))
     eight = jax.jit(VIEWS)(sharded)
     assert eight["unlabeled_b"].sharding.spec == P("data")  # Made where its shard lives.
-    for key in one:  # To float rounding, as in the test above.
-        np.testing.assert_allclose(one[key], eight[key], atol=1e-5, err_msg=key)
+    for key in one:
+        np.testing.assert_array_equal(one[key], eight[key], err_msg=key)
 
 
 def test_the_host_stream_yields_uint8_images_and_their_seeds_and_resumes():
