@@ -288,6 +288,7 @@ def device_augmentation(config: ml_collections.ConfigDict, source) -> Callable |
         unlabeled_views=methods.unlabeled_views(config),
         labeled_views=methods.labeled_views(config),
         flip=input_pipeline.flips(config.data, source),
+        num_ops=config.data.rand_augment_ops,
     )
 
 

@@ -372,6 +372,14 @@ def test_views_make_strong_views_with_the_rounds_asked_for():
     np.testing.assert_array_equal(out["unlabeled_b"], expected / 127.5 - 1.0)
 
 
+def test_the_train_step_passes_the_configured_rounds():
+    config = load_config("tiny")
+    config.data.augment_on = "device"
+    config.data.rand_augment_ops = 1
+    augment_views = train.device_augmentation(config, ip.sources.open_source("digits"))
+    assert augment_views.func is da.views and augment_views.keywords["num_ops"] == 1
+
+
 @pytest.mark.slow
 def test_views_sharded_over_eight_devices_equal_one_device():
     batch = _uint8_batch()
