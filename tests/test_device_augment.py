@@ -1,6 +1,12 @@
 """Augmentation on the accelerator (data.augment_on="device"): each RandAugment op and Cutout
 against PIL (tests/pil_reference.py), the draws, per-example seeding, sharding, the host's uint8
-stream, and a bit-exact resume."""
+stream, and a bit-exact resume.
+
+How exact: 13 of the 14 ops and Cutout equal PIL pixel for pixel on every grid here (8, 16,
+32 and 28 px, grey and RGB, each op's range with its ends). Rotate may differ in at most 1e-4
+of the pixels (measured: 3.7e-6 of 4000 random 32 px rotations, 1 to 4 pixels in 0.25 % of
+them): its coefficients come from float32 cosines where PIL has float64.
+"""
 
 import functools
 import inspect
