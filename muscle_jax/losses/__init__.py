@@ -81,8 +81,8 @@ from muscle_jax.losses._supervised import supervised_loss
 
 __all__ = [
     "CONSISTENCY_KINDS",
-    "FLEXMATCH_MAPPINGS",
     "DEBIASED_UPDATE_ORDERS",
+    "FLEXMATCH_MAPPINGS",
     "RAMPUP_KINDS",
     "STATEFUL_CONSISTENCY_KINDS",
     "TSA_SCHEDULES",
@@ -144,8 +144,8 @@ __all__ = [
     "supervised_loss",
     "term_weight",
     "tsa_mask",
+    "tsa_reduce",
     "tsa_threshold",
     "uda_consistency",
-    "tsa_reduce",
     "uda_step",
 ]
