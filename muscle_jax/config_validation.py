@@ -277,6 +277,20 @@ def resume_changes(saved: dict, current: dict) -> tuple[list[str], list[str]]:
     return fixed, changeable
 
 
+# Keys whose absence from a saved config means the run trained on something this
+# version no longer has: the refusal says what, since "None -> 3" alone does not.
+ABSENT_BEFORE = {
+    "data.rand_augment_ops": "the checkpoint predates version 0.2.0: its run's strong views "
+    "came from the old Keras approximation of RandAugment, replaced by the reference "
+    "RandAugment, so resuming would switch augmentations mid-run",
+}
+
+
+def _why_absent(saved: dict) -> list[str]:
+    flat = _flat(saved)
+    return [why for key, why in ABSENT_BEFORE.items() if key not in flat]
+
+
 def check_resume(saved: dict | None, config: ml_collections.ConfigDict, *, where: str) -> list[str]:
     """Refuses a resume that changes fixed keys; returns the allowed changes to log.
 
@@ -292,5 +306,6 @@ def check_resume(saved: dict | None, config: ml_collections.ConfigDict, *, where
             f"change mid-run: {'; '.join(fixed)}. Rerun with the original values, use a new "
             "--workdir, or pass --config.allow_config_change_on_resume=True to continue "
             "anyway (e.g. to extend a finished run's total_steps)."
+            + "".join(f" Note: {why}." for why in _why_absent(saved))
         )
     return fixed + changeable

@@ -355,3 +355,21 @@ def test_flexmatch_row_sharded_step_equals_one_device_step():
     np.testing.assert_allclose(
         results[8][1]["consistency"], results[1][1]["consistency"], rtol=2e-4
     )
+
+
+def test_a_checkpoint_from_before_the_reference_randaugment_is_refused_saying_why():
+    # Its run trained on the old Keras approximation: resuming would switch the
+    # strong augmentation mid-run, so the refusal names the version and the reason.
+    config = load_config("tiny")
+    saved = json.loads(config.to_json())
+    del saved["data"]["rand_augment_ops"]
+    with pytest.raises(config_validation.ConfigError) as refused:
+        config_validation.check_resume(saved, config, where="old")
+    message = str(refused.value)
+    assert "data.rand_augment_ops: None -> 3" in message
+    assert "predates version 0.2.0" in message and "reference RandAugment" in message
+    # A checkpoint that has the key gets no such note.
+    saved["data"]["rand_augment_ops"] = 2
+    with pytest.raises(config_validation.ConfigError) as refused:
+        config_validation.check_resume(saved, config, where="old")
+    assert "predates" not in str(refused.value)
