@@ -11,6 +11,7 @@ from tests import cli_driver
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 README = os.path.join(REPO, "README.md")
+RESULTS = os.path.join(REPO, "docs", "results.md")
 
 
 def block_after(marker: str) -> str:
@@ -47,15 +48,15 @@ def test_ci_runs_the_readme_test_command():
 
 @pytest.mark.slow
 def test_readme_experiment_commands_are_valid(tmp_path):
-    """Each suite command in the README builds its runs (written as a SLURM dry run, not run)."""
+    """Each suite command in docs/results.md builds its runs (a SLURM dry run, not run)."""
     commands = [
         line.split()
-        for line in open(README).read().splitlines()
+        for line in open(RESULTS).read().splitlines()
         if line.startswith("python -m muscle_jax.experiments ")
     ]
     from muscle_jax.experiments import suites
 
-    # One README command per suite.
+    # One command per suite.
     assert {arg for command in commands for arg in command if arg.startswith("--suite=")} == {
         f"--suite={suite}" for suite in suites.SUITES
     }
