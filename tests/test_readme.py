@@ -84,7 +84,7 @@ def test_scaling_table_is_the_estimate_scripts_output():
         import scaling_estimate
     finally:
         sys.path.pop(0)
-    readme = open(README).read()
+    readme = open(README).read() + open(os.path.join(REPO, "docs", "performance.md")).read()
     assert scaling_estimate.table() in readme
     assert scaling_estimate.demand_table() in readme
     # The protocol's FLOP count from the model's layer shapes: ~2e19, as the docs say.
