@@ -353,24 +353,7 @@ def translate_y(images: tf.Tensor, fractions: tf.Tensor) -> tf.Tensor:
     return _sample(images, column, _shifted_pixels(fractions, images.shape[1], row))
 
 
-_OPS = {
-    "autocontrast": autocontrast,
-    "brightness": brightness,
-    "color": color,
-    "contrast": contrast,
-    "equalize": equalize,
-    "identity": identity,
-    "posterize": posterize,
-    "rotate": rotate,
-    "sharpness": sharpness,
-    "shear_x": shear_x,
-    "shear_y": shear_y,
-    "solarize": solarize,
-    "translate_x": translate_x,
-    "translate_y": translate_y,
-}
-# A drawn op index means the spec's op at that index.
-assert tuple(_OPS) == spec.OP_NAMES
+_OPS = spec.implementations(globals())
 
 
 def apply_op(name: str, images: tf.Tensor, magnitudes) -> tf.Tensor:

@@ -389,23 +389,9 @@ def shift(image: jax.Array, x_offset: jax.Array, y_offset: jax.Array) -> jax.Arr
     return sample(image, x_source, y_source)
 
 
-OP_FUNCTIONS: dict[str, Callable[[jax.Array, jax.Array], jax.Array]] = {
-    "autocontrast": autocontrast,
-    "brightness": brightness,
-    "color": color,
-    "contrast": contrast,
-    "equalize": equalize,
-    "identity": identity,
-    "posterize": posterize,
-    "rotate": rotate,
-    "sharpness": sharpness,
-    "shear_x": shear_x,
-    "shear_y": shear_y,
-    "solarize": solarize,
-    "translate_x": translate_x,
-    "translate_y": translate_y,
-}
-assert tuple(OP_FUNCTIONS) == spec.OP_NAMES
+OP_FUNCTIONS: dict[str, Callable[[jax.Array, jax.Array], jax.Array]] = spec.implementations(
+    globals()
+)
 
 
 def op_names() -> tuple[str, ...]:

@@ -64,6 +64,13 @@ CUTOUT_MAX_FRACTION = 0.5
 CUTOUT_FILL = (125, 123, 114)
 
 
+def implementations(namespace: dict) -> dict:
+    """``{op name: namespace[op name]}`` in the spec's order: each implementation
+    names its op functions after `OP_NAMES`, so a drawn index means the same op
+    on the host and the device, and a missing op fails at import."""
+    return {name: namespace[name] for name in OP_NAMES}
+
+
 def cutout_fill(channels: int) -> tuple[int, ...]:
     """`CUTOUT_FILL` for an image of ``channels`` channels."""
     if channels == 3:
