@@ -11,13 +11,15 @@ from tests import cli_driver
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 README = os.path.join(REPO, "README.md")
+# The stateful-base example lives in the losses guide; the README links to it.
+LOSSES_GUIDE = os.path.join(REPO, "docs", "losses.md")
 RESULTS = os.path.join(REPO, "docs", "results.md")
 
 
-def block_after(marker: str) -> str:
-    text = open(README).read()
+def block_after(marker: str, path: str = README) -> str:
+    text = open(path).read()
     match = re.search(re.escape(marker) + r"\s*```\w*\n(.*?)```", text, re.S)
-    assert match, f"no code block after {marker} in README.md"
+    assert match, f"no code block after {marker} in {os.path.relpath(path, REPO)}"
     return match.group(1)
 
 
@@ -31,6 +33,23 @@ def test_losses_snippet_runs():
     )
     assert completed.returncode == 0, completed.stderr
     assert "mutual_information" in completed.stdout
+
+
+@pytest.mark.slow
+def test_stateful_base_snippet_runs_and_threads_its_state():
+    completed = subprocess.run(
+        [sys.executable, "-c", block_after("<!-- snippet: losses-stateful-base -->", LOSSES_GUIDE)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert completed.returncode == 0, completed.stderr
+    steps = [line for line in completed.stdout.splitlines() if "'threshold'" in line]
+    assert len(steps) == 3, completed.stdout
+    # freematch_init(10) starts tau at 1/10; a state passed back in has moved from it.
+    final = re.search(r"after 3 steps: (\S+)", completed.stdout)
+    assert final, completed.stdout
+    assert float(final.group(1)) != pytest.approx(0.1, abs=1e-6)
 
 
 def test_ci_runs_the_readme_test_command():
@@ -84,8 +103,10 @@ def test_scaling_table_is_the_estimate_scripts_output():
         import scaling_estimate
     finally:
         sys.path.pop(0)
-    readme = open(README).read() + open(os.path.join(REPO, "docs", "performance.md")).read()
-    assert scaling_estimate.table() in readme
-    assert scaling_estimate.demand_table() in readme
+    docs = "".join(
+        open(os.path.join(REPO, "docs", page)).read() for page in ("scaling.md", "performance.md")
+    )
+    assert scaling_estimate.table() in docs
+    assert scaling_estimate.demand_table() in docs
     # The protocol's FLOP count from the model's layer shapes: ~2e19, as the docs say.
     assert 1.9e19 < scaling_estimate.training_flop() < 2.1e19

@@ -3,6 +3,53 @@
 Depends only on JAX and NumPy, so it can be dropped into any Flax project:
 ``from muscle_jax import losses``. Nothing here imports TensorFlow, Orbax or
 the trainer.
+
+Conventions, the same for every function here:
+
+- **Per-example terms return per-example values** ``[batch]`` and the caller
+  reduces them (e.g. :func:`supervised_loss`, :func:`fixmatch_consistency`,
+  :func:`mse_consistency`, :func:`uda_consistency`; reduce with
+  :func:`masked_mean` to leave padding out).
+- **Batch statistics return a scalar**: :func:`mutual_information` and
+  :func:`mutual_information_loss` (the MI term is a statistic of the joint
+  distribution over the whole batch, so it cannot be split per example),
+  :func:`mio_loss`, :func:`self_adaptive_loss`, :func:`tsa_reduce`, and the
+  thresholds computed from a batch.
+- **Composed terms return a scalar**: :func:`muscle_loss` returns
+  ``(total, aux)``, and each base method's ``*_step``
+  (:func:`flexmatch_step`, :func:`freematch_step`, :func:`softmatch_step`,
+  :func:`adamatch_step`, :func:`uda_step`, :func:`dash_step`,
+  :func:`debiased_pseudo_label_step`) returns ``(loss, metrics, state)``: the
+  consistency loss averaged over the whole unlabeled batch, a dict of scalar
+  diagnostics, and the state to pass to the next step.
+- **Stateful bases are pure**: the state is a dict of arrays made by the
+  method's ``*_init`` (:func:`flexmatch_init`, :func:`freematch_init`,
+  :func:`softmatch_init`, :func:`distribution_alignment_init`,
+  :func:`dash_init`, :func:`debiased_init`; UDA has none), passed in and
+  returned updated; keep it in your train state and checkpoint it with it.
+- **Views**: view A is the weakly augmented view (it makes the pseudo-labels
+  and targets and gets no gradient through them), view B the strongly
+  augmented one (it receives the gradient). Shapes are written
+  ``[batch, num_classes]``; ``C`` is the number of classes.
+- Arrays go in as ``jax.typing.ArrayLike`` and come out as ``jax.Array``;
+  hyperparameters are keyword-only. Shapes are checked when traced, with a
+  ``ValueError`` naming them. Batch statistics are of the arrays passed in:
+  of the global batch under ``jax.jit`` (sharded or not); inside
+  ``shard_map``/``pmap`` pass ``axis_name`` where a function takes it.
+
+The option names are module constants: ``CONSISTENCY_KINDS`` and
+``STATEFUL_CONSISTENCY_KINDS`` (:func:`muscle_loss`), ``FLEXMATCH_MAPPINGS``,
+``TSA_SCHEDULES``, ``RAMPUP_KINDS``, ``DEBIASED_UPDATE_ORDERS`` and
+``SDT_CRITERIA``.
+
+Examples:
+  >>> import jax.numpy as jnp
+  >>> from muscle_jax import losses
+  >>> logits = jnp.array([[2.0, 0.0], [0.0, 2.0], [1.0, 1.0]])
+  >>> losses.supervised_loss(logits, jnp.array([0, 1, 0])).shape  # per example
+  (3,)
+  >>> losses.mutual_information(jnp.eye(3), jnp.eye(3)).shape  # one batch statistic
+  ()
 """
 
 from muscle_jax.losses._abc import abc_loss, abc_masks, abc_pseudo_labels, balancing_ratio
@@ -72,6 +119,7 @@ from muscle_jax.losses._mutual_information import (
 )
 from muscle_jax.losses._schedules import RAMPUP_KINDS, rampup, term_weight
 from muscle_jax.losses._self_adaptive import self_adaptive_loss, self_adaptive_update
+from muscle_jax.losses._self_defined_target import CRITERIA as SDT_CRITERIA
 from muscle_jax.losses._self_defined_target import (
     homeostasis_update,
     kwta_targets,
@@ -84,6 +132,7 @@ __all__ = [
     "DEBIASED_UPDATE_ORDERS",
     "FLEXMATCH_MAPPINGS",
     "RAMPUP_KINDS",
+    "SDT_CRITERIA",
     "STATEFUL_CONSISTENCY_KINDS",
     "TSA_SCHEDULES",
     "abc_loss",

@@ -26,6 +26,8 @@ drawn apart from the losses (`abc_masks`), so the loss's arithmetic is a
 pure function of them (`abc_loss`).
 """
 
+from __future__ import annotations
+
 import jax
 import jax.numpy as jnp
 from jax.typing import ArrayLike
@@ -38,13 +40,53 @@ def balancing_ratio(labeled_class_counts: ArrayLike) -> jax.Array:
 
     A class without labeled examples would make ``r`` undefined, so every
     count must be at least 1 (the config checks refuse such a subset).
+
+    Examples:
+      >>> import jax.numpy as jnp
+      >>> from muscle_jax import losses
+      >>> losses.balancing_ratio(jnp.array([10, 5, 2]))
+      Array([0.2, 0.4, 1. ], dtype=float32)
+
+    Args:
+      labeled_class_counts: the labeled subset's number of examples of each
+        class ``[num_classes]``, every count at least 1.
+
+    Returns:
+      Float32 ``r`` ``[num_classes]`` in ``(0, 1]``: each class's keep
+      probability in :func:`abc_masks`.
+
+    References:
+      Lee, Shin and Kim, `ABC: Auxiliary Balanced Classifier for
+      Class-imbalanced Semi-supervised Learning
+      <https://arxiv.org/abs/2110.10368>`_, NeurIPS 2021.
     """
     counts = jnp.asarray(labeled_class_counts, jnp.float32)
     return jnp.min(counts) / counts
 
 
 def abc_pseudo_labels(weak_logits: ArrayLike) -> tuple[jax.Array, jax.Array]:
-    """``(argmax P, max P)`` of ``P = softmax(g(f_w))``, with no gradient into the logits."""
+    """``(argmax P, max P)`` of ``P = softmax(g(f_w))``, with no gradient into the logits.
+
+    Examples:
+      >>> import jax.numpy as jnp
+      >>> from muscle_jax import losses
+      >>> labels, confidence = losses.abc_pseudo_labels(jnp.array([[2.0, 0.0], [0.0, 0.1]]))
+      >>> labels.tolist(), [round(float(c), 4) for c in confidence]
+      ([0, 1], [0.8808, 0.525])
+
+    Args:
+      weak_logits: the balanced head's logits of the unlabeled weak views
+        ``[batch_u, C]``.
+
+    Returns:
+      ``(pseudo_labels, confidence)``: int ``[batch_u]`` and float32
+      ``[batch_u]``, both per example and without gradient.
+
+    References:
+      Lee, Shin and Kim, `ABC: Auxiliary Balanced Classifier for
+      Class-imbalanced Semi-supervised Learning
+      <https://arxiv.org/abs/2110.10368>`_, NeurIPS 2021.
+    """
     probs = jax.nn.softmax(jax.lax.stop_gradient(jnp.asarray(weak_logits, jnp.float32)))
     return jnp.argmax(probs, axis=-1), jnp.max(probs, axis=-1)
 
@@ -63,7 +105,25 @@ def abc_masks(
       labels: the labeled batch's classes ``[B]``.
       pseudo_labels: ``argmax P`` of the unlabeled batch ``[mu*B]`` (`abc_pseudo_labels`).
       ratio: `balancing_ratio` ``[C]``.
-      progress: ``s / S`` in [0, 1].
+      progress: ``s / S`` in [0, 1] (may be traced).
+
+    Examples:
+      >>> import jax, jax.numpy as jnp
+      >>> from muscle_jax import losses
+      >>> ratio = jnp.array([0.2, 0.4, 1.0])
+      >>> labeled, unlabeled = losses.abc_masks(
+      ...     jax.random.key(0), jnp.array([2, 2]), jnp.array([0, 1, 2]), ratio, 0.0)
+      >>> labeled, unlabeled  # the rarest class, and the start of the run: all kept
+      (Array([1., 1.], dtype=float32), Array([1., 1., 1.], dtype=float32))
+
+    Returns:
+      ``(labeled_mask, unlabeled_mask)``: float32 0/1 masks ``[B]`` and
+      ``[mu*B]``, one draw per example, to pass to :func:`abc_loss`.
+
+    References:
+      Lee, Shin and Kim, `ABC: Auxiliary Balanced Classifier for
+      Class-imbalanced Semi-supervised Learning
+      <https://arxiv.org/abs/2110.10368>`_, NeurIPS 2021.
     """
     ratio = jnp.asarray(ratio, jnp.float32)
     labeled_key, unlabeled_key = jax.random.split(key)
@@ -94,9 +154,25 @@ def abc_loss(
       labeled_mask, unlabeled_mask: `abc_masks`' draws.
       threshold: confidence of the weak prediction to keep a pseudo-label.
 
+    Examples:
+      >>> import jax.numpy as jnp
+      >>> from muscle_jax import losses
+      >>> weak = jnp.array([[5.0, 0.0], [0.0, 0.0]])  # one confident pseudo-label
+      >>> zeros, ones = jnp.zeros((2, 2)), jnp.ones(2)
+      >>> loss, metrics = losses.abc_loss(zeros, jnp.array([0, 1]), weak, zeros, ones, ones)
+      >>> round(float(loss), 4), round(float(metrics["abc_unlabeled"]), 4)  # log 2 + log 2 / 2
+      (1.0397, 0.3466)
+
     Returns:
-      The loss, and ``{"abc_labeled", "abc_unlabeled", "abc_mask_rate"}``:
-      the two parts and the fraction of unlabeled images kept.
+      ``(loss, metrics)``: the float32 scalar ``L_lab + L_unl`` (each the mean
+      over its whole batch, masked examples counting 0) and
+      ``{"abc_labeled", "abc_unlabeled", "abc_mask_rate"}`` scalars: the two
+      parts and the fraction of unlabeled images kept.
+
+    References:
+      Lee, Shin and Kim, `ABC: Auxiliary Balanced Classifier for
+      Class-imbalanced Semi-supervised Learning
+      <https://arxiv.org/abs/2110.10368>`_, NeurIPS 2021.
     """
     pseudo_labels, confidence = abc_pseudo_labels(weak_logits)
     confident = (confidence >= threshold).astype(jnp.float32)

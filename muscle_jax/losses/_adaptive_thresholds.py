@@ -15,6 +15,8 @@ with a sharded batch XLA reduces across devices; inside `shard_map` or `pmap`
 pass ``axis_name``.
 """
 
+from __future__ import annotations
+
 import numbers
 
 import jax
@@ -70,8 +72,8 @@ def flexmatch_init(num_unlabeled: int) -> jax.Array:
     r"""FlexMatch's state: the pseudo-label selected for each unlabeled image, -1 for none yet.
 
     Examples:
-      >>> from muscle_jax.losses._adaptive_thresholds import flexmatch_init
-      >>> flexmatch_init(3)
+      >>> from muscle_jax import losses
+      >>> losses.flexmatch_init(3)
       Array([-1, -1, -1], dtype=int32)
 
     Args:
@@ -122,11 +124,11 @@ def flexmatch_class_effect(
 
     Examples:
       >>> import jax.numpy as jnp
-      >>> from muscle_jax.losses._adaptive_thresholds import flexmatch_class_effect
+      >>> from muscle_jax import losses
       >>> selected = jnp.array([-1, -1, -1, -1, -1, 0, 0, 1])  # 5 unused
-      >>> flexmatch_class_effect(selected, 3)  # [2, 1, 0] / max(2, 5)
+      >>> losses.flexmatch_class_effect(selected, 3)  # [2, 1, 0] / max(2, 5)
       Array([0.4, 0.2, 0. ], dtype=float32)
-      >>> flexmatch_class_effect(selected, 3, warmup=False)  # [2, 1, 0] / 2
+      >>> losses.flexmatch_class_effect(selected, 3, warmup=False)  # [2, 1, 0] / 2
       Array([1. , 0.5, 0. ], dtype=float32)
 
     Args:
@@ -176,8 +178,9 @@ def flexmatch_thresholds(
 
     Examples:
       >>> import jax.numpy as jnp
-      >>> from muscle_jax.losses._adaptive_thresholds import flexmatch_thresholds
-      >>> flexmatch_thresholds(jnp.array([1.0, 0.5, 0.0]), threshold=0.9)  # 0.9 * [1, 1/3, 0]
+      >>> from muscle_jax import losses
+      >>> beta = jnp.array([1.0, 0.5, 0.0])
+      >>> losses.flexmatch_thresholds(beta, threshold=0.9)  # 0.9 * [1, 1/3, 0]
       Array([0.9, 0.3, 0. ], dtype=float32)
 
     Args:
@@ -222,9 +225,9 @@ def flexmatch_mask(
 
     Examples:
       >>> import jax.numpy as jnp
-      >>> from muscle_jax.losses._adaptive_thresholds import flexmatch_mask
+      >>> from muscle_jax import losses
       >>> probs = jnp.array([[0.9, 0.1], [0.4, 0.6]])
-      >>> flexmatch_mask(probs, jnp.array([1.0, 0.0]))  # thresholds [0.95, 0]
+      >>> losses.flexmatch_mask(probs, jnp.array([1.0, 0.0]))  # thresholds [0.95, 0]
       Array([0., 1.], dtype=float32)
 
     Args:
@@ -285,9 +288,9 @@ def flexmatch_update(
 
     Examples:
       >>> import jax.numpy as jnp
-      >>> from muscle_jax.losses._adaptive_thresholds import flexmatch_update
+      >>> from muscle_jax import losses
       >>> probs = jnp.array([[0.97, 0.03], [0.6, 0.4], [0.01, 0.99]])
-      >>> flexmatch_update(jnp.full(4, -1), jnp.array([2, 0, 3]), probs)
+      >>> losses.flexmatch_update(jnp.full(4, -1), jnp.array([2, 0, 3]), probs)
       Array([-1, -1,  0,  1], dtype=int32)
 
     Args:
@@ -376,8 +379,8 @@ def freematch_init(num_classes: int, *, initial: float | None = None) -> dict[st
     nothing passed until ``tau`` had decayed.
 
     Examples:
-      >>> from muscle_jax.losses._adaptive_thresholds import freematch_init
-      >>> state = freematch_init(4)
+      >>> from muscle_jax import losses
+      >>> state = losses.freematch_init(4)
       >>> state["tau"], state["p_tilde"]
       (Array(0.25, dtype=float32), Array([0.25, 0.25, 0.25, 0.25], dtype=float32))
 
@@ -430,9 +433,9 @@ def freematch_update(
 
     Examples:
       >>> import jax.numpy as jnp
-      >>> from muscle_jax.losses._adaptive_thresholds import freematch_init, freematch_update
+      >>> from muscle_jax import losses
       >>> probs = jnp.array([[0.9, 0.1], [0.7, 0.3]])  # mean confidence 0.8
-      >>> new = freematch_update(freematch_init(2), probs, momentum=0.5)
+      >>> new = losses.freematch_update(losses.freematch_init(2), probs, momentum=0.5)
       >>> new["tau"], new["hist"]  # 0.5 * 0.5 + 0.5 * 0.8; 0.5 * 0.5 + 0.5 * [1, 0]
       (Array(0.65, dtype=float32), Array([0.75, 0.25], dtype=float32))
 
@@ -444,7 +447,8 @@ def freematch_update(
       axis_name: mapped axis to sum over, or None.
 
     Returns:
-      The updated float32 state.
+      The updated float32 ``{"tau", "p_tilde", "hist"}``, to pass to
+      :func:`freematch_mask` and to the next update.
 
     References:
       Wang et al., `FreeMatch: Self-adaptive Thresholding for Semi-supervised
@@ -493,9 +497,9 @@ def freematch_thresholds(state: dict[str, ArrayLike]) -> jax.Array:
 
     Examples:
       >>> import jax.numpy as jnp
-      >>> from muscle_jax.losses._adaptive_thresholds import freematch_thresholds
+      >>> from muscle_jax import losses
       >>> state = {"tau": jnp.array(0.8), "p_tilde": jnp.array([0.5, 0.25]), "hist": jnp.ones(2)}
-      >>> freematch_thresholds(state)
+      >>> losses.freematch_thresholds(state)
       Array([0.8, 0.4], dtype=float32)
 
     Args:
@@ -528,9 +532,9 @@ def freematch_mask(probs: ArrayLike, state: dict[str, ArrayLike]) -> jax.Array:
 
     Examples:
       >>> import jax.numpy as jnp
-      >>> from muscle_jax.losses._adaptive_thresholds import freematch_mask
+      >>> from muscle_jax import losses
       >>> state = {"tau": jnp.array(0.8), "p_tilde": jnp.array([0.5, 0.25]), "hist": jnp.ones(2)}
-      >>> freematch_mask(jnp.array([[0.7, 0.3], [0.3, 0.7]]), state)  # thresholds [0.8, 0.4]
+      >>> losses.freematch_mask(jnp.array([[0.7, 0.3], [0.3, 0.7]]), state)  # thresholds [0.8, 0.4]
       Array([0., 1.], dtype=float32)
 
     Args:
@@ -590,13 +594,13 @@ def freematch_fairness_loss(
 
     Examples:
       >>> import jax.numpy as jnp
-      >>> from muscle_jax.losses._adaptive_thresholds import (
-      ...     freematch_fairness_loss, freematch_init)
+      >>> from muscle_jax import losses
       >>> strong = jnp.log(jnp.array([[0.75, 0.25], [0.25, 0.75]]))
       >>> # One image per class, mean q = [1/2, 1/2]: a = b = [1/2, 1/2], L_f = log(1/2)
-      >>> round(float(freematch_fairness_loss(strong, jnp.ones(2), freematch_init(2))), 4)
+      >>> state = losses.freematch_init(2)
+      >>> round(float(losses.freematch_fairness_loss(strong, jnp.ones(2), state)), 4)
       -0.6931
-      >>> float(freematch_fairness_loss(strong, jnp.zeros(2), freematch_init(2)))
+      >>> float(losses.freematch_fairness_loss(strong, jnp.zeros(2), state))
       0.0
 
     Args:
@@ -678,9 +682,9 @@ def dash_initial_threshold(
 
     Examples:
       >>> import jax.numpy as jnp
-      >>> from muscle_jax.losses._adaptive_thresholds import dash_initial_threshold
+      >>> from muscle_jax import losses
       >>> logits = jnp.array([[0.0, 0.0], [0.0, 0.0]])
-      >>> round(float(dash_initial_threshold(logits, jnp.array([0, 1]))), 4)  # log 2
+      >>> round(float(losses.dash_initial_threshold(logits, jnp.array([0, 1]))), 4)  # log 2
       0.6931
 
     Args:
@@ -729,8 +733,8 @@ def dash_threshold(
     end of the supervised warm-up, where USB resets its step counter.
 
     Examples:
-      >>> from muscle_jax.losses._adaptive_thresholds import dash_threshold
-      >>> [round(float(dash_threshold(t, 1.0, c0=1.0, gamma=2.0, steps_per_decay=10)), 4)
+      >>> from muscle_jax import losses
+      >>> [round(float(losses.dash_threshold(t, 1.0, c0=1.0, gamma=2.0, steps_per_decay=10)), 4)
       ...  for t in (0, 9, 10, 25, 1000)]
       [1.0, 1.0, 0.5, 0.25, 0.05]
 
@@ -787,9 +791,9 @@ def dash_targets(
 
     Examples:
       >>> import jax.numpy as jnp
-      >>> from muscle_jax.losses._adaptive_thresholds import dash_targets
+      >>> from muscle_jax import losses
       >>> weak = jnp.log(jnp.array([[2.0, 1.0]]))  # softmax [2/3, 1/3]; with T = 1/2 [4/5, 1/5]
-      >>> dash_targets(weak, 1.0), dash_targets(weak, 0.05)
+      >>> losses.dash_targets(weak, 1.0), losses.dash_targets(weak, 0.05)
       (Array([[0.8, 0.2]], dtype=float32), Array([[1., 0.]], dtype=float32))
 
     Args:
@@ -829,9 +833,9 @@ def dash_mask(weak_logits: ArrayLike, targets: ArrayLike, rho: ArrayLike) -> jax
 
     Examples:
       >>> import jax.numpy as jnp
-      >>> from muscle_jax.losses._adaptive_thresholds import dash_mask
+      >>> from muscle_jax import losses
       >>> weak = jnp.array([[0.0, 0.0], [10.0, 0.0]])
-      >>> dash_mask(weak, jnp.eye(2)[jnp.array([0, 0])], 0.5)  # losses [log 2, ~4.5e-5]
+      >>> losses.dash_mask(weak, jnp.eye(2)[jnp.array([0, 0])], 0.5)  # losses [log 2, ~4.5e-5]
       Array([0., 1.], dtype=float32)
 
     Args:

@@ -11,6 +11,8 @@ Every batch statistic is a statistic of the global batch: inside
 taken across it; under global-view `jax.jit` XLA reduces across devices.
 """
 
+from __future__ import annotations
+
 import jax
 import jax.numpy as jnp
 from jax.typing import ArrayLike
@@ -136,8 +138,8 @@ def distribution_alignment_init(
 
     Examples:
       >>> import jax.numpy as jnp
-      >>> from muscle_jax.losses._alignment import distribution_alignment_init
-      >>> state = distribution_alignment_init(4, p_target=jnp.array([2.0, 1.0, 1.0, 0.0]))
+      >>> from muscle_jax import losses
+      >>> state = losses.distribution_alignment_init(4, p_target=jnp.array([2.0, 1.0, 1.0, 0.0]))
       >>> state["p_model"]
       Array([0.25, 0.25, 0.25, 0.25], dtype=float32)
       >>> state["p_target"], state["initialised"]
@@ -211,14 +213,14 @@ def distribution_alignment_update(
 
     Examples:
       >>> import jax.numpy as jnp
-      >>> from muscle_jax.losses._alignment import (
-      ...     distribution_alignment_init, distribution_alignment_update)
+      >>> from muscle_jax import losses
       >>> probs = jnp.array([[0.5, 0.5], [0.9, 0.1]])  # batch mean [0.7, 0.3]
-      >>> state = distribution_alignment_init(2)
-      >>> updated = distribution_alignment_update(state, probs, momentum=0.5)
+      >>> state = losses.distribution_alignment_init(2)
+      >>> updated = losses.distribution_alignment_update(state, probs, momentum=0.5)
       >>> [round(float(p), 4) for p in updated["p_model"]]  # the first batch's mean
       [0.7, 0.3]
-      >>> updated = distribution_alignment_update(state, probs, momentum=0.5, first_batch=False)
+      >>> updated = losses.distribution_alignment_update(
+      ...     state, probs, momentum=0.5, first_batch=False)
       >>> [round(float(p), 4) for p in updated["p_model"]]  # 0.5 * 0.5 + 0.5 * [0.7, 0.3]
       [0.6, 0.4]
 
@@ -235,7 +237,8 @@ def distribution_alignment_update(
       axis_name: mapped axis to sum over, or None.
 
     Returns:
-      The updated state (float32, no gradient).
+      The updated ``{"p_model", "p_target", "initialised"}`` (float32, no
+      gradient), to pass to the next update.
 
     References:
       Berthelot et al., `ReMixMatch <https://arxiv.org/abs/1911.09785>`_, ICLR
@@ -287,10 +290,10 @@ def align_distribution(probs: ArrayLike, p_model: ArrayLike, p_target: ArrayLike
 
     Examples:
       >>> import jax.numpy as jnp, numpy as np
-      >>> from muscle_jax.losses._alignment import align_distribution
+      >>> from muscle_jax import losses
       >>> probs = jnp.array([[0.5, 0.5], [0.9, 0.1]])
       >>> # ratios [0.5/0.6, 0.5/0.4]: row 0 -> [0.8333, 1.25] / 2.0833
-      >>> aligned = align_distribution(probs, jnp.array([0.6, 0.4]), jnp.array([0.5, 0.5]))
+      >>> aligned = losses.align_distribution(probs, jnp.array([0.6, 0.4]), jnp.array([0.5, 0.5]))
       >>> np.asarray(aligned, np.float64).round(4)
       array([[0.4   , 0.6   ],
              [0.8571, 0.1429]])
@@ -330,8 +333,8 @@ def softmatch_init(num_classes: int) -> dict[str, jax.Array]:
     example gets a weight near 1.
 
     Examples:
-      >>> from muscle_jax.losses._alignment import softmatch_init
-      >>> state = softmatch_init(4)
+      >>> from muscle_jax import losses
+      >>> state = losses.softmatch_init(4)
       >>> state["p_hat"]
       Array([0.25, 0.25, 0.25, 0.25], dtype=float32)
       >>> state["mu"], state["var"]
@@ -399,9 +402,9 @@ def softmatch_update(
 
     Examples:
       >>> import jax.numpy as jnp, numpy as np
-      >>> from muscle_jax.losses._alignment import softmatch_init, softmatch_update
+      >>> from muscle_jax import losses
       >>> probs = jnp.array([[0.5, 0.5], [0.9, 0.1]])
-      >>> state, aligned = softmatch_update(softmatch_init(2), probs, momentum=0.5)
+      >>> state, aligned = losses.softmatch_update(losses.softmatch_init(2), probs, momentum=0.5)
       >>> [round(float(p), 4) for p in state["p_hat"]]  # the first batch's mean
       [0.7, 0.3]
       >>> # row 0: 0.5/0.7 : 0.5/0.3 = 3 : 7; row 1: 0.9/0.7 : 0.1/0.3 = 27 : 7
@@ -478,10 +481,10 @@ def softmatch_weights(
 
     Examples:
       >>> import jax.numpy as jnp
-      >>> from muscle_jax.losses._alignment import softmatch_weights
+      >>> from muscle_jax import losses
       >>> aligned = jnp.array([[0.9, 0.1], [0.5, 0.5]])
       >>> # c = [0.9, 0.5]: row 1 is 0.2 below mu: exp(-0.04 / (2 * 0.08 / 4)) = exp(-1)
-      >>> [round(float(w), 4) for w in softmatch_weights(aligned, 0.7, 0.08)]
+      >>> [round(float(w), 4) for w in losses.softmatch_weights(aligned, 0.7, 0.08)]
       [1.0, 0.3679]
 
     Args:
@@ -529,10 +532,10 @@ def softmatch_consistency(
 
     Examples:
       >>> import jax.numpy as jnp
-      >>> from muscle_jax.losses._alignment import softmatch_consistency
+      >>> from muscle_jax import losses
       >>> weak = jnp.array([[3.0, 0.0], [0.0, 1.0]])
       >>> strong = jnp.zeros((2, 2))  # CE = log 2 against either label
-      >>> softmatch_consistency(strong, weak, jnp.array([1.0, 0.5])).round(4)
+      >>> losses.softmatch_consistency(strong, weak, jnp.array([1.0, 0.5])).round(4)
       Array([0.6931, 0.3466], dtype=float32)
 
     Args:
@@ -584,9 +587,9 @@ def adamatch_threshold(
 
     Examples:
       >>> import jax.numpy as jnp
-      >>> from muscle_jax.losses._alignment import adamatch_threshold
+      >>> from muscle_jax import losses
       >>> labeled = jnp.log(jnp.array([[0.8, 0.2], [0.6, 0.4]]))  # mean max 0.7
-      >>> round(float(adamatch_threshold(labeled)), 4)  # 0.95 * 0.7
+      >>> round(float(losses.adamatch_threshold(labeled)), 4)  # 0.95 * 0.7
       0.665
 
     Args:
@@ -631,9 +634,9 @@ def adamatch_mask(
 
     Examples:
       >>> import jax.numpy as jnp
-      >>> from muscle_jax.losses._alignment import adamatch_mask
+      >>> from muscle_jax import losses
       >>> labeled = jnp.log(jnp.array([[0.8, 0.2], [0.6, 0.4]]))  # tau_rel = 0.665
-      >>> adamatch_mask(jnp.array([[0.7, 0.3], [0.4, 0.6]]), labeled)
+      >>> losses.adamatch_mask(jnp.array([[0.7, 0.3], [0.4, 0.6]]), labeled)
       Array([1., 0.], dtype=float32)
 
     Args:
@@ -688,10 +691,10 @@ def adamatch_consistency(
 
     Examples:
       >>> import jax.numpy as jnp
-      >>> from muscle_jax.losses._alignment import adamatch_consistency
+      >>> from muscle_jax import losses
       >>> labeled = jnp.log(jnp.array([[0.8, 0.2], [0.6, 0.4]]))  # tau_rel = 0.665
       >>> aligned = jnp.array([[0.3, 0.7], [0.6, 0.4]])
-      >>> loss, mask = adamatch_consistency(jnp.zeros((2, 2)), aligned, labeled)
+      >>> loss, mask = losses.adamatch_consistency(jnp.zeros((2, 2)), aligned, labeled)
       >>> loss.round(4), mask
       (Array([0.6931, 0.    ], dtype=float32), Array([1., 0.], dtype=float32))
 
@@ -762,9 +765,9 @@ def uda_consistency(
 
     Examples:
       >>> import jax.numpy as jnp
-      >>> from muscle_jax.losses._alignment import uda_consistency
+      >>> from muscle_jax import losses
       >>> weak = jnp.log(jnp.array([[0.9, 0.1], [0.5, 0.5]]))  # confidences 0.9, 0.5
-      >>> loss, mask = uda_consistency(jnp.zeros((2, 2)), weak)  # CE = log 2 for any target
+      >>> loss, mask = losses.uda_consistency(jnp.zeros((2, 2)), weak)  # CE = log 2 for any target
       >>> loss.round(4), mask
       (Array([0.6931, 0.    ], dtype=float32), Array([1., 0.], dtype=float32))
 
@@ -815,8 +818,8 @@ def tsa_threshold(step: ArrayLike, total_steps: int, num_classes: int, schedule:
     and ``exp`` exceed 1 and mask nothing.
 
     Examples:
-      >>> from muscle_jax.losses._alignment import tsa_threshold
-      >>> round(float(tsa_threshold(50, 100, 10, "linear")), 4)  # 0.5 * 0.9 + 0.1
+      >>> from muscle_jax import losses
+      >>> round(float(losses.tsa_threshold(50, 100, 10, "linear")), 4)  # 0.5 * 0.9 + 0.1
       0.55
 
     Args:
@@ -875,11 +878,11 @@ def tsa_mask(
 
     Examples:
       >>> import jax.numpy as jnp
-      >>> from muscle_jax.losses._alignment import tsa_mask
+      >>> from muscle_jax import losses
       >>> logits = jnp.log(jnp.array([[0.6, 0.4], [0.3, 0.7]]))
-      >>> tsa_mask(logits, jnp.array([1, 1]), 0.55)  # p(label) = [0.4, 0.7]
+      >>> losses.tsa_mask(logits, jnp.array([1, 1]), 0.55)  # p(label) = [0.4, 0.7]
       Array([1., 0.], dtype=float32)
-      >>> tsa_mask(logits, jnp.array([1, 1]), 0.55, use_max_prob=True)  # max = [0.6, 0.7]
+      >>> losses.tsa_mask(logits, jnp.array([1, 1]), 0.55, use_max_prob=True)  # max = [0.6, 0.7]
       Array([0., 0.], dtype=float32)
 
     Args:
@@ -926,11 +929,12 @@ def tsa_reduce(losses: ArrayLike, mask: ArrayLike, *, over_kept: bool) -> jax.Ar
 
     Examples:
       >>> import jax.numpy as jnp
-      >>> from muscle_jax.losses._alignment import tsa_reduce
-      >>> losses, mask = jnp.array([1.0, 3.0, 5.0, 7.0]), jnp.array([1.0, 1.0, 0.0, 0.0])
-      >>> float(tsa_reduce(losses, mask, over_kept=True))  # (1 + 3) / 2
+      >>> from muscle_jax import losses
+      >>> per_example = jnp.array([1.0, 3.0, 5.0, 7.0])
+      >>> mask = jnp.array([1.0, 1.0, 0.0, 0.0])
+      >>> float(losses.tsa_reduce(per_example, mask, over_kept=True))  # (1 + 3) / 2
       2.0
-      >>> float(tsa_reduce(losses, mask, over_kept=False))  # (1 + 3) / 4
+      >>> float(losses.tsa_reduce(per_example, mask, over_kept=False))  # (1 + 3) / 4
       1.0
 
     Args:

@@ -1,5 +1,7 @@
 """Consistency terms of the base semi-supervised methods MUSCLE extends."""
 
+from __future__ import annotations
+
 import jax
 import jax.numpy as jnp
 from jax.typing import ArrayLike
@@ -76,7 +78,7 @@ def mse_consistency(student_probs: ArrayLike, target_probs: ArrayLike) -> jax.Ar
       target_probs: target probabilities, same shape.
 
     Returns:
-      Per-example losses ``[batch]``.
+      Per-example losses ``[batch]`` in float32 (the caller reduces).
 
     References:
       Laine & Aila, `Temporal Ensembling <https://arxiv.org/abs/1610.02242>`_,

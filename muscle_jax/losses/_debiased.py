@@ -26,6 +26,8 @@ which makes ``log q_hat`` the same for every class and the adjustment a no-op
 (docs/method.md).
 """
 
+from __future__ import annotations
+
 import jax
 import jax.numpy as jnp
 from jax.typing import ArrayLike
@@ -40,7 +42,25 @@ DEBIASED_UPDATE_ORDERS = ("paper", "usb")
 
 
 def debiased_init(num_classes: int) -> State:
-    """``q_hat`` starts uniform: no bias is assumed before the first batch."""
+    """``q_hat`` starts uniform: no bias is assumed before the first batch.
+
+    Examples:
+      >>> from muscle_jax import losses
+      >>> losses.debiased_init(4)
+      {'q_hat': Array([0.25, 0.25, 0.25, 0.25], dtype=float32)}
+
+    Args:
+      num_classes: ``C``.
+
+    Returns:
+      ``{"q_hat": [C]}`` in float32, the state of
+      :func:`debiased_pseudo_label_step`.
+
+    References:
+      Wang et al., `Debiased Learning from Naturally Imbalanced Pseudo-Labels
+      <https://arxiv.org/abs/2201.01490>`_, CVPR 2022. Code:
+      ``main_DebiasPL.py`` in frank-xwang/debiased-pseudo-labeling.
+    """
     return {"q_hat": jnp.full((num_classes,), 1.0 / num_classes, jnp.float32)}
 
 
@@ -56,9 +76,22 @@ def debiased_pseudo_label_step(
 ) -> tuple[jax.Array, dict[str, jax.Array], State]:
     """The whole consistency term: (loss, metrics, new state).
 
+    The module's formula, with ``q_hat`` moved towards this batch's mean weak
+    prediction; the loss is the masked cross-entropy averaged over the whole
+    unlabeled batch.
+
+    Examples:
+      >>> import jax.numpy as jnp
+      >>> from muscle_jax import losses
+      >>> weak, strong = jnp.array([[5.0, 0.0], [0.0, 0.1]]), jnp.zeros((2, 2))
+      >>> loss, metrics, state = losses.debiased_pseudo_label_step(
+      ...     weak, strong, losses.debiased_init(2))
+      >>> round(float(loss), 2), float(metrics["mask_rate"]), state["q_hat"].shape
+      (0.35, 0.5, (2,))
+
     Args:
       view_a_logits: weak-view logits ``[batch, C]`` (no gradient flows into them).
-      view_b_logits: strong-view logits ``[batch, C]``.
+      view_b_logits: strong-view logits ``[batch, C]``; they receive the gradient.
       state: ``{"q_hat": [C]}`` from `debiased_init` or the previous step.
       tau: strength of the adjustment (0: FixMatch).
       momentum: ``m`` of ``q_hat``'s moving average.
@@ -67,8 +100,14 @@ def debiased_pseudo_label_step(
         loss with the updated one) or ``"usb"`` (the reverse, USB 0.3.2).
 
     Returns:
-      The masked cross-entropy averaged over the batch, ``{"mask_rate": ...}``
-      and the state with the updated ``q_hat``.
+      ``(loss, metrics, state)``: the float32 scalar masked cross-entropy
+      averaged over the batch, ``{"mask_rate": scalar}`` and
+      ``{"q_hat": [C]}`` updated, to pass to the next step.
+
+    References:
+      Wang et al., `Debiased Learning from Naturally Imbalanced Pseudo-Labels
+      <https://arxiv.org/abs/2201.01490>`_, CVPR 2022. Code:
+      ``main_DebiasPL.py`` in frank-xwang/debiased-pseudo-labeling.
     """
     if update_order not in DEBIASED_UPDATE_ORDERS:
         raise ValueError(

@@ -1,5 +1,7 @@
 """MIO: binary contrastive learning of two views' embeddings."""
 
+from __future__ import annotations
+
 import numbers
 
 import jax

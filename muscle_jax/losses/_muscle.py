@@ -1,5 +1,7 @@
 """The MUSCLE objective: supervised + consistency + mutual information."""
 
+from __future__ import annotations
+
 import jax
 import jax.numpy as jnp
 from jax.typing import ArrayLike
@@ -29,8 +31,26 @@ def masked_mean(
 ) -> jax.Array:
     """Mean of ``values`` over the examples selected by ``where`` (0 if none are).
 
-    With ``axis_name`` the sums are taken across that mapped axis, so the
-    result is the global mean inside ``shard_map`` or ``pmap``.
+    The reduction for the per-example terms (:func:`supervised_loss`,
+    :func:`fixmatch_consistency`, ...): padding rows of a batch are left out
+    of both the sum and the count. With ``axis_name`` the sums are taken
+    across that mapped axis, so the result is the global mean inside
+    ``shard_map`` or ``pmap``.
+
+    Examples:
+      >>> import jax.numpy as jnp
+      >>> from muscle_jax import losses
+      >>> values = jnp.array([1.0, 2.0, 3.0])
+      >>> float(losses.masked_mean(values)), float(losses.masked_mean(values, values < 3))
+      (2.0, 1.5)
+
+    Args:
+      values: per-example values ``[batch]``.
+      where: optional mask ``[batch]`` (bool or 0/1) of the examples to count.
+      axis_name: mapped axis to sum over, or None under global-view `jax.jit`.
+
+    Returns:
+      A scalar of ``values``' dtype.
     """
     weights = jnp.ones_like(values) if where is None else jnp.asarray(where, values.dtype)
     total, count = jnp.sum(values * weights), jnp.sum(weights)
@@ -109,8 +129,10 @@ def muscle_loss(
     Args:
       labeled_logits: ``[batch_l, C]`` logits of the labeled examples.
       labels: ``[batch_l]`` integer labels or ``[batch_l, C]`` soft targets.
-      view_a_logits: ``[batch_u, C]`` logits of unlabeled view A (weak).
-      view_b_logits: ``[batch_u, C]`` logits of unlabeled view B.
+      view_a_logits: ``[batch_u, C]`` logits of unlabeled view A (weak): the
+        pseudo-label or target side.
+      view_b_logits: ``[batch_u, C]`` logits of unlabeled view B (strong, or
+        the second view): the student side.
       consistency: one of ``CONSISTENCY_KINDS``.
       supervised_weight: weight of the supervised term.
       consistency_weight: weight of the consistency term.
@@ -135,7 +157,8 @@ def muscle_loss(
       step: the training step (Dash's threshold schedule).
 
     Returns:
-      ``(total, aux)``: the scalar loss and a dict of scalars with keys
+      ``(total, aux)``: the float32 scalar loss (every term already reduced
+      over its batch) and a dict of scalars with keys
       ``supervised``, ``consistency``, ``mutual_information`` (MI in nats, the
       positive quantity), ``total``, ``mask_rate`` for ``fixmatch``, and for
       a modern base its diagnostics and ``consistency_state``.

@@ -1,5 +1,7 @@
 """IIC mutual information between the class assignments of two views."""
 
+from __future__ import annotations
+
 import sys
 
 import jax
@@ -75,7 +77,22 @@ def joint_distribution(
     Returns:
       The joint distribution ``[num_classes, num_classes]`` in float32, summing
       to 1 (rows of the inputs need not sum to 1: the joint is renormalised),
-      or all zeros when ``where`` selects no row.
+      or all zeros when ``where`` selects no row. A batch statistic: one
+      matrix for the whole batch.
+
+    Examples:
+      >>> import jax.numpy as jnp
+      >>> from muscle_jax import losses
+      >>> probs_a = jnp.array([[1.0, 0.0], [0.0, 1.0]])
+      >>> probs_b = jnp.array([[0.0, 1.0], [0.0, 1.0]])
+      >>> losses.joint_distribution(probs_a, probs_b)  # (M + M^T) / 2, M = [[0, 1/2], [0, 1/2]]
+      Array([[0.  , 0.25],
+             [0.25, 0.5 ]], dtype=float32)
+
+    References:
+      Ji et al., `Invariant Information Clustering for Unsupervised Image
+      Classification and Segmentation <https://arxiv.org/abs/1807.06653>`_,
+      2019.
     """
     _validation.check_rank("probs_a", probs_a, 2, "[batch, num_classes]")
     _validation.check_same_shape(("probs_a", "probs_b"), probs_a, probs_b)
@@ -181,8 +198,9 @@ def mutual_information(
       1.3863
 
     Args:
-      probs_a: class probabilities of view A, ``[batch, num_classes]``.
-      probs_b: class probabilities of view B, same shape.
+      probs_a: class probabilities of view A, ``[batch, num_classes]`` (in
+        MUSCLE the weak view; the value is symmetric in the two views).
+      probs_b: class probabilities of view B (the strong view), same shape.
       lamb: weight of the marginal terms (IIC's lambda), 1.0 for true MI.
       eps: clamp inside the logarithms; None means :data:`EPS`
         (``sys.float_info.epsilon``, ~2.2e-16, as in IIC's ``IID_loss``).
@@ -244,14 +262,27 @@ def mutual_information_loss(
 ) -> jax.Array:
     """Negative IIC mutual information: the term MUSCLE minimises.
 
-    Same arguments as :func:`mutual_information`; returns ``-I`` (``-J`` with
-    a prior) as a scalar.
+    A batch statistic, like :func:`mutual_information`: it must see the global
+    batch and returns one scalar, not per-example values.
 
     Examples:
       >>> import jax.numpy as jnp
       >>> from muscle_jax import losses
       >>> round(float(losses.mutual_information_loss(jnp.eye(2), jnp.eye(2))), 4)
       -0.6931
+
+    Args:
+      probs_a: class probabilities of view A (weak), ``[batch, num_classes]``.
+      probs_b: class probabilities of view B (strong), same shape.
+      lamb, eps, where, prior, axis_name: as in :func:`mutual_information`.
+
+    Returns:
+      A float32 scalar, ``-I`` (``-J`` with a prior).
+
+    References:
+      Ji et al., `Invariant Information Clustering for Unsupervised Image
+      Classification and Segmentation <https://arxiv.org/abs/1807.06653>`_,
+      2019. Xie et al., `MUSCLE <https://arxiv.org/abs/2012.00150>`_, 2021.
     """
     return -mutual_information(
         probs_a, probs_b, lamb=lamb, eps=eps, where=where, prior=prior, axis_name=axis_name
@@ -285,7 +316,12 @@ def multi_head_mutual_information(
       lamb, eps, axis_name: as in :func:`mutual_information`.
 
     Returns:
-      The mean over heads of the per-head mutual information, a scalar.
+      The mean over heads of the per-head mutual information, a float32 scalar.
+
+    References:
+      Ji et al., `Invariant Information Clustering for Unsupervised Image
+      Classification and Segmentation <https://arxiv.org/abs/1807.06653>`_,
+      2019.
     """
     _validation.check_rank("probs_a", probs_a, 3, "[heads, batch, num_outputs]")
     _validation.check_same_shape(("probs_a", "probs_b"), probs_a, probs_b)
@@ -332,6 +368,12 @@ def class_prior_update(
 
     Returns:
       The new estimate ``[num_classes]``, float32, without gradient.
+
+    References:
+      Berthelot et al., `ReMixMatch <https://arxiv.org/abs/1911.09785>`_, ICLR
+      2020 (the running mean prediction of distribution alignment). Krause et
+      al., `Discriminative Clustering by Regularized Information Maximization
+      <https://papers.nips.cc/paper/4154>`_, NeurIPS 2010 (the class prior).
     """
     if not 0.0 <= momentum <= 1.0:
         raise ValueError(f"momentum must be in [0, 1], got {momentum}.")

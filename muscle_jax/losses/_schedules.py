@@ -1,5 +1,7 @@
 """Ramp-up schedules for the weights of the unsupervised terms."""
 
+from __future__ import annotations
+
 import jax
 import jax.numpy as jnp
 from jax.typing import ArrayLike
@@ -50,11 +52,28 @@ def rampup(step: ArrayLike, *, rampup_steps: int, kind: str = "sigmoid") -> jax.
 def term_weight(
     step: ArrayLike, *, max_weight: float, rampup_steps: int, kind: str = "sigmoid"
 ) -> jax.Array:
-    """``w(t) = max_weight * rampup(t / rampup_steps)``, docs/method.md's weight over time.
+    """``w(t) = max_weight * rampup(t / rampup_steps)``, a term's weight over training.
+
+    The weight of :func:`muscle_loss`'s consistency and MI terms at ``step``
+    (docs/method.md, "Ramp-up schedules").
 
     Examples:
       >>> from muscle_jax import losses
       >>> float(losses.term_weight(10, max_weight=2.0, rampup_steps=0))
       2.0
+      >>> float(losses.term_weight(50, max_weight=2.0, rampup_steps=100, kind="linear"))
+      1.0
+
+    Args:
+      step: the current step (may be traced).
+      max_weight: the weight once the ramp is over.
+      rampup_steps: length of the ramp, >= 0 (0: no ramp).
+      kind: one of ``RAMPUP_KINDS``.
+
+    Returns:
+      A float32 scalar.
+
+    References:
+      Laine & Aila, `Temporal Ensembling <https://arxiv.org/abs/1610.02242>`_, 2017.
     """
     return max_weight * rampup(step, rampup_steps=rampup_steps, kind=kind)

@@ -1,5 +1,7 @@
 """Self-adaptive training (SAT): cross-entropy against a running average of predictions."""
 
+from __future__ import annotations
+
 import numbers
 
 import jax
@@ -85,7 +87,8 @@ def self_adaptive_loss(
       axis_name: mapped axis to sum over, or None.
 
     Returns:
-      A float32 scalar.
+      A float32 scalar: the normaliser is a statistic of the whole batch, so
+      the reduction is done here rather than by the caller.
 
     References:
       Huang et al., `Self-Adaptive Training: Bridging Supervised and

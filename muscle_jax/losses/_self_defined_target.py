@@ -1,10 +1,15 @@
 """Self-defined targets (SDT): k-winner-take-all targets with homeostatic thresholds."""
 
+from __future__ import annotations
+
 import jax
 import jax.numpy as jnp
 from jax.typing import ArrayLike
 
 from muscle_jax.losses import _validation
+
+# What `self_defined_target_loss` measures between the outputs and their targets.
+CRITERIA = ("mse", "cross_entropy")
 
 
 def _check_k(k: int, num_outputs: int) -> None:
@@ -124,16 +129,28 @@ def homeostasis_update(
     return jnp.asarray(thresholds, jnp.float32) + step
 
 
-def self_defined_target_loss(outputs: ArrayLike, targets: ArrayLike) -> jax.Array:
-    r"""Squared error between the outputs and their self-defined targets.
+def self_defined_target_loss(
+    outputs: ArrayLike, targets: ArrayLike, *, criterion: str = "mse"
+) -> jax.Array:
+    r"""The error between the outputs and their self-defined targets: squared or cross-entropy.
 
     .. math::
-      \ell_i = \frac{1}{N}\sum_j \big(o_{ij} - \mathrm{sg}(y_{ij})\big)^2
+      \ell_i^{\mathrm{mse}} = \frac{1}{N}\sum_j \big(o_{ij} - \mathrm{sg}(y_{ij})\big)^2,
+      \qquad
+      \ell_i^{\mathrm{cross\_entropy}} = -\sum_j \mathrm{sg}(y_{ij})
+        \log \frac{e^{o_{ij}}}{\sum_{j'} e^{o_{ij'}}}
 
-    In muscle_jax ``outputs`` are the softmax probabilities of the classifier,
-    so the same head is evaluated by its argmax. Unlabeled examples use the
-    :func:`kwta_targets` of those probabilities; labeled examples use their
-    one-hot label as the target. The targets get no gradient.
+    The squared error is the paper's loss. The cross-entropy takes the
+    outputs themselves as the logits of a softmax, as the authors' code does
+    in its semi-supervised MLP recipe (PyTorch's ``CrossEntropyLoss`` applied
+    to the sigmoid output layer, so ``o`` is in ``(0, 1)``); with ``k``
+    winners the target sums to ``k`` and is not renormalised, as there.
+
+    In muscle_jax ``outputs`` are the classifier's softmax probabilities or
+    its sigmoid (``loss.sdt.output``), so the same head is evaluated by its
+    argmax. Unlabeled examples use the :func:`kwta_targets` of those outputs;
+    labeled examples use their one-hot label as the target. The targets get
+    no gradient.
 
     Examples:
       >>> import jax.numpy as jnp
@@ -141,10 +158,15 @@ def self_defined_target_loss(outputs: ArrayLike, targets: ArrayLike) -> jax.Arra
       >>> probs = jnp.array([[0.5, 0.5], [1.0, 0.0]])
       >>> losses.self_defined_target_loss(probs, jnp.array([[1.0, 0.0], [1.0, 0.0]]))
       Array([0.25, 0.  ], dtype=float32)
+      >>> losses.self_defined_target_loss(
+      ...     jnp.zeros((1, 4)), jnp.array([[0.0, 1.0, 0.0, 0.0]]), criterion="cross_entropy"
+      ... )  # log 4
+      Array([1.3862944], dtype=float32)
 
     Args:
       outputs: outputs ``[batch, num_outputs]`` that receive the gradient.
       targets: targets of the same shape.
+      criterion: ``"mse"`` or ``"cross_entropy"`` (`CRITERIA`).
 
     Returns:
       Per-example losses ``[batch]`` in float32 (the caller reduces, e.g.
@@ -156,6 +178,10 @@ def self_defined_target_loss(outputs: ArrayLike, targets: ArrayLike) -> jax.Arra
     """
     _validation.check_rank("outputs", outputs, 2, "[batch, num_outputs]")
     _validation.check_same_shape(("outputs", "targets"), outputs, targets)
+    if criterion not in CRITERIA:
+        raise ValueError(f"criterion must be one of {CRITERIA}, got {criterion!r}.")
     outputs = jnp.asarray(outputs, jnp.float32)
     targets = jax.lax.stop_gradient(jnp.asarray(targets, jnp.float32))
+    if criterion == "cross_entropy":
+        return -jnp.sum(targets * jax.nn.log_softmax(outputs, axis=-1), axis=-1)
     return jnp.mean(jnp.square(outputs - targets), axis=-1)

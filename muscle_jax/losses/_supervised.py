@@ -1,5 +1,7 @@
 """Cross-entropy on labeled examples."""
 
+from __future__ import annotations
+
 import jax
 import jax.numpy as jnp
 from jax.typing import ArrayLike

@@ -4,6 +4,8 @@ Shapes are static under `jax.jit`, so these checks run at trace time and
 raise before anything compiles; values are never inspected here.
 """
 
+from __future__ import annotations
+
 from collections.abc import Sequence
 
 import jax.numpy as jnp
