@@ -10,8 +10,10 @@ Training batches (`make_train_iterator`) are dicts:
   "labeled_index"    [B] int32, index of the example in the training set
   "labeled_strong"   [B, H, W, C], strong view of the same images (labeled_views=2)
   "unlabeled_a"      [mu*B, H, W, C] weak view        (unlabeled_views != "none")
-  "unlabeled_b"      [mu*B, H, W, C] strong view ("weak_strong") or a second
-                     independent weak view ("weak_weak")
+  "unlabeled_b"      [mu*B, H, W, C] strong view ("weak_strong",
+                     "weak_strong_weak") or a second independent weak view ("weak_weak")
+  "unlabeled_c"      [mu*B, H, W, C] a second weak view beside the strong one
+                     ("weak_strong_weak": `methods.pipeline_views`)
   "unlabeled_index"  [mu*B] int32, index in the unlabeled pool (training set
                      first, then unlabeled-only splits such as STL-10's)
 Batch sizes are global; each process yields its 1/process_count share, or a
@@ -51,6 +53,7 @@ from muscle_jax.data import (
     streams,
     validation,
 )
+from muscle_jax.data import label_noise as label_noise_lib
 from muscle_jax.data.sources import ArrayDataset, DatasetInfo, DatasetNotFoundError
 from muscle_jax.data.splits import per_class_counts, select_labeled_indices
 from muscle_jax.data.validation import DataRequestError, DataValidationError
@@ -71,7 +74,22 @@ __all__ = [
     "training",
 ]
 
-UNLABELED_VIEWS = {"weak_strong": ("weak", "strong"), "weak_weak": ("weak", "weak"), "none": ()}
+# The kinds of each unlabeled image's views, in the order "unlabeled_a", "_b", "_c"
+# (`UNLABELED_KEYS`) take them. A view's index seeds its draws, so adding the third
+# view leaves the first two as they were.
+UNLABELED_VIEWS = {
+    "weak_strong": ("weak", "strong"),
+    "weak_weak": ("weak", "weak"),
+    "weak_strong_weak": ("weak", "strong", "weak"),
+    "none": (),
+}
+UNLABELED_KEYS = ("unlabeled_a", "unlabeled_b", "unlabeled_c")
+# Buffers a run holds on the host (`muscle_jax.memory_plan` counts them): batches
+# kept ready by tf.data and, as global arrays, ahead of the step; and the unlabeled
+# shard read in shuffled blocks of at most this many examples.
+HOST_PREFETCH = 2
+DEVICE_PREFETCH = 2
+SHUFFLE_BUFFER_SIZE = 50_000
 
 
 def dataset_info(
@@ -123,7 +141,8 @@ def open_dataset(
     arrays are kept in ``data.data_dir``, else in ``cache_dir``) or else
     ``data.name``. Reading a TFDS builder's metadata and cardinalities takes
     seconds on a large dataset; a run does it here once instead of at every
-    evaluation. The result's ``info`` is the `DatasetInfo`.
+    evaluation. The result's ``info`` is the `DatasetInfo`. Opening writes
+    nothing: call the result's ``accept()`` to write the image folder's cache.
     """
     return sources.open_source(
         data_config.name,
@@ -132,6 +151,7 @@ def open_dataset(
         path=data_config.get("path"),
         image_size=data_config.get("image_size"),
         cache_dir=data_config.data_dir or cache_dir,
+        max_image_size=data_config.get("max_image_size"),
     )
 
 
@@ -172,6 +192,8 @@ def training(
         unlabeled_imbalance_ratio=data_config.get("unlabeled_imbalance_ratio", 1.0),
         augment_on=device.augment_place(data_config),
         rand_augment_ops=data_config.get("rand_augment_ops", rand_augment_spec.DEFAULT_ROUNDS),
+        label_noise=data_config.label_noise,
+        label_noise_kind=data_config.label_noise_kind,
     )
 
 
@@ -222,13 +244,15 @@ def make_train_iterator(
     num_shards: int | None = None,
     download: bool = False,
     start_step: int = 0,
-    shuffle_buffer_size: int = 50_000,
-    prefetch: int = 2,
+    shuffle_buffer_size: int = SHUFFLE_BUFFER_SIZE,
+    prefetch: int = DEVICE_PREFETCH,
     flip: bool | None = None,
     num_validation: int = 0,
     unlabeled_imbalance_ratio: float = 1.0,
     augment_on: str = "host",
     rand_augment_ops: int = rand_augment_spec.DEFAULT_ROUNDS,
+    label_noise: float = 0.0,
+    label_noise_kind: str = "symmetric",
 ) -> Iterator[dict]:
     """Endless training batches (keys in the module docstring), from `start_step` on.
 
@@ -242,7 +266,7 @@ def make_train_iterator(
       seed: the labeled subset, the shuffles and the augmentations derive from it.
       labeled_batch_size: global labeled batch B.
       unlabeled_ratio: mu; the global unlabeled batch is mu * B.
-      unlabeled_views: "weak_strong", "weak_weak" or "none" (no unlabeled keys).
+      unlabeled_views: a key of `UNLABELED_VIEWS` ("none": no unlabeled keys).
       labeled_views: 1, or 2 to add "labeled_strong".
       imbalance_ratio: > 1 for a long-tailed labeled subset.
       exclude_labeled_from_unlabeled: drop the labeled examples from the
@@ -273,6 +297,9 @@ def make_train_iterator(
         the same for "unlabeled_"; `device_augment.views` makes the views).
       rand_augment_ops: RandAugment rounds of each strong view made here
         (``data.rand_augment_ops``; `rand_augment_spec.DEFAULT_ROUNDS`).
+      label_noise, label_noise_kind: the fraction of the labeled subset whose
+        "label" is corrupted, and how (`data.label_noise`); the labels of nothing
+        else change.
     """
     if augment_on not in device.AUGMENT_PLACES:
         raise ValueError(f"augment_on must be one of {device.AUGMENT_PLACES}, got {augment_on!r}.")
@@ -317,6 +344,15 @@ def make_train_iterator(
             f"num_labeled={num_labeled} is fewer than the {shards} data shards (one per process "
             "unless data.num_shards says otherwise)."
         )
+    # The only place training labels are corrupted: every shard slices the same array.
+    labeled_labels = label_noise_lib.noisy_labels(
+        train_labels[labeled],
+        fraction=label_noise,
+        kind=label_noise_kind,
+        seed=seed,
+        num_classes=info.num_classes,
+        dataset=info.name,
+    )
     local_unlabeled = 0
     if unlabeled_views != "none":
         if unlabeled_ratio < 1:
@@ -373,6 +409,7 @@ def make_train_iterator(
         }
         mine = labeled[shard::shards]
         images, labels = source.gather_train(mine)
+        labels = labeled_labels[shard::shards].astype(labels.dtype)
         labeled_examples = {"image": images, "label": labels, "index": mine.astype(np.int32)}
         parts = [
             streams.train_stream(
@@ -407,7 +444,7 @@ def make_train_iterator(
         batches = shard_batches[0]
     else:
         batches = tf.data.Dataset.zip(tuple(shard_batches)).map(graph.plain(_concatenate))
-    batches = batches.prefetch(2)
+    batches = batches.prefetch(HOST_PREFETCH)
     batches = batches.with_options(_options())
     return device.prefetch_to_device(batches.as_numpy_iterator(), sharding, size=prefetch)
 
@@ -475,7 +512,8 @@ def _rename_unlabeled(batch: dict) -> dict:
     out = {"unlabeled_index": batch["index"]}
     if "image" in batch:  # augment_on="device"
         return {**out, **_unaugmented(batch, "unlabeled")}
-    return {**out, "unlabeled_a": batch["view0"], "unlabeled_b": batch["view1"]}
+    names = UNLABELED_KEYS[: sum(key.startswith("view") for key in batch)]
+    return {**out, **{name: batch[f"view{i}"] for i, name in enumerate(names)}}
 
 
 def _merge(*parts: dict) -> dict:
@@ -496,7 +534,7 @@ def make_eval_iterator(
     process_count: int | None = None,
     num_classes: int | None = None,
     download: bool = False,
-    prefetch: int = 2,
+    prefetch: int = DEVICE_PREFETCH,
     held_out: tuple[np.ndarray, np.ndarray] | None = None,
 ) -> Iterator[dict]:
     """One pass over the test split: "image", "label", "mask" (False on padding).
@@ -527,7 +565,7 @@ def make_eval_iterator(
         graph.plain(lambda ex: {"image": augment.normalize(ex["image"]), "label": ex["label"]}),
         num_parallel_calls=tf.data.AUTOTUNE,
     )
-    ds = ds.batch(local).prefetch(2).with_options(_options())
+    ds = ds.batch(local).prefetch(HOST_PREFETCH).with_options(_options())
     padded = _padded_batches(ds.as_numpy_iterator(), local, num_batches, info, total)
     return device.prefetch_to_device(padded, sharding, size=prefetch)
 
@@ -551,6 +589,35 @@ def unlabeled_pool_counts(data_config, *, source, seed: int) -> dict:
         "per_class": [int(count) for count in per_class],
         "unlabeled_only": source.info.num_unlabeled_only,
     }
+
+
+def label_noise_record(data_config, *, source, seed: int) -> dict:
+    """results.json's ``label_noise``: which labeled examples `training` gave which wrong label.
+
+    Drawn as `make_train_iterator` draws it (the same labeled subset, the same
+    `label_noise.noisy_labels`), from the config and seed alone.
+    """
+    labels = source.train_labels()
+    num_classes = source.info.num_classes
+    held_out = splits.select_validation_indices(
+        labels, num_per_class=data_config.num_validation, seed=seed, num_classes=num_classes
+    )
+    labeled = select_labeled_indices(
+        labels,
+        num_labeled=data_config.num_labeled,
+        seed=seed,
+        imbalance_ratio=data_config.imbalance_ratio,
+        num_classes=num_classes,
+        exclude=held_out if held_out.size else None,
+    )
+    setting = {
+        "fraction": data_config.label_noise,
+        "kind": data_config.label_noise_kind,
+        "num_classes": num_classes,
+        "dataset": source.info.name,
+    }
+    noisy = label_noise_lib.noisy_labels(labels[labeled], seed=seed, **setting)
+    return label_noise_lib.describe(labeled, labels[labeled], noisy, **setting)
 
 
 def validation_examples(data_config, *, source, seed: int) -> tuple[np.ndarray, np.ndarray] | None:

@@ -1,7 +1,8 @@
 """The train step's objective: one forward pass, the chosen terms, their weighted sum.
 
 Everything here runs inside the jitted train step. The model is run once
-over concat(labeled, [labeled strong], unlabeled views), as the reference
+over concat(labeled, [labeled strong], unlabeled views: two, or three when
+`methods.pipeline_views` adds a second weak view), as the reference
 FixMatch code does, so BatchNorm statistics see the same mix of images. The
 terms (`muscle_jax.methods`) read that pass's outputs; a term that needs a
 second pass (MixMatch) makes it in its ``prepare``. The total is combined
@@ -72,6 +73,8 @@ def _inputs(model, batch, *, teacher, key, step, total_steps, num_classes, dtype
         names.append("labeled_strong")
     if "unlabeled_a" in batch:
         names += ["unlabeled_a", "unlabeled_b"]
+    if "unlabeled_c" in batch:  # A second weak view, in the same pass (BatchNorm sees it).
+        names.append("unlabeled_c")
     sizes = [batch[name].shape[0] for name in names]
     images = jnp.concatenate([batch[name] for name in names]).astype(dtype)
     # Models built with a dropout rate draw from the key; at rate 0 they ignore it.
@@ -98,6 +101,9 @@ def _inputs(model, batch, *, teacher, key, step, total_steps, num_classes, dtype
         view_b_projections=projections.get("unlabeled_b"),
         view_a_overclustering=heads.get("unlabeled_a"),
         view_b_overclustering=heads.get("unlabeled_b"),
+        view_c_logits=logits.get("unlabeled_c"),
+        view_c_projections=projections.get("unlabeled_c"),
+        view_c_overclustering=heads.get("unlabeled_c"),
         teacher_a_logits=teacher_a_logits,
         labeled_balanced_logits=balanced["labeled"],
         view_a_balanced_logits=balanced.get("unlabeled_a"),
@@ -106,6 +112,7 @@ def _inputs(model, batch, *, teacher, key, step, total_steps, num_classes, dtype
         labeled_strong_mi_logits=mi_head.get("labeled_strong"),
         view_a_mi_logits=mi_head.get("unlabeled_a"),
         view_b_mi_logits=mi_head.get("unlabeled_b"),
+        view_c_mi_logits=mi_head.get("unlabeled_c"),
         unlabeled_index=batch.get("unlabeled_index"),
         model=model,
         batch=batch,
@@ -134,11 +141,13 @@ def compute_loss(
 
     ``batch`` holds the input pipeline's keys: ``labeled``, ``label``,
     ``labeled_index``, optionally ``labeled_strong``, ``unlabeled_a`` and
-    ``unlabeled_b``. ``teacher`` (the EMA model) is used by terms that need
+    ``unlabeled_b``, and ``unlabeled_c`` where `methods.pipeline_views` is
+    "weak_strong_weak". ``teacher`` (the EMA model) is used by terms that need
     it; ``method_state`` is `methods.init_state`'s tree, carried across steps;
     ``total_steps`` is the run's length, for terms with their own schedule.
     """
     method_state = {} if method_state is None else method_state
+    _check_views(batch, loss_config)
     terms = methods.selected(loss_config)
     sections = {role: methods.section(loss_config, term) for role, term in terms.items()}
     inputs = _inputs(
@@ -192,6 +201,23 @@ def compute_loss(
         if term.name in method_state
     }
     return total, (metrics, new_state)
+
+
+def _check_views(batch: dict[str, jax.Array], loss_config: ml_collections.ConfigDict) -> None:
+    """Refuses (at trace time) a batch without the third view the terms pair, or with a stray one.
+
+    Without it a term that pairs two weak views would silently read the strong one.
+    """
+    if "unlabeled_a" not in batch:
+        return
+    wanted = methods.pipeline_views(loss_config) == "weak_strong_weak"
+    if wanted != ("unlabeled_c" in batch):
+        raise ValueError(
+            f"The batch {'lacks' if wanted else 'has'} 'unlabeled_c' (a second weak view of the "
+            f"unlabeled images), but the chosen terms need views "
+            f"{methods.pipeline_views(loss_config)!r}; make the batch with the views "
+            "methods.unlabeled_views(config) names (train.make_train_batches does)."
+        )
 
 
 def _diagnostic_mutual_information(inputs: methods.Inputs) -> jax.Array:

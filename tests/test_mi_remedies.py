@@ -6,6 +6,7 @@ the trainer runs a few tiny steps with the options on; and the defaults are
 today's term, so checkpoints written before the options existed resume.
 """
 
+import functools
 import math
 
 import jax
@@ -24,9 +25,12 @@ from muscle_jax import (
     objective,
     train,
 )
+from muscle_jax.data import device_augment
+from muscle_jax.data.streams import UNLABELED
 from muscle_jax.methods import unsupervised
 
-from .helpers import latest_state, load_config
+from .helpers import DIGITS_STREAM, latest_state, load_config
+from .shared_runs import run_until_step, short_config
 from .test_train import run_steps
 
 IIC = methods.get(methods.UNSUPERVISED, "iic")
@@ -297,6 +301,16 @@ def test_the_prior_is_the_terms_state():
         ("prior_momentum", 1.5, r"loss.iic.prior_momentum=1.5 must be in \[0, 1\]"),
         ("confidence_gate", 1.0, r"loss.iic.confidence_gate=1.0 must be in \[0, 1\) \(0: off\)"),
         ("anchor_labeled", True, r"set at most one of them to True"),
+        (
+            "views",
+            "strong",
+            r"loss.iic.views='strong' is not one of \('weak_strong', 'weak_weak'\)",
+        ),
+        (
+            "views",
+            "weak_weak",
+            r"loss.iic.views='weak_weak' pairs two weak views, but .*on_labeled",
+        ),
     ],
 )
 def test_each_option_is_checked_before_anything_runs(key, value, message):
@@ -467,3 +481,287 @@ def test_a_tiny_run_with_the_options_ends_with_their_head_and_state(tmp_path):
     # Four steps of the EMA moved the estimate off its uniform start.
     prior = np.asarray(state.method_state["iic"]["prior"])
     assert prior.sum() == pytest.approx(1.0, abs=1e-6) and not np.allclose(prior, 0.1, atol=1e-7)
+
+
+# ---------------------------------------------------------------- loss.iic.views
+
+
+# Logits whose softmax is exactly SKEWED's one-hot rows (exp(-inf) = 0), and uniform ones.
+SKEWED_LOGITS = np.where(SKEWED > 0, 0.0, -np.inf)
+UNIFORM_LOGITS = np.zeros_like(SKEWED)
+WEAK_WITH_UNIFORM_MI = 0.0022381
+
+
+@pytest.mark.parametrize(
+    "views, view_c, expected",
+    [
+        # The weak view paired with the strong one, predicted uniform: the symmetrised
+        # joint is P = [[.375, .25], [.25, .125]], m = (.625, .375), I = .375 log .96
+        # + .5 log(16 / 15) + .125 log(8 / 9) = 0.0022381.
+        ("weak_strong", SKEWED_LOGITS, WEAK_WITH_UNIFORM_MI),
+        # Paired with the second weak view, here the same assignment: I = H(m).
+        ("weak_weak", SKEWED_LOGITS, SKEWED_MI),
+        # No third view (a weak/weak pipeline): view_b is the second weak view.
+        ("weak_weak", None, WEAK_WITH_UNIFORM_MI),
+    ],
+)
+def test_views_chooses_the_view_the_joint_pairs_with_the_weak_one(views, view_c, expected):
+    inputs = term_inputs([[0.0, 0.0]], [0], SKEWED_LOGITS, UNIFORM_LOGITS)
+    inputs.view_c_logits = None if view_c is None else jnp.asarray(view_c, jnp.float32)
+    # The over-clustering heads ([heads, batch, outputs]) pair the same views.
+    inputs.view_a_overclustering = jnp.asarray(SKEWED_LOGITS[None], jnp.float32)
+    inputs.view_b_overclustering = jnp.asarray(UNIFORM_LOGITS[None], jnp.float32)
+    if view_c is not None:
+        inputs.view_c_overclustering = jnp.asarray(view_c[None], jnp.float32)
+    result = IIC.loss(inputs, section(views=views, overclustering_weight=1.0), None)
+    assert float(result.metrics["mutual_information"]) == pytest.approx(expected, abs=1e-5)
+    assert float(result.metrics["overclustering_mutual_information"]) == pytest.approx(
+        expected, abs=1e-5
+    )
+    assert float(result.value) == pytest.approx(-2 * expected, abs=1e-5)
+
+
+@pytest.mark.parametrize(
+    "arg, views, images",
+    [
+        # A base with a strong view: a third view; 8 labeled + 3 x 16 unlabeled.
+        (None, "weak_strong_weak", 56),
+        ("method=flexmatch", "weak_strong_weak", 56),
+        ("addon=abc", "weak_strong_weak", 56),
+        # Two weak views already: nothing added.
+        ("method=mse", "weak_weak", 40),
+        ("method=mean_teacher", "weak_weak", 40),
+        ("method=mixmatch", "weak_weak", 40),
+        # The MI alone: its pair, two weak views, in place of weak/strong.
+        ("method=none", "weak_weak", 40),
+        # ABC still reads a strong view.
+        ("method=none,addon=abc", "weak_strong_weak", 56),
+    ],
+)
+def test_the_pipeline_yields_the_views_the_terms_pair(arg, views, images):
+    config = load_config("tiny", arg)
+    before = (methods.unlabeled_views(config), train.images_per_step(config))
+    config.loss.iic.views = "weak_weak"
+    assert (methods.unlabeled_views(config), train.images_per_step(config)) == (views, images)
+    assert methods.check(config) == []
+    # The default is the pipeline as it was: two views.
+    assert before[1] == 40
+    # Without the MI term the key is inert.
+    config.loss.unsupervised = "sdt"
+    inert = methods.unlabeled_views(config)
+    config.loss.iic.views = "weak_strong"
+    assert methods.unlabeled_views(config) == inert
+
+
+def _objective_with_three_views(config, batch):
+    """``(metrics, forwarded row counts, hand-made logits by view)`` of ``config`` on ``batch``."""
+    config.model.overclustering_heads = 1
+    model = train.build_model(config, input_pipeline.dataset_info("digits"))
+    rows = []
+
+    def recorded(images, **kwargs):
+        rows.append(images.shape[0])
+        return model(images, **kwargs)
+
+    key = jax.random.key(0)
+    _, (metrics, _) = objective.compute_loss(
+        recorded,
+        batch,
+        step=jnp.zeros((), jnp.int32),
+        key=key,
+        loss_config=config.loss,
+        num_classes=config.data.num_classes,
+    )
+    # The same pass by hand (train mode: BatchNorm normalises by this batch's statistics).
+    names = ["labeled", "unlabeled_a", "unlabeled_b", "unlabeled_c"]
+    output = model(
+        jnp.concatenate([batch[name] for name in names]),
+        train=True,
+        dropout_key=methods.dropout_key(key, 0),
+    )
+    cuts = np.cumsum([len(batch[name]) for name in names])[:-1]
+    logits = dict(zip(names, np.split(np.asarray(output.logits), cuts), strict=True))
+    heads = np.split(np.asarray(output.overclustering_logits), cuts, axis=1)
+    return metrics, rows, logits, dict(zip(names, heads, strict=True))
+
+
+def test_with_weak_weak_the_mi_reads_the_second_weak_view_and_fixmatch_its_own_pair():
+    config = load_config("tiny")
+    config.loss.iic.views = "weak_weak"
+    batch = random_batch(config)
+    batch["unlabeled_c"] = random_batch(config, seed=1)["unlabeled_a"]
+    metrics, rows, logits, heads = _objective_with_three_views(config, batch)
+    # One forward pass over every view: BatchNorm's statistics see the third.
+    assert rows == [8 + 3 * 16]
+    soft = {name: jax.nn.softmax(value) for name, value in logits.items()}
+    np.testing.assert_allclose(
+        metrics["mutual_information"],
+        losses.mutual_information(soft["unlabeled_a"], soft["unlabeled_c"]),
+        rtol=1e-5,
+    )
+    assert not np.isclose(
+        metrics["mutual_information"],
+        losses.mutual_information(soft["unlabeled_a"], soft["unlabeled_b"]),
+        rtol=1e-3,
+    )
+    np.testing.assert_allclose(
+        metrics["overclustering_mutual_information"],
+        losses.multi_head_mutual_information(
+            jax.nn.softmax(heads["unlabeled_a"]), jax.nn.softmax(heads["unlabeled_c"])
+        ),
+        rtol=1e-5,
+    )
+    # FixMatch keeps its weak/strong pair (threshold 0.5 in tiny).
+    per_example, _ = losses.fixmatch_consistency(
+        logits["unlabeled_b"], logits["unlabeled_a"], threshold=0.5
+    )
+    np.testing.assert_allclose(metrics["consistency"], np.mean(per_example), rtol=1e-5)
+
+
+def test_with_identical_weak_draws_the_mi_is_that_of_one_view_with_itself():
+    config = load_config("tiny")
+    config.loss.iic.views = "weak_weak"
+    batch = random_batch(config)
+    batch["unlabeled_c"] = batch["unlabeled_a"].copy()
+    metrics, _, logits, _ = _objective_with_three_views(config, batch)
+    # The same images in one pass: the same logits, to float rounding.
+    np.testing.assert_allclose(logits["unlabeled_c"], logits["unlabeled_a"], atol=1e-6)
+    weak = jax.nn.softmax(logits["unlabeled_a"])
+    np.testing.assert_allclose(
+        metrics["mutual_information"], losses.mutual_information(weak, weak), rtol=1e-5
+    )
+
+
+def test_a_batch_without_the_third_view_is_refused_not_read_as_the_strong_one():
+    config = load_config("tiny")
+    config.loss.iic.views = "weak_weak"
+    with pytest.raises(ValueError, match="lacks 'unlabeled_c'"):
+        _gradients(config, random_batch(config))
+    config.loss.iic.views = "weak_strong"
+    batch = {**random_batch(config), "unlabeled_c": random_batch(config)["unlabeled_a"]}
+    with pytest.raises(ValueError, match="has 'unlabeled_c'"):
+        _gradients(config, batch)
+
+
+def _host_stream(views, seed=3, start_step=0):
+    return input_pipeline.make_train_iterator(
+        "digits",
+        **{**DIGITS_STREAM, "unlabeled_views": views, "seed": seed},
+        process_index=0,
+        process_count=1,
+        start_step=start_step,
+    )
+
+
+def test_the_host_pipeline_yields_a_second_independent_weak_view():
+    three = _host_stream("weak_strong_weak")
+    batches = [next(three) for _ in range(3)]
+    first = batches[0]
+    assert first["unlabeled_c"].shape == first["unlabeled_a"].shape == (16, 8, 8, 1)
+    assert first["unlabeled_c"].dtype == np.float32
+    # An independent draw of the weak kind: not view a, and made of the image's own
+    # pixels (a flip and a reflect-padded crop move pixels; a strong view's ops and
+    # Cutout make new values).
+    assert not np.array_equal(first["unlabeled_c"], first["unlabeled_a"])
+    raw, _ = input_pipeline.open_dataset(load_config("tiny").data).gather_train(
+        first["unlabeled_index"]
+    )
+    raw = raw.astype(np.float32) / 127.5 - 1.0
+    own = [np.isin(view, image).all() for view, image in zip(first["unlabeled_c"], raw)]
+    strong = [np.isin(view, image).all() for view, image in zip(first["unlabeled_b"], raw)]
+    assert all(own) and not all(strong)
+    # The first two views are exactly the weak/strong stream's: the third has its own seed.
+    two = next(_host_stream("weak_strong"))
+    for key in ("labeled", "unlabeled_a", "unlabeled_b", "unlabeled_index"):
+        np.testing.assert_array_equal(first[key], two[key], err_msg=key)
+    # A pure function of (seed, position): again, resumed, and another seed.
+    np.testing.assert_array_equal(
+        next(_host_stream("weak_strong_weak"))["unlabeled_c"], first["unlabeled_c"]
+    )
+    resumed = next(_host_stream("weak_strong_weak", start_step=2))
+    for key in batches[2]:
+        np.testing.assert_array_equal(resumed[key], batches[2][key], err_msg=key)
+    other = next(_host_stream("weak_strong_weak", seed=4))
+    assert not np.array_equal(other["unlabeled_c"], first["unlabeled_c"])
+
+
+def test_the_device_pipeline_yields_a_second_independent_weak_view():
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 256, (8, 8, 8, 1), np.uint8)
+    batch = {
+        "labeled_image": images,
+        "labeled_shard": np.zeros(8, np.uint32),
+        "labeled_position": np.arange(8, dtype=np.uint32),
+        "label": np.zeros(8, np.int32),
+        "labeled_index": np.arange(8, dtype=np.int32),
+        "unlabeled_image": images[::-1].copy(),
+        "unlabeled_shard": np.zeros(8, np.uint32),
+        "unlabeled_position": np.arange(8, dtype=np.uint32) + 40,
+        "unlabeled_index": np.arange(8, dtype=np.int32),
+    }
+
+    def views(kind, seed=0):
+        # num_ops=0: the strong view without RandAugment's ops, a quick compile.
+        make = functools.partial(
+            device_augment.views,
+            seed=seed,
+            unlabeled_views=kind,
+            labeled_views=1,
+            flip=True,
+            num_ops=0,
+        )
+        return jax.jit(make)(batch)
+
+    three = views("weak_strong_weak")
+    assert three["unlabeled_c"].shape == (8, 8, 8, 1) and three["unlabeled_c"].dtype == jnp.float32
+    # The weak augmentation drawn with view index 2 of each example's key.
+    keys = device_augment.example_keys(
+        0, UNLABELED, batch["unlabeled_shard"], batch["unlabeled_position"]
+    )
+    third = jax.vmap(lambda key: jax.random.fold_in(key, 2))(keys)
+    weak = jax.vmap(functools.partial(device_augment.weak, flip=True))
+    expected = weak(jnp.asarray(batch["unlabeled_image"], jnp.float32), third) / 127.5 - 1.0
+    np.testing.assert_array_equal(three["unlabeled_c"], expected)
+    assert not np.array_equal(three["unlabeled_c"], three["unlabeled_a"])
+    # Views a and b as the weak/strong layout makes them; deterministic; seeded.
+    two = views("weak_strong")
+    assert "unlabeled_c" not in two
+    for key in two:
+        np.testing.assert_array_equal(three[key], two[key], err_msg=key)
+    np.testing.assert_array_equal(views("weak_strong_weak")["unlabeled_c"], three["unlabeled_c"])
+    assert not np.array_equal(
+        views("weak_strong_weak", seed=1)["unlabeled_c"], three["unlabeled_c"]
+    )
+
+
+def test_a_run_saved_before_views_reads_as_weak_strong():
+    config = load_config("tiny")
+    saved = config.to_dict()
+    del saved["loss"]["iic"]["views"]
+    old = ml_collections.ConfigDict(saved)
+    assert methods.section(old.loss, IIC).views == "weak_strong"
+    assert methods.unlabeled_views(old) == "weak_strong"
+    assert config_validation.resume_changes(saved, config.to_dict()) == ([], [])
+    current = config.to_dict()
+    current["loss"]["iic"]["views"] = "weak_weak"
+    fixed, _ = config_validation.resume_changes(saved, current)
+    assert fixed == ["loss.iic.views: 'weak_strong' -> 'weak_weak'"]
+
+
+@pytest.mark.slow
+def test_a_tiny_run_with_two_weak_views_stops_and_resumes_bit_identically(tmp_path):
+    config = short_config()
+    config.loss.iic.views = "weak_weak"
+    assert methods.unlabeled_views(config) == "weak_strong_weak"
+    uninterrupted = train.train_and_evaluate(config, str(tmp_path / "a"))
+    assert uninterrupted["steps"] == 4
+    assert math.isfinite(uninterrupted["train_history"]["unsupervised"][-1])
+    stopped = run_until_step(config, tmp_path / "b", stop_after=3)
+    assert stopped == {"status": "preempted", "step": 3}
+    resumed = train.train_and_evaluate(config, str(tmp_path / "b"))
+    # (train_history is not compared: the stop logs its part-interval at step 3.)
+    assert resumed["history"] == uninterrupted["history"]
+    assert resumed["accuracy"] == uninterrupted["accuracy"]
+    states = [latest_state(tmp_path / name, config) for name in ("a", "b")]
+    for a, b in zip(jax.tree.leaves(states[0]), jax.tree.leaves(states[1]), strict=True):
+        np.testing.assert_array_equal(a, b)

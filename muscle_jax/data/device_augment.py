@@ -5,7 +5,8 @@ batches: it yields each stream's images as uint8 with the stream position and
 data shard of every example (`streams.augmented_batches`), and `views` makes
 the augmented views on the accelerator, sharded with the batch, in the same
 layout the host would have yielded ("labeled", "labeled_strong",
-"unlabeled_a", "unlabeled_b" as float32 in [-1, 1]).
+"unlabeled_a", "unlabeled_b" and, for "weak_strong_weak", "unlabeled_c", as
+float32 in [-1, 1]).
 
 - weak: random horizontal flip (where the dataset allows it) and
   reflect-pad-and-crop, with the host's padding (`augment.pad_for_size`);
@@ -576,5 +577,6 @@ def views(
     if unlabeled_views != "none":
         keys = example_keys(seed, UNLABELED, batch["unlabeled_shard"], batch["unlabeled_position"])
         kinds = input_pipeline.UNLABELED_VIEWS[unlabeled_views]
-        out["unlabeled_a"], out["unlabeled_b"] = make(batch["unlabeled_image"], keys, kinds)
+        made = make(batch["unlabeled_image"], keys, kinds)
+        out.update(zip(input_pipeline.UNLABELED_KEYS[: len(made)], made, strict=True))
     return out

@@ -52,6 +52,7 @@ __all__ = [
     "names",
     "names_its_terms",
     "needs_teacher",
+    "pipeline_views",
     "register",
     "selected",
     "state_partition",
@@ -157,19 +158,48 @@ def config_sections() -> dict[str, ml_collections.ConfigDict]:
 
 
 def unlabeled_views(config: ml_collections.ConfigDict) -> str:
-    """The views of each unlabeled image the input pipeline yields: see `UNLABELED_VIEWS`.
+    """The views of each unlabeled image the input pipeline yields (`pipeline_views`).
 
-    The consistency term decides (its augmentation pair is part of the
-    method); otherwise the first other term that needs unlabeled images.
-    "none" when there is no unlabeled batch.
+    "none" when there is no unlabeled batch (``data.unlabeled_ratio=0``).
     """
     if config.data.unlabeled_ratio == 0:
         return "none"
-    terms = selected(config.loss)
-    for role in (CONSISTENCY, UNSUPERVISED, SUPERVISED):
-        if terms[role].unlabeled_views is not None:
-            return terms[role].unlabeled_views
-    return "none"
+    return pipeline_views(config.loss)
+
+
+def pipeline_views(loss_config: ml_collections.ConfigDict) -> str:
+    """The views of each unlabeled image the chosen terms need, given an unlabeled batch.
+
+    One of `UNLABELED_VIEWS`, "weak_strong_weak" or "none" (no term reads
+    unlabeled images). The consistency term decides the pair (its
+    augmentation pair is part of the method); otherwise the first other term
+    that needs unlabeled images. A term that asks for two weak views
+    (`Term.weak_pair`) where that pair is weak/strong gets them: "weak_weak"
+    when no other chosen term needs the strong view, else a third view
+    ("weak_strong_weak": weak, strong, second weak).
+    """
+    terms = selected(loss_config)
+    deciding = [
+        terms[role].unlabeled_views
+        for role in (CONSISTENCY, UNSUPERVISED, SUPERVISED)
+        if terms[role].unlabeled_views is not None
+    ]
+    if not deciding:
+        return "none"
+    if deciding[0] != "weak_strong":
+        return deciding[0]  # Every term's view_b is then a weak view already.
+    pairing = {
+        role: term.weak_pair(section(loss_config, term))
+        for role, term in terms.items()
+        if term.unlabeled_views is not None
+    }
+    if not any(pairing.values()):
+        return "weak_strong"
+    needs_strong = any(
+        terms[role].unlabeled_views == "weak_strong" and not pairs
+        for role, pairs in pairing.items()
+    )
+    return "weak_strong_weak" if needs_strong else "weak_weak"
 
 
 def labeled_views(config: ml_collections.ConfigDict) -> int:

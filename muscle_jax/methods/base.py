@@ -36,7 +36,7 @@ ROLES = (SUPERVISED, CONSISTENCY, UNSUPERVISED, ADDON)
 # The `ModelOutput` field the evaluation reads unless a chosen term names another.
 DEFAULT_EVALUATION_HEAD = "logits"
 
-# What the input pipeline can give for each unlabeled image.
+# The pair of views a term reads of each unlabeled image (``view_a``, ``view_b``).
 UNLABELED_VIEWS = ("weak_strong", "weak_weak")
 
 
@@ -57,7 +57,10 @@ class Inputs:
     sets the supervised term's logits and targets to its mixed batch's) or add
     to ``extras``. Unlabeled fields are None when the pipeline yields no
     unlabeled batch; ``view_a`` is the weak view, ``view_b`` the strong or a
-    second weak one.
+    second weak one. ``view_c`` is a second weak view beside a strong
+    ``view_b``, there only when a term asked for two weak views
+    (`Term.weak_pair`) and another for a strong one; read it through
+    `second_weak`.
     """
 
     labeled_logits: jax.Array
@@ -72,6 +75,9 @@ class Inputs:
     view_b_projections: jax.Array | None = None
     view_a_overclustering: jax.Array | None = None  # [heads, batch, outputs]
     view_b_overclustering: jax.Array | None = None
+    view_c_logits: jax.Array | None = None
+    view_c_projections: jax.Array | None = None
+    view_c_overclustering: jax.Array | None = None
     teacher_a_logits: jax.Array | None = None
     # The balanced head's logits (ABC), when a term asked for that head.
     labeled_balanced_logits: jax.Array | None = None
@@ -82,6 +88,7 @@ class Inputs:
     labeled_strong_mi_logits: jax.Array | None = None
     view_a_mi_logits: jax.Array | None = None
     view_b_mi_logits: jax.Array | None = None
+    view_c_mi_logits: jax.Array | None = None
     # [mu*B] the unlabeled images' ids in [0, StateSpec.num_unlabeled) (FlexMatch's record).
     unlabeled_index: jax.Array | None = None
     # For a second pass: the student, the batch, this step's key and dtype.
@@ -97,6 +104,17 @@ class Inputs:
     @property
     def has_unlabeled(self) -> bool:
         return self.view_a_logits is not None
+
+    def second_weak(self, output: str = "logits") -> jax.Array | None:
+        """``view_c_<output>`` when the batch has a third view, else ``view_b_<output>``.
+
+        The pairing that `Term.weak_pair` asks for: the pipeline adds ``view_c``
+        exactly when ``view_b`` is strong, so either way this is a weak view
+        drawn independently of ``view_a``. ``output``: ``logits``,
+        ``projections``, ``overclustering`` or ``mi_logits``.
+        """
+        third = getattr(self, f"view_c_{output}")
+        return getattr(self, f"view_b_{output}") if third is None else third
 
 
 @dataclasses.dataclass(frozen=True)
@@ -139,6 +157,11 @@ class Term:
       unlabeled_views: the views the term needs of each unlabeled image (one
         of `UNLABELED_VIEWS`), or None when it needs no unlabeled batch.
       labeled_views: ``section -> 1 or 2``: 2 adds a strong view of the labeled images.
+      weak_pair: ``section -> bool``: the term pairs ``view_a`` with a second,
+        independently drawn weak view (`Inputs.second_weak`), whatever the
+        consistency term's pair. Beside a term that needs a strong view the
+        pipeline then yields a third view (``unlabeled_c``), forwarded in the
+        same pass.
       needs_teacher: the term reads ``inputs.teacher_a_logits`` (EMA model).
       model_heads: ``section -> dict`` of `models.create_model` keywords the
         term needs (e.g. a projector head).
@@ -174,6 +197,7 @@ class Term:
     defaults: Mapping[str, Any] = dataclasses.field(default_factory=dict)
     unlabeled_views: str | None = None
     labeled_views: Callable[[ml_collections.ConfigDict], int] = lambda section: 1
+    weak_pair: Callable[[ml_collections.ConfigDict], bool] = lambda section: False
     needs_teacher: bool = False
     model_heads: Callable[[ml_collections.ConfigDict], dict[str, Any]] = lambda section: {}
     prepare: Callable[[Inputs, ml_collections.ConfigDict], Inputs] | None = None

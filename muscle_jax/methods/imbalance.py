@@ -121,7 +121,7 @@ def _check_abc(section, config) -> list[str]:
         problems.append(f"loss.abc.threshold={section.threshold} must be in [0, 1].")
     views = unlabeled_views(config)
     # ("none": no unlabeled batch at all, which `methods.check` already reports.)
-    if views not in ("weak_strong", "none"):
+    if views not in ("weak_strong", "weak_strong_weak", "none"):
         problems.append(
             f"loss.addon='abc' pseudo-labels weak views and trains on strong ones, but "
             f"loss.consistency={config.loss.consistency!r} asks the pipeline for {views!r}; "

@@ -23,6 +23,9 @@ def _probs(logits: jax.Array) -> jax.Array:
 IIC_HEADS = ("classifier", "auxiliary", "both")
 IIC_MARGINALS = ("uniform", "prior")
 IIC_PRIORS = ("labeled", "estimated")
+# The views whose class assignments the joint pairs: the weak with the strong view
+# (the consistency term's pair) or with a second weak view (IIC's semi-supervised recipe).
+IIC_VIEWS = ("weak_strong", "weak_weak")
 
 # loss.iic's keys added after runs were saved, with the values that do what those runs did.
 IIC_ADDED_KEYS = {
@@ -32,6 +35,7 @@ IIC_ADDED_KEYS = {
     "prior": "labeled",
     "prior_momentum": 0.999,
     "confidence_gate": 0.0,
+    "views": "weak_strong",
 }
 
 
@@ -42,21 +46,29 @@ def _heads(section) -> tuple[str, ...]:
     )
 
 
+def _paired(inputs: base.Inputs, section, output: str):
+    """The ``output`` the joint pairs with ``view_a``'s: ``view_b``'s, or a second weak view's."""
+    if section.views == "weak_weak":
+        return inputs.second_weak(output)
+    return getattr(inputs, f"view_b_{output}")
+
+
 def _joint_rows(inputs: base.Inputs, section, head: str, gate):
     """The two sides of the joint on ``head`` and the rows that enter it.
 
-    Returns ``(probs_a, probs_b, where)``: ``[N, C]`` each, where ``N`` is the
-    unlabeled batch, plus the labeled batch in front with ``on_labeled`` (their
-    weak and strong views' predictions) or ``anchor_labeled`` (their one-hot
-    labels on both sides); ``where`` ``[N]`` (None: every row) keeps the
+    Returns ``(probs_a, probs_b, where)``: ``[N, C]`` each, the weak view's and
+    the paired view's (`_paired`), where ``N`` is the unlabeled batch, plus
+    the labeled batch in front with ``on_labeled`` (their weak and strong
+    views' predictions) or ``anchor_labeled`` (their one-hot labels on both
+    sides); ``where`` ``[N]`` (None: every row) keeps the
     labeled rows and the unlabeled rows that pass the confidence gate.
     """
     if head == "classifier":
         labeled, labeled_strong = inputs.labeled_logits, inputs.labeled_strong_logits
-        view_a, view_b = inputs.view_a_logits, inputs.view_b_logits
+        view_a, view_b = inputs.view_a_logits, _paired(inputs, section, "logits")
     else:
         labeled, labeled_strong = inputs.labeled_mi_logits, inputs.labeled_strong_mi_logits
-        view_a, view_b = inputs.view_a_mi_logits, inputs.view_b_mi_logits
+        view_a, view_b = inputs.view_a_mi_logits, _paired(inputs, section, "mi_logits")
     probs_a, probs_b = _probs(view_a), _probs(view_b)
     if section.on_labeled:
         # The labeled images' two views join the joint distribution's batch.
@@ -79,7 +91,8 @@ def _iic(inputs: base.Inputs, section, state) -> base.TermResult:
     ``L = -sum_h J(h) - overclustering_weight * mean_k MI(overclustering head k)``
     over ``h`` in `_heads` (the classifier's logits and/or the MI head's),
     where ``J(h)`` is `losses.mutual_information` of that head's two views'
-    softmax ``[N, C]`` (the rows of `_joint_rows`; ``where`` from the
+    softmax ``[N, C]`` (the weak view and, by ``views``, the strong or a second
+    weak view: the rows of `_joint_rows`; ``where`` from the
     confidence gate ``max_c sg(softmax(z_a^classifier)) > confidence_gate``),
     with ``prior=pi`` under ``marginal="prior"``:
     ``J = MI + (2 lamb - 1) sum_i (m_i - pi_i) log pi_i``. ``state`` is
@@ -116,9 +129,10 @@ def _iic(inputs: base.Inputs, section, state) -> base.TermResult:
         key = "mutual_information" if head == "classifier" else "mi_head_mutual_information"
         metrics[key] = objective
     if inputs.view_a_overclustering is not None:
+        # The over-clustering heads pair the same views as the joint, as in IIC.
         overclustering = losses.multi_head_mutual_information(
             _probs(inputs.view_a_overclustering),
-            _probs(inputs.view_b_overclustering),
+            _probs(_paired(inputs, section, "overclustering")),
             lamb=section.lamb,
         )
         value = value - section.overclustering_weight * overclustering
@@ -150,9 +164,21 @@ def _check_iic(section, config) -> list[str]:
         problems.append(
             f"loss.iic.overclustering_weight={section.overclustering_weight} must be >= 0."
         )
-    for key, choices in (("head", IIC_HEADS), ("marginal", IIC_MARGINALS), ("prior", IIC_PRIORS)):
+    for key, choices in (
+        ("head", IIC_HEADS),
+        ("marginal", IIC_MARGINALS),
+        ("prior", IIC_PRIORS),
+        ("views", IIC_VIEWS),
+    ):
         if section[key] not in choices:
             problems.append(f"loss.iic.{key}={section[key]!r} is not one of {choices}.")
+    if section.views == "weak_weak" and section.on_labeled:
+        # The labeled rows would pair a weak with a strong view, the unlabeled two weak ones.
+        problems.append(
+            "loss.iic.views='weak_weak' pairs two weak views, but loss.iic.on_labeled=True "
+            "joins the labeled images by their weak and strong views; set one of them back "
+            "(views='weak_strong' or on_labeled=False)."
+        )
     if section.anchor_labeled and section.on_labeled:
         problems.append(
             "loss.iic.anchor_labeled=True joins the labeled images by their labels and "
@@ -185,9 +211,14 @@ IIC = register(
             "prior": "labeled",  # | "estimated" (EMA of the predictions), with "prior".
             "prior_momentum": 0.999,  # The estimated prior's EMA, as distribution alignment's.
             "confidence_gate": 0.0,  # > 0: only confident unlabeled images enter the joint.
+            # The joint's pair: the weak view with the strong one (ours) or with a
+            # second weak view (IIC's semi-supervised recipe), the consistency term
+            # keeping its own pair.
+            "views": "weak_strong",  # | "weak_weak".
         },
         unlabeled_views="weak_strong",
         labeled_views=lambda section: 2 if section.on_labeled else 1,
+        weak_pair=lambda section: section.views == "weak_weak",
         model_heads=lambda section: {"mi_head": True} if section.head != "classifier" else {},
         init_state=_iic_state,
         check=_check_iic,
@@ -196,17 +227,33 @@ IIC = register(
 )
 
 
+# loss.sdt's choices: the output layer's activation (softmax: ours, a classifier's;
+# sigmoid: the paper's MLP) and the loss between outputs and targets (`losses`).
+SDT_OUTPUTS = ("softmax", "sigmoid")
+# loss.sdt's keys added after runs were saved, with the values that do what those runs did.
+SDT_ADDED_KEYS = {"output": "softmax", "criterion": "mse"}
+
+
+def _sdt_outputs(logits: jax.Array, section) -> jax.Array:
+    if section.output == "sigmoid":
+        return jax.nn.sigmoid(jnp.asarray(logits, jnp.float32))
+    return _probs(logits)
+
+
 def _self_defined_target(inputs: base.Inputs, section, state) -> base.TermResult:
     # Unlabeled images (weak view) get k-WTA targets of their own outputs
     # against the homeostasis thresholds; labeled ones their one-hot label.
-    unlabeled_outputs = _probs(inputs.view_a_logits)
+    unlabeled_outputs = _sdt_outputs(inputs.view_a_logits, section)
     unlabeled_targets = losses.kwta_targets(unlabeled_outputs, state["thresholds"], k=section.k)
-    labeled_outputs = _probs(inputs.labeled_logits)
+    labeled_outputs = _sdt_outputs(inputs.labeled_logits, section)
     labeled_targets = jax.nn.one_hot(inputs.labels, inputs.num_classes, dtype=jnp.float32)
+    criterion = section.criterion
     per_example = jnp.concatenate(
         [
-            losses.self_defined_target_loss(labeled_outputs, labeled_targets),
-            losses.self_defined_target_loss(unlabeled_outputs, unlabeled_targets),
+            losses.self_defined_target_loss(labeled_outputs, labeled_targets, criterion=criterion),
+            losses.self_defined_target_loss(
+                unlabeled_outputs, unlabeled_targets, criterion=criterion
+            ),
         ]
     )
     thresholds = losses.homeostasis_update(
@@ -220,13 +267,23 @@ def _self_defined_target(inputs: base.Inputs, section, state) -> base.TermResult
 
 def _check_sdt(section, config) -> list[str]:
     problems = []
-    if not isinstance(section.k, int) or not 1 <= section.k < config.data.num_classes:
+    num_classes = config.data.num_classes
+    # num_classes=0 is the data's count: k's bound is checked again once the data is open
+    # (`config_validation.validate_against_dataset`).
+    too_large = bool(num_classes) and isinstance(section.k, int) and section.k >= num_classes
+    if not isinstance(section.k, int) or section.k < 1 or too_large:
+        bound = num_classes or "the data's count"
         problems.append(
-            f"loss.sdt.k={section.k!r} must be an integer in [1, data.num_classes="
-            f"{config.data.num_classes})."
+            f"loss.sdt.k={section.k!r} must be an integer in [1, data.num_classes={bound})."
         )
     if section.rate < 0:
         problems.append(f"loss.sdt.rate={section.rate} must be >= 0.")
+    if section.output not in SDT_OUTPUTS:
+        problems.append(f"loss.sdt.output={section.output!r} is not one of {SDT_OUTPUTS}.")
+    if section.criterion not in losses.SDT_CRITERIA:
+        problems.append(
+            f"loss.sdt.criterion={section.criterion!r} is not one of {losses.SDT_CRITERIA}."
+        )
     return problems
 
 
@@ -240,12 +297,19 @@ SDT = register(
         defaults={
             "k": 1,  # one winning class per image: a classifier's output layer.
             "rate": 0.01,  # ours: the homeostasis step gamma.
+            # ours: the softmax, so the target and the argmax read the same head; the
+            # paper's MLP has a sigmoid output layer (configs/sdt_mlp.py).
+            "output": "softmax",  # | "sigmoid".
+            # The paper's squared error; "cross_entropy" is its code's semi-supervised
+            # recipe (a softmax cross-entropy over the outputs).
+            "criterion": "mse",  # | "cross_entropy".
         },
         unlabeled_views="weak_strong",
         init_state=lambda spec, section: {
             "thresholds": jnp.zeros((spec.num_classes,), jnp.float32)
         },
         check=_check_sdt,
+        added_keys=SDT_ADDED_KEYS,
     )
 )
 
