@@ -10,15 +10,15 @@ WRN-28-8's layer shapes (2 FLOP per multiply-add, as the docs/method.md anchor
 ~6.7 GFLOP), at a stated fraction of each accelerator's peak bfloat16 rate and
 at stated on-demand prices. Narrow convolutions at 32x32 rarely reach half of
 peak, and RandAugment on the hosts can be the limit; measure images/s on your
-own hardware (the progress line prints it) before trusting a row. The README's
-"Scaling out" table is this script's output (tests/test_readme.py checks it).
+own hardware (the progress line prints it) before trusting a row. docs/scaling.md's
+table is this script's output (tests/test_readme.py checks it).
 
 The second table is what the step would consume at that rate, in images a
 second counting every view (64 labeled + 2 x 448 unlabeled = 960 a step), and
 how many host cores the tf.data pipeline needs to deliver them, at
 ``--host_images_per_core`` (all views per CPU-second, measured by
 ``input_pipeline_benchmark.py``; the default is its figure on this 2-core
-machine, README "Performance").
+machine, docs/performance.md).
 """
 
 import argparse
@@ -33,7 +33,7 @@ STEPS = 2**20
 IMAGES_PER_STEP = 64 * (1 + 2 * 7)  # 64 labeled + two views of 448 unlabeled.
 DEFAULT_UTILISATION = 0.3
 # All-view images per CPU-second of the host pipeline (RandAugment + Cutout, CIFAR size):
-# input_pipeline_benchmark.py on this 2-core machine (README, Performance).
+# input_pipeline_benchmark.py on this 2-core machine (docs/performance.md).
 # Measured 2026-12-02: 11,673 (20,644 images/s with 1.77 cores busy).
 DEFAULT_HOST_IMAGES_PER_CORE = 11_700
 

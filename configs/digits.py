@@ -15,8 +15,8 @@ test). Nothing to download or prepare.
 Expected accuracy (measured with this code on 2 CPU cores; EMA model, the
 median of the evaluations at steps 1200-1500; 300 test images, so one image
 is 0.33 points): the default run, seed 0, 99.0 % in 136 s. Over seeds 0-2,
-in 600-step runs of ``python -m muscle_jax.experiments`` (README,
-"Experiments"): with 100 labels MUSCLE 97.7 +- 0.3 %, FixMatch alone 96.7 +- 0.6,
+in 600-step runs of ``python -m muscle_jax.experiments`` (docs/results.md,
+version 0.1.0): with 100 labels MUSCLE 97.7 +- 0.3 %, FixMatch alone 96.7 +- 0.6,
 supervised only 92.4 +- 0.8; with 20 labels 96.9 +- 1.0 against 94.4 +- 1.5.
 At 100 labels digits is near its ceiling; fewer or biased labels are where
 the methods separate.

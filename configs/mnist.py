@@ -3,7 +3,8 @@
 Command:
   python -m muscle_jax.main --config=configs/mnist.py --workdir=/tmp/muscle_mnist
 Variants (``key=value`` after the colon; fields with ``--config.KEY=VALUE``):
-  --config=configs/mnist.py:model=mlp                   (the anchor's model family)
+  --config=configs/mnist.py:model=mlp                   (the anchor's model family;
+                                                        --config.model.name=mlp too)
   --config=configs/mnist.py:num_labeled=100,seed=1
   --config=configs/mnist.py:method=none                 (supervised + MI, no consistency)
   --config=configs/mnist.py:method=fixmatch,mi=False    (the base method alone)

@@ -5,4 +5,4 @@ JAX and NumPy, while the trainer modules pull in Flax, TensorFlow and Orbax
 when they are imported themselves.
 """
 
-__version__ = "0.2.0"
+__version__ = "0.3.0"

@@ -5,12 +5,18 @@ Both take ``--config=FILE[:VARIANTS]`` with ``--config.KEY=VALUE`` overrides
 `config_defaults.split_model_kwargs`). A mistake in any of them is one line
 naming it and exit code 2, never a traceback: `parse` turns what absl and
 ml_collections raise into a `CommandLineError` with that line.
+
+``--config.model.name=OTHER`` starts OTHER from its own defaults: the config
+file's ``model.kwargs`` were written for the file's model (the small CNN's
+``widths`` mean nothing to an MLP), so they are dropped; the command line's
+own ``--config.model.kwargs.KEY=VALUE`` still apply.
 """
 
 import os
 import sys
 
 from absl import flags
+from ml_collections import config_flags
 
 from muscle_jax import config_defaults
 
@@ -77,11 +83,22 @@ def parse(flag_values, argv: list[str]) -> tuple[list[str], dict]:
     try:
         argv, model_kwargs = config_defaults.split_model_kwargs(argv)
         remaining = config_defaults.parse_without_model_kwargs(flag_values, argv)
+        _drop_kwargs_of_a_replaced_model(flag_values)
         if model_kwargs:
             config_defaults.set_model_kwargs(flag_values.config, model_kwargs)
         return remaining, model_kwargs
     except (flags.Error, AttributeError, KeyError, TypeError, ValueError) as error:
         raise CommandLineError(describe(error)) from None
+
+
+def _drop_kwargs_of_a_replaced_model(flag_values) -> None:
+    """Empties ``model.kwargs`` when ``--config.model.name`` named another model than the file's."""
+    overrides = config_flags.get_override_values(flag_values["config"])
+    if "model.name" not in overrides:
+        return
+    # The override flag's default is the value the config file gave.
+    if overrides["model.name"] != flag_values["config.model.name"].default:
+        config_defaults.set_model_kwargs(flag_values.config, None)
 
 
 def exit_with(message: str) -> None:

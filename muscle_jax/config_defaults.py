@@ -67,6 +67,46 @@ def methods_for_variant() -> tuple[str, ...]:
 # The built-in values of ``method=``.
 METHODS = methods_for_variant()
 
+# A config's ``machine=`` variant: the machine its defaults are sized for
+# (configs/image_folder.py): "auto" asks JAX's backend when the config loads.
+MACHINES = ("auto", "cpu", "accelerator")
+# The command-line flags that start a multi-process run (muscle_jax/main.py).
+_MULTI_PROCESS_FLAGS = ("--coordinator_address", "--num_processes", "--process_id", "--distributed")
+
+
+def sized_for(machine: str) -> str:
+    """``"cpu"`` or ``"accelerator"``: a config's ``machine=`` variant, with ``auto`` resolved.
+
+    ``auto`` is ``cpu`` when `jax.default_backend()` is the CPU, else
+    ``accelerator``. Asking starts JAX's backend, and a process that is to join
+    a multi-process run must start JAX's distributed runtime first
+    (`jax.distributed.initialize` refuses afterwards): where one is announced
+    (`muscle_jax.distributed`'s environment variables or a recognised
+    cluster, or its flags on the command line) ``auto`` is ``accelerator``
+    without asking, as multi-host runs are; several CPU processes
+    (launch/local.sh) give ``machine=cpu``.
+
+    Raises:
+      ValueError: ``machine`` is not one of `MACHINES`.
+    """
+    if machine not in MACHINES:
+        raise ValueError(f"Config arg machine={machine!r} is not one of {MACHINES}.")
+    if machine != "auto":
+        return machine
+    from muscle_jax import distributed  # Deferred: imports JAX (without starting it).
+
+    try:
+        setup = distributed.resolve(coordinator_address=None, num_processes=None, process_id=None)
+        single = setup.kind == "single" or setup.num_processes == 1
+    except distributed.DistributedSetupError:
+        single = False  # Half-announced: main.py says what is missing; do not start JAX.
+    flagged = any(arg.split("=", 1)[0] in _MULTI_PROCESS_FLAGS for arg in sys.argv[1:])
+    if not single or flagged:
+        return "accelerator"
+    import jax
+
+    return "cpu" if jax.default_backend() == "cpu" else "accelerator"
+
 
 def base_config() -> ml_collections.ConfigDict:
     config = ml_collections.ConfigDict()
@@ -82,6 +122,9 @@ def base_config() -> ml_collections.ConfigDict:
     config.data.path = config_dict.placeholder(str)
     # Resize data.path's images to image_size x image_size (None: keep their size).
     config.data.image_size = config_dict.placeholder(int)
+    # Without image_size: resize data.path's images larger than this down to it
+    # (square), keep smaller ones (None: no limit). configs/image_folder.py on a CPU.
+    config.data.max_image_size = config_dict.placeholder(int)
     # Flip in the weak augmentation; None: the dataset's default (the table's, else on).
     config.data.flip = config_dict.placeholder(bool)
     # Where the training views are augmented: "host" (tf.data), "device" (JAX ops
@@ -98,6 +141,12 @@ def base_config() -> ml_collections.ConfigDict:
     # 1: the unlabeled pool is the training split as it is; > 1: long-tailed as the
     # labels (class 0 largest); < -1: the reversed order (USB's protocol).
     config.data.unlabeled_imbalance_ratio = 1.0
+    # Label noise on the labeled subset only (muscle_jax/data/label_noise.py): the
+    # fraction of labeled examples given a wrong label, 0 = off (ours); "symmetric"
+    # (a uniformly drawn other class) or "asymmetric" (class-pair flips). Seeded;
+    # results.json's "label_noise" lists every label it changed.
+    config.data.label_noise = 0.0
+    config.data.label_noise_kind = "symmetric"
     # Labeled training examples a class held out as a validation set (never trained
     # on, evaluated beside the test set; results.json's "validation" is the test
     # accuracy at the step it scores best). 0: none, the protocol's.
@@ -133,7 +182,7 @@ def base_config() -> ml_collections.ConfigDict:
     config.loss.consistency_rampup = "none"  # none | linear | sigmoid
     config.loss.consistency_rampup_steps = 0
     # ours. configs/digits.py uses 3, chosen by its MI-weight ablation on tuning
-    # seeds (README, "Experiments"); one small dataset at 3 seeds could not
+    # seeds (docs/results.md); one small dataset at 3 seeds could not
     # separate 1 from 3, so the library-wide default stays 1.
     config.loss.unsupervised_weight = 1.0
     config.loss.unsupervised_rampup = "sigmoid"  # ours.
@@ -172,6 +221,10 @@ def base_config() -> ml_collections.ConfigDict:
     # length, batch sizes, model, method, seed, ...); True continues anyway,
     # e.g. to extend a finished run's total_steps.
     config.allow_config_change_on_resume = False
+    # The memory a run may use, in GiB: the host's RAM on the CPU, a device's on a GPU or
+    # TPU. 0: detected (muscle_jax/memory_plan.py). A run estimated to need more is
+    # refused before its first step; set it to allow more (or less) than detected.
+    config.memory_limit_gb = 0.0
     return config
 
 
@@ -228,9 +281,16 @@ def parse_without_model_kwargs(flag_values, argv: list[str]) -> list[str]:
         sys.argv = saved
 
 
-def set_model_kwargs(config: ml_collections.ConfigDict, kwargs: dict[str, Any]) -> None:
-    """Adds or replaces ``config.model.kwargs`` entries (see `split_model_kwargs`)."""
+def set_model_kwargs(config: ml_collections.ConfigDict, kwargs: dict[str, Any] | None) -> None:
+    """Adds or replaces ``config.model.kwargs`` entries (see `split_model_kwargs`).
+
+    ``None`` empties them: the model then starts from its own defaults.
+    """
     with config.model.kwargs.unlocked():
+        if kwargs is None:
+            for key in list(config.model.kwargs):
+                del config.model.kwargs[key]
+            return
         for key, value in kwargs.items():
             if key in config.model.kwargs:
                 del config.model.kwargs[key]  # Its type may change (a list for a tuple).

@@ -10,7 +10,7 @@ import jax.numpy as jnp
 import ml_collections
 
 from muscle_jax import losses, methods
-from muscle_jax.data import device, splits
+from muscle_jax.data import device, label_noise, splits
 
 OPTIMIZERS = ("sgd", "adam")
 SCHEDULES = ("cosine", "constant")
@@ -27,7 +27,6 @@ def _positive_ints(config) -> dict[str, object]:
         "total_steps": config.total_steps,
         "data.batch_size": config.data.batch_size,
         "data.eval_batch_size": config.data.eval_batch_size,
-        "data.num_labeled": config.data.num_labeled,
         "log_every_steps": config.log_every_steps,
         "eval_every_steps": config.eval_every_steps,
         "checkpoint_every_steps": config.checkpoint_every_steps,
@@ -43,6 +42,7 @@ def _check_types_and_ranges(config) -> list[str]:
         if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
             problems.append(f"{key}={value!r} must be a positive integer.")
     for key, value in {
+        "data.num_labeled": config.data.num_labeled,  # 0: every training example labeled.
         "data.unlabeled_ratio": config.data.unlabeled_ratio,
         "data.num_shards": config.data.num_shards,
         "data.num_validation": config.data.num_validation,
@@ -58,16 +58,23 @@ def _check_types_and_ranges(config) -> list[str]:
             f"data.num_classes={config.data.num_classes} must be at least 2 (or 0: the "
             "dataset's own count)."
         )
-    if config.data.image_size is not None and config.data.image_size < 1:
-        problems.append(f"data.image_size={config.data.image_size} must be a positive integer.")
-    if config.data.image_size is not None and not config.data.path:
-        problems.append(
-            f"data.path is not set, but data.image_size={config.data.image_size} is, which "
-            "resizes data.path's images: give your images with --config.data.path=DIR (an "
-            "image folder) or FILE.npz, or unset image_size for a named dataset."
-        )
+    for key in ("image_size", "max_image_size"):
+        value = config.data[key]
+        if value is not None and value < 1:
+            problems.append(f"data.{key}={value} must be a positive integer.")
+        elif value is not None and not config.data.path:
+            problems.append(
+                f"data.path is not set, but data.{key}={value} is, which resizes data.path's "
+                "images: give your images with --config.data.path=DIR (an image folder) or "
+                f"FILE.npz, or unset {key} for a named dataset (configs/image_folder.py: "
+                "image_size=0)."
+            )
     if not 0.0 <= config.ema_decay < 1.0:
         problems.append(f"ema_decay={config.ema_decay} must be in [0, 1).")
+    if not config.memory_limit_gb >= 0:
+        problems.append(
+            f"memory_limit_gb={config.memory_limit_gb} must be >= 0 (0: detect the memory)."
+        )
     ratio = config.data.unlabeled_imbalance_ratio
     if not (ratio == 1.0 or ratio > 1.0 or ratio < -1.0):
         problems.append(
@@ -78,6 +85,7 @@ def _check_types_and_ranges(config) -> list[str]:
         problems.append(
             f"data.imbalance_ratio={config.data.imbalance_ratio} must be >= 1 (1: balanced)."
         )
+    problems += label_noise.config_problems(config.data)
     if config.optimizer.learning_rate <= 0:
         problems.append(f"optimizer.learning_rate={config.optimizer.learning_rate} must be > 0.")
     if config.optimizer.weight_decay < 0:
@@ -114,6 +122,9 @@ def _check_choices(config) -> list[str]:
             models.user.load_class(config.model.name)
         except models.UserModelError as error:
             problems.append(str(error))
+    if not any(problem.startswith("model.name=") for problem in problems):
+        # The model is known: its arguments, against its signature.
+        problems += models.kwargs_problems(config.model.name, dict(config.model.kwargs))
     # The loss terms and their sections: each method checks its own.
     return problems + methods.check(config)
 
@@ -151,6 +162,14 @@ def _check_divisibility(config, num_devices: int, num_processes: int) -> list[st
 
 def _labeled_split_problems(config, num_classes: int) -> list[str]:
     """Whether ``data.num_labeled`` splits over the classes (per class, or long-tailed)."""
+    if config.data.num_labeled == splits.ALL_LABELED:
+        if config.data.imbalance_ratio != 1.0:
+            return [
+                f"data.imbalance_ratio={config.data.imbalance_ratio} draws a long-tailed subset "
+                "of data.num_labeled examples, but data.num_labeled=0 labels every training "
+                "example as the data has them; give a num_labeled or set imbalance_ratio=1."
+            ]
+        return []
     try:
         splits.per_class_counts(
             config.data.num_labeled, num_classes, imbalance_ratio=config.data.imbalance_ratio
@@ -223,6 +242,22 @@ def validate_against_dataset(config: ml_collections.ConfigDict, info) -> None:
             f"data.num_labeled={config.data.num_labeled} is more than the {info.num_train} "
             f"training examples of {info.name!r}."
         )
+    if (
+        config.data.num_labeled == splits.ALL_LABELED
+        and config.data.exclude_labeled_from_unlabeled
+        and config.data.unlabeled_ratio
+        and not getattr(info, "num_unlabeled_only", 0)
+    ):
+        problems.append(
+            f"data.num_labeled=0 labels every training example of {info.name!r} and "
+            "data.exclude_labeled_from_unlabeled=True keeps them out of the unlabeled pool, "
+            "which is then empty: add unlabeled images (an image folder's unlabeled/), give a "
+            "num_labeled, or set exclude_labeled_from_unlabeled=False."
+        )
+    # The terms' checks again, now with the class count (data.num_classes=0 is the
+    # data's count, unknown to `validate_config`): e.g. loss.sdt.k < num_classes.
+    if not problems:
+        problems += methods.check(config)
     if problems:
         raise ConfigError("Config does not fit the dataset:\n  - " + "\n  - ".join(problems))
 
@@ -244,8 +279,12 @@ RESUME_CHANGEABLE_KEYS = frozenset(
         "init_from",
         "init_from_step",
         "allow_config_change_on_resume",
+        "memory_limit_gb",
     }
 )
+# Top-level keys added since checkpoints carry their config, with the value that
+# does what a run before them did: a checkpoint without one is read as having it.
+KEYS_ADDED = {"memory_limit_gb": 0.0}
 
 
 def _flat(tree: dict, prefix: str = "") -> dict:
@@ -263,11 +302,13 @@ def resume_changes(saved: dict, current: dict) -> tuple[list[str], list[str]]:
 
     ``saved`` is the config a workdir's checkpoint was written with, ``current``
     the one resuming it (both as plain dicts). A method key added since
-    (`methods.keys_added_later`) that ``saved`` lacks counts as the value that
-    does what the saved run did.
+    (`methods.keys_added_later`), a label-noise key (`label_noise.KEYS_ADDED`) or
+    another key of `KEYS_ADDED` that ``saved`` lacks counts as the value that does
+    what the saved run did.
     """
     before, after = _flat(saved), _flat(current)
-    for key, value in methods.keys_added_later().items():
+    added = {**methods.keys_added_later(), **label_noise.KEYS_ADDED, **KEYS_ADDED}
+    for key, value in added.items():
         before.setdefault(key, value)
     fixed, changeable = [], []
     for key in sorted(before.keys() | after.keys()):

@@ -96,3 +96,39 @@ def chosen_by_validation(history: dict, *, num_examples: int | None) -> dict[str
         "validation_accuracy": scores[best],
         "test_accuracy": history["ema_accuracy"][best],
     }
+
+
+# The EMA model is the reported one (the protocol's). Its average spans about
+# 1 / (1 - ema_decay) steps; when that is more than this share of the run, the
+# final EMA still holds a visible part of the weights the run started from
+# (at the limit, decay ** total_steps ~ e^-4 ~ 2 %), and it lags the raw model.
+EMA_HORIZON_SHARE = 0.25
+
+
+def ema_horizon_note(ema_decay: float, total_steps: int) -> str | None:
+    """A warning when the EMA averages over too long a window for the run; None when it fits.
+
+    Warned, not changed: ``ema_decay`` is part of what a run is (saved with
+    its checkpoints, compared across runs), so the run keeps the value it was
+    given and the console and summary.md say why its EMA figure may mean
+    little, with a value that fits (an average over a tenth of the run).
+
+    >>> print(ema_horizon_note(0.99, 1500))
+    None
+    >>> ema_horizon_note(0.999, 300).split(",")[0]
+    'ema_decay=0.999 averages the EMA model over ~1000 steps'
+    """
+    if not 0.0 < ema_decay < 1.0 or total_steps < 1:
+        return None
+    horizon = 1.0 / (1.0 - ema_decay)
+    if horizon <= EMA_HORIZON_SHARE * total_steps:
+        return None
+    fitting = max(0.0, 1.0 - 10.0 / total_steps)
+    return (
+        f"ema_decay={ema_decay:g} averages the EMA model over ~{horizon:.0f} steps, more than "
+        f"a quarter of this {total_steps}-step run: at its end the initial weights still make "
+        f"up {ema_decay**total_steps:.0%} of the EMA model, whose accuracy (the headline "
+        f"figure) can then lag far behind the raw model's. For a run this long set "
+        f"--config.ema_decay={fitting:.3g} (an average over ~{max(1, total_steps // 10)} "
+        "steps), or train longer."
+    )

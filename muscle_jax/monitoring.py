@@ -94,3 +94,51 @@ class ProgressLine:
         if accuracy is not None:
             line += f" | test acc {accuracy:.4f} (EMA, last eval)"
         return line
+
+
+# The loop's time a step is measured over this many steps after the first (which
+# waits for the compilation), then the run's length is projected from it.
+PROJECTION_STEPS = 5
+# A CPU run projected to last longer than this gets a line naming the smaller settings.
+LONG_CPU_RUN_SECONDS = 3 * 3600
+
+
+def format_duration(seconds: float) -> str:
+    """``2 d 3 h``, ``3 h 10 min``, ``12 min`` or ``40 s``."""
+    seconds = max(round(seconds), 0)
+    days, rest = divmod(seconds, 86400)
+    hours, rest = divmod(rest, 3600)
+    minutes, secs = divmod(rest, 60)
+    if days:
+        return f"{days} d {hours} h"
+    if hours:
+        return f"{hours} h {minutes} min"
+    return f"{minutes} min" if minutes else f"{secs} s"
+
+
+def run_time_projection(
+    *, seconds_per_step: float, steps_left: int, config, platform: str
+) -> tuple[str, str | None]:
+    """(the projection line, advice for a long CPU run or None), from the measured step time.
+
+    The advice names the settings that shorten the run; the run goes on
+    either way (a long run may be what was meant).
+    """
+    projected = seconds_per_step * steps_left
+    line = (
+        f"projected: {format_duration(projected)} for the {steps_left} steps left (of "
+        f"{config.total_steps}) at {seconds_per_step:.3g} s/step, evaluations and "
+        "checkpoints aside"
+    )
+    if platform != "cpu" or projected <= LONG_CPU_RUN_SECONDS:
+        return line, None
+    advice = (
+        f"this run would take {format_duration(projected)} on the CPU, more than "
+        f"{format_duration(LONG_CPU_RUN_SECONDS)}. For a result sooner: fewer steps "
+        f"(--config.total_steps, {config.total_steps} now), a smaller batch "
+        f"(--config.data.batch_size, {config.data.batch_size} now; or "
+        f"data.unlabeled_ratio, {config.data.unlabeled_ratio}) or a smaller model "
+        f"(--config.model.name, {config.model.name} now; small_cnn is configs/digits.py's). "
+        "The run goes on."
+    )
+    return line, advice

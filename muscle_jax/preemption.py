@@ -3,7 +3,10 @@
 Preemptible TPUs and cluster schedulers send SIGTERM shortly before they
 kill a job. Raising inside the handler could interrupt a checkpoint write;
 instead the handler only sets a flag that the train loop reads between
-steps, where the state is consistent.
+steps, where the state is consistent. The loop dispatches no step ahead
+of the running one on a CPU (one on an accelerator), so a stop waits for
+that step and the checkpoint. A second SIGINT (Ctrl-C twice) quits at
+once, without the checkpoint.
 
 With several processes every process must stop at the same step, or the
 others would wait forever in the next step's collectives. There the
@@ -45,8 +48,16 @@ class StopRequest:
         return self._event.is_set()
 
     def _handle(self, signum, _frame):
+        if signum == signal.SIGINT and self._event.is_set():
+            # A second Ctrl-C: quit now, as Python's own handler would. A checkpoint
+            # being written is never read half-done (Orbax renames it when complete).
+            raise KeyboardInterrupt
         self.signal_name = signal.Signals(signum).name
-        logging.warning("Received %s: saving a checkpoint and stopping.", self.signal_name)
+        logging.warning(
+            "Received %s: saving a checkpoint and stopping after this step%s.",
+            self.signal_name,
+            " (Ctrl-C again quits without it)" if signum == signal.SIGINT else "",
+        )
         self._event.set()
 
 

@@ -33,6 +33,8 @@ def write_summary(workdir: str, *, config, history: dict, train_history: dict, r
             f"commit {results['run']['git_commit'] or 'unknown'}.",
             "",
         ]
+        if results.get("ema_note"):
+            lines += [f"**Note:** {results['ema_note']}", ""]
         chosen = results.get("validation")
         if chosen:
             lines += [
@@ -45,11 +47,14 @@ def write_summary(workdir: str, *, config, history: dict, train_history: dict, r
         lines += [_classes_lost_line(results), ""]
     else:
         lines += ["Running: the figures below are the evaluations so far.", ""]
+    labels = f"{config.data.num_labeled} labels"
+    if not config.data.num_labeled:  # 0: every training image keeps its label.
+        per_class = (results or {}).get("labeled_per_class")
+        labels = "every training image labeled" + (f": {sum(per_class)}" if per_class else "")
     lines += [
         "| setting | value |",
         "|---|---|",
-        f"| dataset | {config.data.name} ({config.data.num_labeled} labels, imbalance "
-        f"{config.data.imbalance_ratio}) |",
+        f"| dataset | {config.data.name} ({labels}, imbalance {config.data.imbalance_ratio}) |",
         f"| model | {config.model.name} |",
         f"| supervised | {config.loss.supervised} (weight {config.loss.supervised_weight}) |",
         f"| consistency | {config.loss.consistency} (weight {config.loss.consistency_weight}) |",
@@ -162,28 +167,69 @@ def _confusion_section(results: dict) -> list[str]:
     return lines
 
 
-def plot_curves(workdir: str, *, history: dict, train_history: dict[str, Any]) -> None:
-    """Writes ``curves.png``: test accuracy (EMA and raw) and the loss terms over steps."""
+def drawn_terms(config) -> tuple[str, ...]:
+    """The `LOSS_TERMS` whose curves mean something in ``config``'s run.
+
+    A role with no term chosen (``none``), a zero weight, or an unlabeled
+    term without an unlabeled batch adds nothing to the total: its curve
+    would be a flat line and a legend entry for nothing. The MI between the
+    views is drawn when the run's unsupervised term maximises it (`MI_TERMS`);
+    for the other methods it stays a diagnostic in TensorBoard and results.json.
+    """
+    from muscle_jax import methods  # Deferred: the report's readers need no JAX.
+
+    loss = config.loss
+    has_unlabeled = methods.unlabeled_views(config) != "none"
+    drawn = ["total"]
+    for role, term in methods.selected(loss).items():
+        weight = loss.get(f"{role}_weight", 0.0)
+        if term.name != "none" and weight and (term.unlabeled_views is None or has_unlabeled):
+            drawn.append(role)
+    if methods.UNSUPERVISED in drawn and loss.unsupervised in MI_TERMS:
+        drawn.append("mutual_information")
+    return tuple(drawn)
+
+
+# The unsupervised terms whose objective is the views' mutual information.
+MI_TERMS = frozenset({"iic"})
+
+
+def curves_figure(history: dict, train_history: dict[str, Any], terms=LOSS_TERMS):
+    """The figure of `plot_curves`: test accuracy, and the loss ``terms`` over steps.
+
+    Each legend sits outside its axes, right of it, so it never hides a curve.
+    """
     # Deferred: only the trainer's process 0 draws. The object API, not pyplot:
     # no global figure state, no GUI backend.
     from matplotlib.figure import Figure
 
-    figure = Figure(figsize=(11, 4))
+    # Constrained layout makes room for the legends beside the axes.
+    figure = Figure(figsize=(13, 4), layout="constrained")
     accuracy_axis, loss_axis = figure.subplots(1, 2)
     accuracy_axis.plot(history["step"], history["ema_accuracy"], "o-", label="EMA model")
     accuracy_axis.plot(history["step"], history["raw_accuracy"], "s--", label="raw model")
     accuracy_axis.set(xlabel="step", ylabel="test accuracy", title="Test accuracy")
     accuracy_axis.grid(alpha=0.3)
-    accuracy_axis.legend()
-    for term in LOSS_TERMS:
+    for term in terms:
         values = [float("nan") if v is None else v for v in train_history.get(term, [])]
         if values:
             loss_axis.plot(train_history["step"], values, label=term)
     loss_axis.set(xlabel="step", ylabel="mean over the logging interval", title="Loss terms")
     loss_axis.grid(alpha=0.3)
-    if train_history.get("step"):
-        loss_axis.legend()
-    figure.subplots_adjust(left=0.07, right=0.98, bottom=0.13, top=0.9, wspace=0.25)
+    for axis in (accuracy_axis, loss_axis):
+        if axis.get_lines():
+            axis.legend(loc="upper left", bbox_to_anchor=(1.02, 1.0), borderaxespad=0.0)
+    return figure
+
+
+def plot_curves(
+    workdir: str, *, history: dict, train_history: dict[str, Any], terms=LOSS_TERMS
+) -> None:
+    """Writes ``curves.png``: test accuracy (EMA and raw) and the loss ``terms`` over steps.
+
+    ``terms``: `drawn_terms` of the run's config leaves out the unused ones.
+    """
+    figure = curves_figure(history, train_history, terms)
     workdir_lib.write_atomically(
         os.path.join(workdir, PLOT_NAME),
         lambda handle: figure.savefig(handle, dpi=90, format="png"),

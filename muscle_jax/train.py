@@ -13,6 +13,7 @@ runs on one CPU device, N simulated ones, a GPU or a TPU slice.
 
 import contextlib
 import functools
+import itertools
 import json
 import os
 import time
@@ -37,6 +38,7 @@ from muscle_jax import (
     diagnostics,
     evaluation,
     input_pipeline,
+    memory_plan,
     methods,
     models,
     monitoring,
@@ -101,13 +103,36 @@ def build_model(config: ml_collections.ConfigDict, info: input_pipeline.DatasetI
     )
 
 
-def state_spec(config: ml_collections.ConfigDict, info: input_pipeline.DatasetInfo):
-    """What the loss terms size their state by."""
-    counts = splits.per_class_counts(
-        config.data.num_labeled,
-        config.data.num_classes,
-        imbalance_ratio=config.data.imbalance_ratio,
-    )
+def state_spec(
+    config: ml_collections.ConfigDict,
+    info: input_pipeline.DatasetInfo,
+    train_labels: np.ndarray | None = None,
+):
+    """What the loss terms size their state by.
+
+    ``train_labels`` (the source's `train_labels`) are needed with
+    ``data.num_labeled=0``: every training example is then labeled, so the
+    labeled set's count of each class is the data's, not the config's.
+    """
+    if config.data.num_labeled != splits.ALL_LABELED:
+        counts = splits.per_class_counts(
+            config.data.num_labeled,
+            config.data.num_classes,
+            imbalance_ratio=config.data.imbalance_ratio,
+        )
+    elif train_labels is None:
+        raise ValueError(
+            "data.num_labeled=0 labels every training example: pass the training labels "
+            "(state_spec(config, info, source.train_labels())) for the count of each class."
+        )
+    else:
+        held_out = splits.select_validation_indices(
+            train_labels,
+            num_per_class=config.data.num_validation,
+            seed=config.seed,
+            num_classes=config.data.num_classes,
+        )
+        counts = np.bincount(np.delete(train_labels, held_out), minlength=config.data.num_classes)
     return methods.StateSpec(
         num_train=info.num_train,
         num_classes=config.data.num_classes,
@@ -117,9 +142,14 @@ def state_spec(config: ml_collections.ConfigDict, info: input_pipeline.DatasetIn
 
 
 def create_train_state(
-    config: ml_collections.ConfigDict, info: input_pipeline.DatasetInfo
+    config: ml_collections.ConfigDict,
+    info: input_pipeline.DatasetInfo,
+    spec: methods.StateSpec | None = None,
 ) -> tuple[nnx.GraphDef, TrainState, optax.GradientTransformation]:
-    """Initialises the model from ``config.seed``; returns (graphdef, state, optimiser)."""
+    """Initialises the model from ``config.seed``; returns (graphdef, state, optimiser).
+
+    ``spec``: `state_spec`'s result (default: computed from ``config`` and ``info``).
+    """
 
     def initial_variables():
         _, params, batch_stats = nnx.split(build_model(config, info), nnx.Param, nnx.BatchStat)
@@ -140,15 +170,18 @@ def create_train_state(
         # Copies: the state is donated to the step, and one buffer cannot be donated twice.
         ema_params=jax.tree.map(jnp.copy, params),
         ema_batch_stats=jax.tree.map(jnp.copy, batch_stats),
-        method_state=methods.init_state(config.loss, state_spec(config, info)),
+        method_state=methods.init_state(
+            config.loss, state_spec(config, info) if spec is None else spec
+        ),
     )
     return graphdef, state, tx
 
 
-def state_sharding(config, info, mesh) -> TrainState:
+def state_sharding(config, info, mesh, spec: methods.StateSpec | None = None) -> TrainState:
     """Where each part of the state lives: replicated, except method state a term shards."""
     replicated = NamedSharding(mesh, P())
-    partitions = methods.state_partition(config.loss, state_spec(config, info), mesh.size)
+    spec = state_spec(config, info) if spec is None else spec
+    partitions = methods.state_partition(config.loss, spec, mesh.size)
     return TrainState(
         step=replicated,
         params=replicated,
@@ -342,9 +375,10 @@ def make_train_batches(config, *, source=None, sharding=None, start_step: int = 
 
 
 def images_per_step(config: ml_collections.ConfigDict) -> int:
+    """Images the step's forward pass sees: every labeled and unlabeled view."""
     data = config.data
     labeled = data.batch_size * methods.labeled_views(config)
-    views = 0 if methods.unlabeled_views(config) == "none" else 2
+    views = len(input_pipeline.UNLABELED_VIEWS[methods.unlabeled_views(config)])
     return labeled + views * data.batch_size * data.unlabeled_ratio
 
 
@@ -535,12 +569,32 @@ def train_and_evaluate(
         num_classes=info.num_classes,
         exclude=held_out if held_out.size else None,
     )
+    # A finished run asked again is answered from its results; a workdir this config
+    # cannot resume is refused: both before anything is written (a rerun writes nothing).
+    finished = _check_before_writing(config, workdir, info)
+    if finished is not None:
+        return finished
+    # What the workdir holds before the run first writes to it: a run refused
+    # after that (`_REFUSED_IN_THE_WORKDIR`) puts it back as it was.
+    before = workdir_lib.snapshot(workdir)
     workdir = workdir_lib.prepare(workdir)
     # One run per workdir; the first process holds the lock and writes the log.
     first = jax.process_index() == 0
-    with workdir_lib.lock(workdir) if first else contextlib.nullcontext():
-        with workdir_lib.console_log(workdir) if first else contextlib.nullcontext():
-            results = _train(config, workdir, source, started)
+    accepted = False
+
+    def accept() -> None:
+        nonlocal accepted
+        accepted = True
+        source.accept()  # What opening the data held back (an image folder's cache).
+
+    try:
+        with workdir_lib.lock(workdir) if first else contextlib.nullcontext():
+            with workdir_lib.console_log(workdir) if first else contextlib.nullcontext():
+                results = _train(config, workdir, source, started, accept)
+    except _REFUSED_IN_THE_WORKDIR:
+        if first and not accepted:  # Lock released, log closed: nothing of it is left.
+            workdir_lib.restore(before)
+        raise
     if results["status"] == "completed":
         results["run"] = provenance.describe(
             started_at=started_at, wall_seconds=time.perf_counter() - started
@@ -551,22 +605,117 @@ def train_and_evaluate(
     return results
 
 
-def _train(config: ml_collections.ConfigDict, workdir: str, source, started: float):
-    """The body of `train_and_evaluate` once the inputs are valid and the workdir is held."""
+# Refusals that, raised in `_train` before its ``accept``, leave nothing of the run
+# behind (`workdir.restore`). Not `workdir.WorkdirError`: a refused lock means the
+# files are another run's; not `UnreadableCheckpointError`: its message says where
+# the checkpoints were moved, and a rerun starts over from that.
+_REFUSED_IN_THE_WORKDIR = (
+    memory_plan.InsufficientMemoryError,
+    config_validation.ConfigError,
+    models.UserModelError,
+    checkpointing.IncompatibleCheckpointError,
+    input_pipeline.DataValidationError,
+    input_pipeline.DataRequestError,
+)
+
+
+def _check_before_writing(config, workdir: str, info) -> dict[str, Any] | None:
+    """What can refuse a run in a used workdir, checked before the run writes anything.
+
+    Returns the stored results (with ``already_complete: True``) when the
+    workdir holds a finished run of this same config, which a rerun would
+    only repeat. Raises `models.UserModelError` for a backbone of yours that
+    breaks its contract, and `checkpointing.IncompatibleCheckpointError` or
+    `config_validation.ConfigError` when the latest checkpoint cannot be
+    resumed with this config. `_train` checks all of it again as it builds
+    and restores; an unreadable checkpoint is left to it (it moves it aside).
+    """
+    if models.is_import_path(config.model.name):
+        abstract_model = nnx.eval_shape(lambda: build_model(config, info))
+        models.user.check_contract(abstract_model, info.image_shape, config.model.name)
+    finished = _finished_results(config, workdir)
+    if finished is not None:
+        return finished
+    directory = os.path.join(workdir, "checkpoints")
+    if not os.path.isdir(directory):
+        return None
+    reader = checkpointing.Checkpointer(directory, max_to_keep=1, read_only=True)
+    try:
+        step = reader.latest_step()
+        if step is None:
+            return None
+        try:
+            meta = reader.restore_meta(step)
+        except Exception:  # Orbax raises many types for bad bytes.
+            return None
+        checkpointing.check_compatible(
+            meta.get("compatibility", {}), compatibility(config), where=reader.directory
+        )
+        config_validation.check_resume(meta.get("config"), config, where=reader.directory)
+    finally:
+        reader.close()
+    return None
+
+
+def _finished_results(config, workdir: str) -> dict[str, Any] | None:
+    """``WORKDIR/results.json`` when it is a finished run of exactly ``config``, else None.
+
+    A changed key (even one a resume may change, e.g. ``median_of_last_evals``)
+    goes the usual way: resumed at its end and reported again, or refused.
+    Every process reads the file: a multi-process run's workdir is on a file
+    system they share, as its checkpoints need.
+    """
+    try:
+        with open(os.path.join(workdir, "results.json")) as handle:
+            results = json.load(handle)
+    except (OSError, ValueError):
+        return None
+    if results.get("status") != "completed" or results.get("steps") != config.total_steps:
+        return None
+    saved = results.get("config")
+    if not isinstance(saved, dict) or any(
+        config_validation.resume_changes(saved, json.loads(config.to_json()))
+    ):
+        return None
+    return {**results, "already_complete": True}
+
+
+def _train(
+    config: ml_collections.ConfigDict,
+    workdir: str,
+    source,
+    started: float,
+    accept: Callable[[], None] = lambda: None,
+):
+    """The body of `train_and_evaluate` once the inputs are valid and the workdir is held.
+
+    ``accept`` is called once the run is accepted, just before its first step:
+    a refusal before it leaves nothing behind, an error after it keeps the outputs.
+    """
+    logging.info(
+        "JAX process %d/%d, %d local / %d global devices (%s).",
+        jax.process_index(),
+        jax.process_count(),
+        jax.local_device_count(),
+        jax.device_count(),
+        jax.devices()[0].platform,
+    )
     checkpointer = checkpointing.Checkpointer(
         os.path.join(workdir, "checkpoints"), max_to_keep=config.keep_checkpoints
     )
     info = source.info
-    graphdef, state, tx = create_train_state(config, info)
+    ema_note = evaluation.ema_horizon_note(config.ema_decay, config.total_steps)
+    if ema_note:
+        logging.warning("%s", ema_note)
+    spec = state_spec(config, info, source.train_labels())
+    graphdef, state, tx = create_train_state(config, info, spec)
     mesh = make_mesh()
     data_sharding = NamedSharding(mesh, P("data"))
-    shardings = state_sharding(config, info, mesh)
+    shardings = state_sharding(config, info, mesh, spec)
     # Laid out over the mesh first, so a checkpoint is restored straight into
     # its shards on every process (no array crosses hosts).
     state = jax.device_put(state, shardings)
-    state, history, train_history = _restore_or_initialise(
-        config, state, checkpointer, state_spec(config, info)
-    )
+    state, history, train_history = _restore_or_initialise(config, state, checkpointer, spec)
     # Read once: the held-out examples every evaluation also scores (None without).
     validation_set = input_pipeline.validation_examples(
         config.data, source=source, seed=config.seed
@@ -586,6 +735,31 @@ def _train(config: ml_collections.ConfigDict, workdir: str, source, started: flo
     p_train, p_eval = compile_steps(
         graphdef, tx, config, mesh, shardings, augment=device_augmentation(config, source)
     )
+    plan = None
+    if start_step < config.total_steps:
+        # Compiled here, before the first step, with the first real batch: the loop's
+        # calls reuse these executables, and a run that cannot fit stops now.
+        first_batch = next(train_batches)
+        train_batches = itertools.chain([first_batch], train_batches)
+        eval_batch = next(
+            input_pipeline.evaluation(config.data, source=source, sharding=data_sharding)
+        )
+        try:
+            plan = memory_plan.check(
+                config,
+                train_step=p_train,
+                eval_step=p_eval,
+                state=state,
+                train_batch=first_batch,
+                eval_batch=eval_batch,
+                info=info,
+                images_per_step=images_per_step(config),
+            )
+        except memory_plan.InsufficientMemoryError:
+            checkpointer.close()
+            raise
+        del eval_batch
+    accept()
     writer = _metric_writer(workdir)
     progress = monitoring.ProgressLine(
         total_steps=config.total_steps,
@@ -599,14 +773,38 @@ def _train(config: ml_collections.ConfigDict, workdir: str, source, started: flo
     stopped_by = None
     last = None
     first_step_done = None
+    # The step after which the run's length is projected (None: too short to need one).
+    projection_step = start_step + 1 + monitoring.PROJECTION_STEPS
+    projection_step = projection_step if projection_step < config.total_steps else None
+    # A stop (Ctrl-C) waits for every step already dispatched. Unchecked, the loop
+    # ran up to log_every_steps ahead of the device (a WRN-28-2 on 2 CPU cores: ~18
+    # queued steps, 216 s). On a CPU, where steps are long, each is waited for, so a
+    # stop waits for the running step only; an accelerator keeps one step queued
+    # behind the running one, so that its short steps do not idle between them.
+    wait_for_each_step = jax.default_backend() == "cpu"
+    in_flight = None
     with preemption.stop_on_signals(multi_process=jax.process_count() > 1) as stop:
         for step in range(start_step, config.total_steps):
             state, metrics = p_train(state, next(train_batches))
+            jax.block_until_ready(metrics if wait_for_each_step else in_flight)
+            in_flight = metrics
             if first_step_done is None:
                 # One wait, at the first step only: it splits start-up and
                 # compilation from the training loop in the reported timing.
                 jax.block_until_ready(metrics)
                 first_step_done = time.perf_counter()
+            if step + 1 == projection_step:
+                jax.block_until_ready(metrics)  # The timed steps end with this one's end.
+                projection, advice = monitoring.run_time_projection(
+                    seconds_per_step=(time.perf_counter() - first_step_done)
+                    / monitoring.PROJECTION_STEPS,
+                    steps_left=config.total_steps - projection_step,
+                    config=config,
+                    platform=jax.default_backend(),
+                )
+                logging.info("%s", projection)
+                if advice:
+                    logging.warning("%s", advice)
             if sums is None:
                 sums = monitoring.empty_sums(metrics)
             sums = monitoring.accumulate(sums, metrics, step)
@@ -702,7 +900,9 @@ def _train(config: ml_collections.ConfigDict, workdir: str, source, started: flo
         "status": "completed",
         "accuracy": evaluation.reported_accuracy(history["ema_accuracy"], reported),
         "raw_accuracy": evaluation.reported_accuracy(history["raw_accuracy"], reported),
-        # Which evaluations the two figures are the median of (README, "Results").
+        # Why the EMA figure above may mean little (its average outlasts the run), or None.
+        "ema_note": ema_note,
+        # Which evaluations the two figures are the median of (docs/training.md).
         "accuracy_steps": [history["step"][index] for index in reported],
         "final_accuracy": last["ema_accuracy"],
         "per_class_accuracy": last["per_class_accuracy"],
@@ -710,10 +910,16 @@ def _train(config: ml_collections.ConfigDict, workdir: str, source, started: flo
         "confusion_matrix": last["confusion"],
         "classes_lost": diagnostics.classes_lost_entry(last["per_class_accuracy"]),
         "unlabeled_sample": _describe_sample(unlabeled_sample, config.data.num_classes),
+        # The labeled set a class: data.num_labeled=0 keeps the data's own counts.
+        "labeled_per_class": [int(count) for count in spec.labeled_class_counts],
         # The model output that predicts: "logits", or the head a term asks for (ABC's).
         "evaluation_head": methods.evaluation_head(config.loss),
         "class_names": list(source.info.class_names or ()) or None,
         "unlabeled_pool": input_pipeline.unlabeled_pool_counts(
+            config.data, source=source, seed=config.seed
+        ),
+        # The labels training saw wrong (data.label_noise): the setting and every change.
+        "label_noise": input_pipeline.label_noise_record(
             config.data, source=source, seed=config.seed
         ),
         "validation": evaluation.chosen_by_validation(
@@ -722,6 +928,11 @@ def _train(config: ml_collections.ConfigDict, workdir: str, source, started: flo
         "num_test_examples": last["num_examples"],
         "steps": final_step,
         "timing": _timing(started, first_step_done, loop_done, final_step - start_step),
+        # The estimate made before the first step, beside the peak the process reached.
+        "memory": {
+            **(plan.record() if plan is not None else {"estimates": None}),
+            "measured_peak_rss_bytes": memory_plan.peak_resident_bytes(),
+        },
         "history": history,
         "train_history": train_history,
         "config": json.loads(config.to_json()),
@@ -734,7 +945,12 @@ def _write_report(workdir, config, history, train_history, results=None, plot=Tr
         workdir, config=config, history=history, train_history=train_history, results=results
     )
     if plot and config.get("plot_curves", True):
-        report.plot_curves(workdir, history=history, train_history=train_history)
+        report.plot_curves(
+            workdir,
+            history=history,
+            train_history=train_history,
+            terms=report.drawn_terms(config),
+        )
 
 
 def _timing(started: float, first_step_done: float | None, loop_done: float, steps: int):

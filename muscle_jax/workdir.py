@@ -4,6 +4,7 @@ Files are written atomically and readable as the umask allows.
 """
 
 import contextlib
+import dataclasses
 import datetime
 import errno
 import json
@@ -27,8 +28,33 @@ class WorkdirError(OSError):
 
 
 def prepare(workdir: str, *, min_free_bytes: int = MIN_FREE_BYTES) -> str:
-    """Creates ``workdir`` if needed and checks it is a writable directory with space left."""
+    """Creates ``workdir`` if needed and checks it is a writable directory with space left.
+
+    A refused workdir is left as it was: the directories made for it are removed.
+    """
     path = os.path.abspath(workdir)
+    created_root = _topmost_missing(path)
+    try:
+        return _prepare(path, min_free_bytes)
+    except WorkdirError:
+        if created_root is not None:
+            shutil.rmtree(created_root, ignore_errors=True)
+        raise
+
+
+def _topmost_missing(path: str) -> str | None:
+    """The topmost directory of ``path`` that does not exist (itself or a parent), or None."""
+    missing = None
+    while not os.path.lexists(path):
+        missing = path
+        parent = os.path.dirname(path)
+        if parent == path:
+            break
+        path = parent
+    return missing
+
+
+def _prepare(path: str, min_free_bytes: int) -> str:
     if os.path.exists(path) and not os.path.isdir(path):
         raise WorkdirError(f"--workdir {path} exists and is not a directory; choose another path.")
     try:
@@ -197,3 +223,71 @@ def console_log(workdir: str):
     finally:
         logger.removeHandler(handler)
         handler.close()
+
+
+@dataclasses.dataclass(frozen=True)
+class Snapshot:
+    """What a workdir held before a run touched it (`snapshot`), so `restore` can put it back."""
+
+    path: str
+    # The topmost directory of ``path`` that did not exist (``path`` itself, or a
+    # parent that ``os.makedirs`` will create); None when ``path`` existed.
+    created_root: str | None
+    files: dict[str, int]  # Relative path -> size in bytes.
+    directories: frozenset[str]
+    # (device, inode) of every file: one found under a new name was moved there
+    # (e.g. an unreadable checkpoint moved aside), not made by the run.
+    inodes: frozenset[tuple[int, int]] = frozenset()
+
+
+def snapshot(workdir: str) -> Snapshot:
+    """Lists ``workdir``'s files and sizes (cheap: names and sizes, no contents)."""
+    path = os.path.abspath(workdir)
+    created_root = _topmost_missing(path)
+    files, directories, inodes = {}, set(), set()
+    if created_root is None and os.path.isdir(path):
+        for root, dirs, names in os.walk(path):
+            for name in dirs:
+                directories.add(os.path.relpath(os.path.join(root, name), path))
+            for name in names:
+                full = os.path.join(root, name)
+                with contextlib.suppress(OSError):
+                    stat = os.lstat(full)
+                    files[os.path.relpath(full, path)] = stat.st_size
+                    inodes.add((stat.st_dev, stat.st_ino))
+    return Snapshot(path, created_root, files, frozenset(directories), frozenset(inodes))
+
+
+def restore(before: Snapshot) -> None:
+    """Puts the workdir back as `snapshot` found it, for a run refused before training.
+
+    A workdir that did not exist is removed with the parents the run created;
+    otherwise every file and directory the run added is removed and a file it
+    appended to (``console.log``) is cut back to its old length. Files are
+    never rewritten before the first step, so nothing else needs undoing. A
+    file that was there before under another name (moved, e.g. an unreadable
+    checkpoint moved aside) is kept, and so is the new directory holding it.
+    Call it only after the run let go of the workdir (lock released, logs closed).
+    """
+    if before.created_root is not None:
+        shutil.rmtree(before.created_root, ignore_errors=True)
+        return
+    for root, dirs, names in os.walk(before.path, topdown=False):
+        for name in names:
+            full = os.path.join(root, name)
+            size = before.files.get(os.path.relpath(full, before.path))
+            with contextlib.suppress(OSError):
+                stat = os.lstat(full)
+                if size is None and (stat.st_dev, stat.st_ino) not in before.inodes:
+                    os.remove(full)
+                elif size is not None and stat.st_size > size:
+                    os.truncate(full, size)
+        for name in dirs:
+            full = os.path.join(root, name)
+            if os.path.relpath(full, before.path) not in before.directories:
+                # Bottom-up, its new files are gone by now: what is left was moved in.
+                with contextlib.suppress(OSError):
+                    if os.path.islink(full):
+                        os.remove(full)
+                    else:
+                        os.rmdir(full)

@@ -59,11 +59,11 @@ class Outcome:
 def run_command_lines(module: str, command_lines: list[list[str]], **kwargs) -> list[Outcome]:
     """Runs ``python -m module ARGS`` for each ARGS of ``command_lines`` in one interpreter."""
     kwargs.setdefault("cwd", REPO)
+    kwargs.setdefault("timeout", 600)
     completed = subprocess.run(
         [sys.executable, "-c", _DRIVER, module, json.dumps(command_lines)],
         capture_output=True,
         text=True,
-        timeout=600,
         check=False,
         **kwargs,
     )

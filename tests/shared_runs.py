@@ -5,7 +5,7 @@ fixture (conftest.py) for it by name and gets its own copy in its own tmp
 dir, so it may resume, damage or extend it. The first test to ask trains
 it; a file lock makes the other xdist worker wait for that run rather than
 train it again. Add a scenario here only when no existing one gives what a
-test needs (README, Development).
+test needs (docs/development.md).
 """
 
 import fcntl

@@ -41,6 +41,12 @@ SMOKE_RUNS = {
         ["--rounds=1", "--steps=1", "--batch_scale=0.125"],
         r"^step time MUSCLE / bare supervised \(small_cnn\): \d+\.\d{3}$",
     ),
+    "peak_memory.py": (
+        # One child process (our default step on the digits model); the peer's side skips
+        # without torch (benchmark_environment), and says so in the headline.
+        ["--workloads=digits", "--steps=1", "--batch_scale=0.125", "--contenders=im2col,pytorch"],
+        r"^peak MiB/image ours \(im2col\) / PyTorch: digits (\d+\.\d\d|no ratio)$",
+    ),
 }
 
 

@@ -6,6 +6,7 @@ file imported by path, then ``get_config(arg)``.
 
 import dataclasses
 import importlib.util
+import json
 import os
 import pathlib
 import subprocess
@@ -26,6 +27,7 @@ from muscle_jax.config_validation import (
     with_dataset_facts,
 )
 from tests import cli_driver
+from tests.helpers import xla_flags
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 CONFIG_DIR = REPO / "configs"
@@ -41,8 +43,9 @@ EXPECTED = {
     "mini_imagenet.py": ("mini_imagenet", 100, "resnet18"),
     "mnist.py": ("mnist", 10, "small_cnn"),
     "digits.py": ("digits", 10, "small_cnn"),
-    # Your own images: the class count is the data's (0 in the file; a 10-class folder here).
-    "image_folder.py": ("image_folder", 10, "wrn28_2"),
+    # Your own images: the class count is the data's (0 in the file; a 10-class folder here),
+    # and the model the machine's: the small CNN on this CPU (``machine=auto``).
+    "image_folder.py": ("image_folder", 10, "small_cnn"),
 }
 # The configs that follow docs/method.md's training protocol unchanged.
 PROTOCOL_CONFIGS = ("cifar10.py", "cifar100.py", "svhn.py", "stl10.py", "mini_imagenet.py")
@@ -94,16 +97,62 @@ def get_config(filename: str, arg: str | None = None) -> ml_collections.ConfigDi
 
 
 def test_every_dataset_config_is_listed():
-    assert set(EXPECTED) | {"tiny.py"} == set(CONFIG_FILES)
+    # tiny.py exercises the code; sdt_mlp.py is a related method's recipe
+    # (tests/test_sdt_recipe.py), neither a dataset's MUSCLE config.
+    assert set(EXPECTED) | {"tiny.py", "sdt_mlp.py"} == set(CONFIG_FILES)
 
 
 def test_the_image_folder_config_takes_its_classes_and_sizes_from_the_data():
-    config = load_config_module("image_folder.py").get_config("image_size=64")
+    module = load_config_module("image_folder.py")
+    config = module.get_config("image_size=64")
     assert config.data.num_classes == 0 and config.data.path is None
-    assert config.data.image_size == 64
-    assert load_config_module("image_folder.py").get_config("image_size=0").data.image_size is None
-    mine = load_config_module("image_folder.py").get_config("model=mypkg.nets:Net")
-    assert mine.model.name == "mypkg.nets:Net"
+    assert config.data.num_labeled == 0  # Every image of train/ keeps its label.
+    assert config.data.image_size == 64 and config.data.max_image_size is None
+    kept = module.get_config("image_size=0").data
+    assert kept.image_size is None and kept.max_image_size is None
+    mine = module.get_config("model=mypkg.nets:Net")
+    assert mine.model.name == "mypkg.nets:Net" and not mine.model.kwargs  # No CNN widths.
+    assert module.get_config("num_labeled=30").data.num_labeled == 30
+
+
+def test_the_image_folder_config_is_sized_for_the_machine():
+    module = load_config_module("image_folder.py")
+    accelerator = module.get_config("machine=accelerator")
+    assert (accelerator.model.name, accelerator.data.image_size) == ("wrn28_2", 32)
+    assert (accelerator.data.batch_size, accelerator.data.unlabeled_ratio) == (64, 7)
+    assert (accelerator.total_steps, accelerator.ema_decay) == (2**16, 0.999)
+    assert accelerator.eval_every_steps == 1024 and accelerator.data.max_image_size is None
+    cpu = module.get_config("machine=cpu")
+    assert (cpu.model.name, cpu.model.kwargs.widths) == ("small_cnn", module.CPU_WIDTHS)
+    assert (cpu.data.image_size, cpu.data.max_image_size) == (None, 32)
+    assert (cpu.data.batch_size, cpu.total_steps, cpu.eval_every_steps) == (16, 300, 50)
+    # An EMA over a tenth of the run, as short a run as it is: no horizon warning.
+    from muscle_jax import evaluation
+
+    for steps in (cpu.total_steps, 60, 5000):
+        short = module.get_config(f"machine=cpu,total_steps={steps}")
+        assert short.ema_decay == min(0.999, round(1 - 10 / steps, 3))
+        assert evaluation.ema_horizon_note(short.ema_decay, steps) is None
+    # machine=auto asks JAX: this test session runs on the CPU.
+    assert jax.default_backend() == "cpu" and module.get_config().model.name == "small_cnn"
+
+
+def test_machine_auto_never_starts_jax_before_a_multi_process_runtime(monkeypatch):
+    def no_backend():
+        raise AssertionError("asked JAX's backend before jax.distributed.initialize")
+
+    monkeypatch.setattr(jax, "default_backend", no_backend)
+    monkeypatch.setenv("JAX_COORDINATOR_ADDRESS", "127.0.0.1:1234")
+    monkeypatch.setenv("JAX_NUM_PROCESSES", "2")
+    monkeypatch.setenv("JAX_PROCESS_ID", "0")
+    assert config_defaults.sized_for("auto") == "accelerator"
+    for name in ("JAX_COORDINATOR_ADDRESS", "JAX_NUM_PROCESSES", "JAX_PROCESS_ID"):
+        monkeypatch.delenv(name)
+    monkeypatch.setattr(sys, "argv", ["main", "--num_processes=2", "--config=x.py"])
+    assert config_defaults.sized_for("auto") == "accelerator"
+    assert config_defaults.sized_for("cpu") == "cpu"
+    with pytest.raises(ValueError, match="machine='gpu' is not one of"):
+        config_defaults.sized_for("gpu")
 
 
 # ---------------------------------------------------------------- valid configs
@@ -186,7 +235,9 @@ def test_method_variants_validate(filename, method):
 def test_other_label_counts_seeds_and_short_runs(filename):
     default = get_config(filename)
     info = fake_info(default.data.name)
-    fewer = default.data.num_labeled // 2 // default.data.num_classes * default.data.num_classes
+    # 0 (every training example labeled, the image folder's default): half the data's.
+    labeled = default.data.num_labeled or info.num_train
+    fewer = labeled // 2 // default.data.num_classes * default.data.num_classes
     # A ratio of 10 needs ~5 labels a class for its smallest class to get one.
     ratio = 10 if fewer >= 5 * default.data.num_classes else 2
     arg = f"num_labeled={fewer},seed=3,total_steps=200,imbalance_ratio={ratio}"
@@ -348,6 +399,82 @@ def test_no_unlabeled_batch_with_fixmatch():
     assert "unlabeled_ratio=0" in message and "'fixmatch'" in message
 
 
+def test_num_labeled_zero_labels_every_training_example():
+    config = get_config("cifar10.py", "num_labeled=0")
+    validate_config(config, num_devices=NUM_DEVICES)
+    validate_against_dataset(config, fake_info("cifar10"))
+    config.data.num_labeled = -1
+    assert "data.num_labeled=-1 must be an integer >= 0" in _error(config)
+    config = get_config("cifar10.py", "num_labeled=0,imbalance_ratio=10")
+    assert "imbalance_ratio=10.0 draws a long-tailed subset" in _error(config)
+    # Every training image labeled and kept out of the pool leaves no unlabeled image.
+    config = get_config("cifar10.py", "num_labeled=0")
+    config.data.exclude_labeled_from_unlabeled = True
+    with pytest.raises(ConfigError, match="unlabeled pool, which is then empty"):
+        validate_against_dataset(config, fake_info("cifar10"))
+
+
+def test_class_count_checks_wait_for_the_data():
+    # loss.sdt.k < num_classes: with num_classes=0 (the data's count) checked once it is known.
+    config = load_config_module("image_folder.py").get_config("unsupervised=sdt")
+    config.data.path = "/data/my_images"
+    validate_config(config, num_devices=NUM_DEVICES)
+    config.loss.sdt.k = 3
+    validate_config(config, num_devices=NUM_DEVICES)
+    resolved = with_dataset_facts(config, FakeDatasetInfo("mine", 3, 300))
+    with pytest.raises(ConfigError, match=r"loss\.sdt\.k=3 must be an integer in \[1, data\.nu"):
+        validate_against_dataset(resolved, FakeDatasetInfo("mine", 3, 300))
+    validate_against_dataset(
+        with_dataset_facts(config, fake_info("image_folder")), fake_info("image_folder")
+    )
+    config.loss.sdt.k = 0  # Wrong whatever the count: refused at once.
+    assert "loss.sdt.k=0 must be an integer in [1, data.num_classes=the data's count)" in (
+        _error(config)
+    )
+
+
+def test_model_kwargs_are_checked_against_the_models_signature():
+    config = get_config("mnist.py")
+    config.model.name = "mlp"  # The small CNN's widths stay behind.
+    message = _error(config)
+    assert (
+        "model.kwargs.widths is not an argument of model 'mlp', which takes input_shape, "
+        "hidden_sizes, dropout_rate" in message
+    )
+    assert message.count("\n  - ") == 1  # One line: the offending argument.
+    config.model.kwargs = ml_collections.ConfigDict({"hidden_sizes": (64,), "dtype": "x"})
+    assert "model.kwargs.dtype is set by muscle_jax" in _error(config)
+    config = get_config("cifar10.py")
+    config.model.kwargs.width = 8
+    assert "model 'wrn28_2' fixes {'depth': 28, 'width': 2}" in _error(config)
+
+
+def test_naming_another_model_on_the_command_line_drops_the_files_model_kwargs():
+    from absl import flags
+    from ml_collections import config_flags
+
+    from muscle_jax import command_line
+
+    def parse(*args):
+        flag_values = flags.FlagValues()
+        config_flags.DEFINE_config_file("config", None, "", flag_values=flag_values)
+        command_line.parse(flag_values, ["main", *args])
+        return flag_values.config
+
+    mnist = str(CONFIG_DIR / "mnist.py")
+    assert dict(parse(f"--config={mnist}").model.kwargs) == {"widths": (32, 64, 128, 128, 128, 128)}
+    mlp = parse(f"--config={mnist}", "--config.model.name=mlp")
+    assert mlp.model.name == "mlp" and not mlp.model.kwargs
+    validate_config(mlp, num_devices=NUM_DEVICES)
+    # The command line's own kwargs reach the model it names; the same name keeps the file's.
+    mlp = parse(
+        f"--config={mnist}", "--config.model.name=mlp", "--config.model.kwargs.hidden_sizes=(64,)"
+    )
+    assert dict(mlp.model.kwargs) == {"hidden_sizes": (64,)}
+    same = parse(f"--config={mnist}", "--config.model.name=small_cnn")
+    assert same.model.kwargs.widths == (32, 64, 128, 128, 128, 128)
+
+
 def test_every_problem_is_reported_at_once():
     config = get_config("cifar10.py")
     config.total_steps = -5
@@ -487,6 +614,41 @@ def test_command_line_mistakes_are_one_line_each_with_the_fix(tmp_path):
 def test_experiments_help_lists_every_suite_and_the_overrides():
     (result,) = cli_driver.run_command_lines("muscle_jax.experiments.__main__", [["--help"]])
     assert result.returncode == 0, result
-    for suite in ("label_sweep", "bias", "finetune", "mi_ablation", "objectives", "bases"):
+    for suite in ("label_sweep", "bias", "finetune", "mi_ablation", "objectives", "bases", "noise"):
         assert f"  {suite} " in result.stdout
+    assert "--noise_levels" in result.stdout and "--noise_kind" in result.stdout
     assert "--config.KEY=VALUE" in result.stdout
+
+
+@pytest.mark.slow
+def test_mnist_with_the_mlp_by_name_trains_or_is_refused_in_one_line(tmp_path):
+    # The MNIST config on digits (embedded, nothing to prepare): the model switched by name.
+    short = ["--config.data.name=digits", "--config.total_steps=2", "--config.eval_every_steps=2",
+             "--config.checkpoint_every_steps=2", "--config.data.batch_size=8",
+             "--config.data.unlabeled_ratio=1", "--config.data.eval_batch_size=64"]  # fmt: skip
+    trained, refused = cli_driver.run_command_lines(
+        "muscle_jax.main",
+        [
+            [
+                "--config=configs/mnist.py",
+                "--config.model.name=mlp",
+                *short,
+                f"--workdir={tmp_path / 'mlp'}",
+            ],
+            [
+                "--config=configs/mnist.py",
+                "--config.model.name=mlp",
+                "--config.model.kwargs.widths=(8,)",
+                *short,
+                f"--workdir={tmp_path / 'bad'}",
+            ],
+        ],
+        env={**os.environ, "XLA_FLAGS": xla_flags()},  # One device, as a user's machine.
+    )
+    assert trained.returncode == 0, trained.stderr[-3000:]
+    results = json.loads((tmp_path / "mlp" / "results.json").read_text())
+    model = results["config"]["model"]
+    assert (model["name"], model["kwargs"]) == ("mlp", {})  # No small-CNN widths.
+    assert refused.returncode == 2 and "Traceback" not in refused.stderr
+    assert refused.stderr.count("model.kwargs.widths is not an argument of model 'mlp'") == 1
+    assert not (tmp_path / "bad").exists()

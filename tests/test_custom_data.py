@@ -20,8 +20,8 @@ from muscle_jax.data import files, sources
 from muscle_jax.data.validation import DataRequestError, DataValidationError
 
 from . import cli_driver
-from .helpers import xla_flags
-from .test_docs_custom import snippet
+from .helpers import ONE_THREAD_TENSORFLOW, xla_flags
+from .test_docs_custom import command, snippet
 
 CLASSES = ("centre", "left", "top")  # Sorted, as the folder names are read.
 SIZE = 16
@@ -69,6 +69,15 @@ def make_image_folder(root, *, train=30, test=10, unlabeled=12):
     return root
 
 
+def make_one_size_folder(root, *, train=(60, 50, 40), test=10):
+    """Grey 16x16 PNGs only, ``train[k]`` of class k (unbalanced) and ``test`` of each."""
+    for label, name in enumerate(CLASSES):
+        for split, count in (("train", train[label]), ("test", test)):
+            for index, image in enumerate(pictures(label, count, seed=SEEDS[split])):
+                write_image(root / split / name / f"{index}.png", image)
+    return root
+
+
 # ---------------------------------------------------------------- image folders
 
 
@@ -105,6 +114,22 @@ def test_an_image_folder_is_decoded_once_and_a_changed_folder_again(tmp_path, mo
     changed = files.load(str(root), image_size=SIZE, cache_dir=str(cache))
     assert len(changed.train_labels) == len(first.train_labels) + 1
     assert len(list(cache.glob("pets_*.npz"))) == 2
+
+
+def test_max_image_size_shrinks_only_the_larger_images(tmp_path):
+    root = make_image_folder(tmp_path / "pets", train=3, test=2, unlabeled=2)  # 16 and 32 px.
+    data = files.load(str(root), image_size=None, max_image_size=SIZE, cache_dir=None)
+    assert data.train_images.shape[1:3] == data.unlabeled_images.shape[1:3] == (SIZE, SIZE)
+    # The PNGs already 16x16 are kept as they were (only the JPEGs shrank).
+    np.testing.assert_array_equal(data.train_images[0], np.repeat(pictures(0, 1, 1)[0], 3, -1))
+    with pytest.raises(DataValidationError, match=r"is 16x16 but .* is 32x32|is 32x32 but"):
+        files.load(str(root), image_size=None, max_image_size=2 * SIZE, cache_dir=None)
+    path = make_npz(tmp_path / "shapes.npz", train=2, test=1)
+    assert files.load(
+        str(path), image_size=None, max_image_size=8, cache_dir=None
+    ).train_images.shape[1:3] == (8, 8)
+    kept = files.load(str(path), image_size=None, max_image_size=32, cache_dir=None)
+    assert kept.train_images.shape[1:3] == (SIZE, SIZE)
 
 
 def _folder_with(tmp_path, change):
@@ -321,7 +346,39 @@ def test_your_data_trains_through_the_command_line(end_to_end_runs, name):
         assert results["validation"] is None
     if name == "folder":
         assert results["config"]["model"]["name"] == "mynets:TwoConvs"
+        assert not results["config"]["model"]["kwargs"]  # Not the CPU profile's CNN widths.
         assert list((workdir / "data_cache").glob("pets_*.npz"))  # Decoded once, kept.
+
+
+@pytest.mark.slow(heavy=True)
+def test_the_documented_folder_command_trains_every_image_of_train_on_a_cpu(tmp_path):
+    """docs/custom.md's command, as written, on 3 unbalanced classes of 16x16 images.
+
+    In a user's environment: one CPU device, XLA's optimisations and thread
+    pools as they come (the session turns both off for its tiny programs; this
+    run's convolutions took 5x longer without them).
+    """
+    shapes = make_one_size_folder(tmp_path / "shapes")
+    workdir = tmp_path / "mine"
+    test_only = ("XLA_FLAGS", "JAX_DISABLE_MOST_OPTIMIZATIONS", *ONE_THREAD_TENSORFLOW)
+    (outcome,) = cli_driver.run_command_lines(
+        "muscle_jax.main",
+        [command("image_folder", DIR=str(shapes), **{"/tmp/mine": str(workdir)})],
+        env={key: value for key, value in os.environ.items() if key not in test_only},
+        timeout=1200,  # ~1 min on 2 idle cores, 6 on the loaded machine it was written on.
+    )
+    assert outcome.returncode == 0, outcome.stderr[-3000:]
+    results = json.loads((workdir / "results.json").read_text())
+    config = results["config"]
+    # The CPU profile: the small CNN at the images' own size, the EMA fitted to the run.
+    assert config["model"]["name"] == "small_cnn" and config["data"]["max_image_size"] == 32
+    assert results["steps"] == config["total_steps"] == 300 and results["ema_note"] is None
+    # Every image of train/ labeled, whatever each class holds; all of it unlabeled too.
+    assert config["data"]["num_labeled"] == 0 and results["labeled_per_class"] == [60, 50, 40]
+    assert results["unlabeled_pool"]["per_class"] == [60, 50, 40]
+    assert results["accuracy"] >= 0.9 and results["raw_accuracy"] >= 0.9, results["history"]
+    summary = (workdir / "summary.md").read_text()
+    assert "every training image labeled: 150" in summary and "**Note:**" not in summary
 
 
 # ---------------------------------------------------------------- backbones that break the contract

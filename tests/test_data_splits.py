@@ -93,7 +93,6 @@ def test_long_tail_ratio_and_exponential_shape():
     ("kwargs", "words"),
     [
         ({"num_labeled": 25}, ["25", "10 classes"]),
-        ({"num_labeled": 0}, ["positive", "0"]),
         ({"num_labeled": -10}, ["positive", "-10"]),
         ({"num_labeled": 120}, ["holds 10", "12"]),
         ({"num_labeled": 10, "imbalance_ratio": 0.5}, ["imbalance_ratio", "0.5"]),
@@ -204,3 +203,20 @@ def test_the_imbalanced_pool_is_a_function_of_the_seed_and_reaches_the_stream():
     for _ in range(4):  # 1,120 draws from a pool of ~700: every image at least once.
         seen |= set(np.asarray(next(iterator)["unlabeled_index"]).tolist())
     assert seen == set(np.flatnonzero(keep).tolist())
+
+
+def test_num_labeled_zero_keeps_every_label_whatever_each_class_holds():
+    labels = np.array([0] * 7 + [1] * 3 + [2] * 5)  # Unbalanced: 7, 3, 5.
+    every = select_labeled_indices(labels, num_labeled=splits.ALL_LABELED, seed=4)
+    np.testing.assert_array_equal(every, np.arange(15))
+    held_out = splits.select_validation_indices(labels, num_per_class=1, seed=4, num_classes=3)
+    rest = select_labeled_indices(labels, num_labeled=0, seed=4, exclude=held_out)
+    assert np.bincount(labels[rest]).tolist() == [6, 2, 4] and not set(rest) & set(held_out)
+    with pytest.raises(ValueError, match=r"imbalance_ratio=10\.0 .* num_labeled=0 keeps every"):
+        select_labeled_indices(labels, num_labeled=0, seed=4, imbalance_ratio=10.0)
+    # A positive count still draws the balanced subset, as it always did.
+    assert np.bincount(labels[select_labeled_indices(labels, num_labeled=6, seed=4)]).tolist() == [
+        2,
+        2,
+        2,
+    ]

@@ -21,6 +21,23 @@ def snippet(name: str) -> str:
     return text[start : text.index("```", start)]
 
 
+def command(name: str, **placeholders: str) -> list[str]:
+    """The arguments of the ``python -m muscle_jax.main`` command after ``<!-- command: name -->``.
+
+    Each of ``placeholders`` (``DIR="/data/x"``) replaces its name in them, as a
+    user would type their own paths (tests/test_custom_data.py runs it).
+    """
+    text = open(CUSTOM_MD).read()
+    marker = f"<!-- command: {name} -->\n```bash\n"
+    start = text.index(marker) + len(marker)
+    words = text[start : text.index("```", start)].replace("\\\n", " ").split()
+    prefix = ["python", "-m", "muscle_jax.main"]
+    assert words[:3] == prefix, words
+    for placeholder, value in placeholders.items():
+        words = [word.replace(placeholder, value) for word in words]
+    return words[3:]
+
+
 # One interpreter, as a user's: the arrays snippet, then `python my_method.py ARGS`.
 _DRIVER = r"""
 import json, runpy, sys

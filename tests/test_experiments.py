@@ -14,6 +14,7 @@ import json
 import math
 import os
 import pathlib
+import re
 import signal
 import subprocess
 import sys
@@ -76,6 +77,18 @@ def test_summary_and_edge_cases():
 
 
 # ------------------------------------------------------------------ suites
+
+
+def test_a_suite_needs_the_class_count_before_any_run_opens_the_data():
+    config = load_config("image_folder")  # data.num_classes=0: the data's, unknown here.
+    with pytest.raises(suites.SuiteError, match=r"give --config\.data\.num_classes=N"):
+        suites.build("label_sweep", config, suites.SuiteOptions(), pinned=[])
+    config.data.num_classes = 3
+    counts = {
+        dict(run.overrides)["data.num_labeled"]
+        for run in suites.build("label_sweep", config, suites.SuiteOptions(), pinned=[])
+    }
+    assert "0" not in counts  # 0 would label every image: never a swept count.
 
 
 def test_label_sweep_defaults_suit_the_dataset():
@@ -311,6 +324,12 @@ def test_mi_ablation_flips_one_knob_at_a_time():
         ("finetune", suites.SuiteOptions(label_counts=(10, 20)), [], "one label count"),
         ("mi_ablation", suites.SuiteOptions(knobs=("tau",)), [], "Unknown knob"),
         ("bases", suites.SuiteOptions(bases=("fixmatch", "remixmatch")), [], "Unknown base"),
+        ("noise", suites.SuiteOptions(noise_levels=(0.2, 1.0)), [], "must lie in [0, 1)"),
+        ("noise", suites.SuiteOptions(noise_levels=(0.2, 0.2)), [], "repeats a level"),
+        ("noise", suites.SuiteOptions(noise_kind="pairs"), [], "choose one of symmetric"),
+        ("noise", suites.SuiteOptions(label_counts=(10, 20)), [], "one label count"),
+        ("noise", suites.SuiteOptions(arms=("muscle", "mixup")), [], "Unknown arm"),
+        ("noise", suites.SuiteOptions(), ["data.label_noise"], "--config.data.label_noise is"),
         (
             "mi_ablation",
             suites.SuiteOptions(),
@@ -320,7 +339,7 @@ def test_mi_ablation_flips_one_knob_at_a_time():
     ],
 )
 def test_bad_suite_options_are_refused_with_the_fix(suite, options, pinned, message):
-    with pytest.raises(suites.SuiteError, match=message.replace("(", r"\(")):
+    with pytest.raises(suites.SuiteError, match=re.escape(message)):
         suites.build(suite, load_config("digits"), options, pinned=pinned)
 
 
@@ -354,6 +373,78 @@ def test_objectives_swaps_one_term_on_the_base_method(tmp_path):
     results_json = json.loads((tmp_path / runs[2].name / "results.json").read_text())
     with pytest.raises(dispatch.DispatchError, match=r"loss.unsupervised='sdt' \(asked: mio\)"):
         dispatch.check_finished_run(invocation, runs[3], results_json)
+
+
+def test_noise_crosses_the_supervised_term_with_mi_at_each_noise_level(tmp_path):
+    config = load_config("digits")
+    runs = suites.build("noise", config, suites.SuiteOptions(seeds=(0, 1)), pinned=[])
+    assert len(runs) == 3 * 2 * 4  # levels x seeds x arms
+    assert [run.arm for run in runs[:4]] == list(suites.NOISE_ARMS)
+    assert [run.setting for run in runs[::8]] == ["noise 0", "noise 0.2", "noise 0.4"]
+    assert runs[8].name == "noise_0.2/base/seed_0"
+    invocation = _invocation(tmp_path)
+    for run in runs:
+        overrides = dict(invocation.run_overrides(run))
+        assert overrides["data.num_labeled"] == "100"  # 10 labels a class.
+        assert overrides["data.label_noise"] == str(float(run.setting.split()[1]))
+        assert overrides["data.label_noise_kind"] == "symmetric"
+        built = load_config("digits", invocation.config_flag(run).split(":", 1)[1])
+        mi, supervised = suites.NOISE_ARMS[run.arm]
+        assert built.loss.consistency == "fixmatch" and built.loss.supervised == supervised
+        assert built.loss.unsupervised == ("iic" if mi else "none")
+    # A finished cross-entropy run is not taken for the self-adaptive arm.
+    _fake_results(invocation, runs[0], 0.9, [0.9] * 10)
+    written = json.loads((tmp_path / runs[0].name / "results.json").read_text())
+    with pytest.raises(dispatch.DispatchError, match=r"loss.supervised='cross_entropy'"):
+        dispatch.check_finished_run(invocation, runs[1], written)
+    asymmetric = suites.build(
+        "noise",
+        config,
+        suites.SuiteOptions(
+            seeds=(0,), noise_levels=(0.3,), noise_kind="asymmetric", label_counts=(50,)
+        ),
+        pinned=[],
+    )
+    assert {run.setting for run in asymmetric} == {"noise 0.3, asymmetric"}
+    assert dict(asymmetric[0].overrides)["data.label_noise_kind"] == "asymmetric"
+    assert dict(asymmetric[0].overrides)["data.num_labeled"] == "50"
+
+
+def test_noise_report_pairs_self_adaptive_with_cross_entropy_at_each_level(tmp_path):
+    runs = suites.build(
+        "noise", load_config("digits"), suites.SuiteOptions(noise_levels=(0.0, 0.4)), pinned=[]
+    )
+    invocation = _invocation(tmp_path)
+    # Per arm, the accuracy at seeds 0, 1, 2 (noise 0 adds 0.05 to every arm).
+    accuracy = {
+        "base": [0.80, 0.70, 0.75],
+        "self_adaptive": [0.85, 0.70, 0.80],
+        "muscle": [0.90, 0.80, 0.80],
+        "muscle_self_adaptive": [0.90, 0.85, 0.85],
+    }
+    for run in runs:
+        clean = 0.05 if run.setting == "noise 0" else 0.0
+        _fake_results(invocation, run, accuracy[run.arm][run.seed] + clean, [0.9] * 10)
+    outcomes = results.collect(runs, str(tmp_path))
+    results.write(
+        str(tmp_path), "noise", outcomes, base="fixmatch", command="cmd", default_mi_weight=3.0
+    )
+    rows = _csv(tmp_path)
+    assert {row["label_noise"] for row in rows} == {"0", "0.4"}
+    assert {row["label_noise_kind"] for row in rows} == {"symmetric"}
+    text = (tmp_path / "results.md").read_text()
+    # SAT - CE: 0.05, 0, 0.05 (the statistics test's +3.3 [-3.8, +10.5]); with MI:
+    # 0, 0.05, 0.05, the same; MUSCLE - base: 0.1, 0.1, 0.05, mean 1/12 with the same
+    # sd, so the same half-width (7.2 points) around +8.3.
+    assert (
+        "| noise 0.4 | 75.0 ± 5.0 | 78.3 ± 7.6 | 83.3 ± 5.8 | 86.7 ± 2.9 "
+        "| +3.3 [-3.8, +10.5] | +3.3 [-3.8, +10.5] | +8.3 [+1.2, +15.5] |"
+    ) in text
+    assert "| noise 0 | 80.0 ± 5.0 | 83.3 ± 7.6 |" in text
+    assert "self-adaptive training − fixmatch (95 % CI)" in text
+    # The fake results carry no label_noise record: said so, not invented.
+    assert "Realised noise rates (results.json's `label_noise`): noise 0: –; noise 0.4: –." in text
+    assert (tmp_path / "accuracy_vs_noise.png").read_bytes()[:4] == b"\x89PNG"
 
 
 # ------------------------------------------------------------------ results files
@@ -608,6 +699,12 @@ def _check_suite_files(workdir, expected_runs, plot):
         ("objectives", ["--arms=base,sdt"], 4, "objectives.png"),
         # label_sweep's bookkeeping is the real kill-and-resume test's, below.
         ("bases", ["--bases=freematch", "--label_counts=10"], 4, "bases.png"),
+        (
+            "noise",
+            ["--noise_levels=0,0.4", "--arms=base,self_adaptive", "--label_counts=20"],
+            8,
+            "accuracy_vs_noise.png",
+        ),
     ],
 )
 def test_each_suite_through_the_command_line(tmp_path, suite, args, expected_runs, plot):
@@ -628,6 +725,10 @@ def test_each_suite_through_the_command_line(tmp_path, suite, args, expected_run
         expected += 0.05 * (mi_on and config["loss"]["unsupervised_weight"] > 0)
         assert float(row["accuracy"]) == pytest.approx(expected), row["run"]
         assert float(row["worst_class_accuracy"]) == pytest.approx(expected - 0.1), row["run"]
+        if suite == "noise":  # The noise level and the supervised term reach the run.
+            assert config["data"]["label_noise"] == float(row["label_noise"])
+            wanted = "self_adaptive" if row["arm"] == "self_adaptive" else "cross_entropy"
+            assert config["loss"]["supervised"] == wanted
         if suite == "bias":  # The suite's settings reach the run's config.
             assert config["data"]["imbalance_ratio"] == 2.0
             same = row["setting"].endswith("unlabeled same")

@@ -88,6 +88,11 @@ def test_end_to_end_digits_writes_results(shared_runs):
     assert pool["imbalance_ratio"] == 1.0 and pool["unlabeled_only"] == 0
     assert pool["per_class"] == np.bincount(digits.load()[1], minlength=10).tolist()
     assert written["validation"] is None and written["class_names"] is None
+    # The memory estimate made before the first step, beside the peak the run reached.
+    (host,) = written["memory"]["estimates"]
+    assert host["memory"] == "host RAM" and "this process's" in host["limit_source"]
+    assert host["estimated_bytes"] == sum(host["parts_bytes"].values()) <= host["limit_bytes"]
+    assert written["memory"]["measured_peak_rss_bytes"] >= host["parts_bytes"]["held now"] > 0
 
 
 @pytest.mark.slow
@@ -337,3 +342,28 @@ def test_a_history_resumed_from_before_the_sample_gets_none_for_its_evaluations(
     )
     summary = (tmp_path / "summary.md").read_text()
     assert "| 6 | 0.5000 | 0.4000 | - |" in summary and "| 12 | 0.6000 | 0.5000 | 1 |" in summary
+
+
+def test_a_run_shorter_than_its_ema_horizon_says_so(shared_runs):
+    # The tiny run: EMA decay 0.9 (an average over ~10 steps) in 12 steps.
+    workdir, _ = shared_runs.original("tiny")
+    written = json.loads((workdir / "results.json").read_text())
+    note = written["ema_note"]
+    assert note.startswith("ema_decay=0.9 averages the EMA model over ~10 steps, more than a")
+    assert "--config.ema_decay=0.167" in note
+    assert f"**Note:** {note}" in (workdir / "summary.md").read_text()
+    assert note in (workdir / "console.log").read_text()
+    assert written["labeled_per_class"] == [4] * 10  # num_labeled=40 over 10 classes.
+
+
+def test_num_labeled_zero_sizes_the_terms_state_by_the_datas_classes():
+    config = load_config("tiny")
+    config.data.num_labeled = 0
+    info = input_pipeline.dataset_info("digits")
+    labels = np.array([0] * 5 + [1] * 2 + [2] * 9 + list(range(3, 10)) * 3)
+    spec = train.state_spec(config, info, labels)
+    assert spec.labeled_class_counts == (5, 2, 9, *[3] * 7)
+    config.data.num_validation = 1  # One a class held out, never labeled.
+    assert train.state_spec(config, info, labels).labeled_class_counts == (4, 1, 8, *[2] * 7)
+    with pytest.raises(ValueError, match="pass the training labels"):
+        train.state_spec(config, info)

@@ -17,7 +17,7 @@ from muscle_jax.data.validation import DataRequestError
 
 # data.augment_on: where the training views are made. "auto" is the host on
 # CPU (where device ops would take the step's own cores) and the accelerator
-# on a GPU or TPU, whose step outruns a host pipeline (README, Performance).
+# on a GPU or TPU, whose step outruns a host pipeline (docs/performance.md).
 AUGMENT_PLACES = ("host", "device")
 AUGMENT_ON = ("auto", *AUGMENT_PLACES)
 

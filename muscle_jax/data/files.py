@@ -12,8 +12,10 @@ them like the embedded digits), chosen with ``data.path``:
 
   Class names are the folder names, sorted (label k is the k-th name).
   Images may be RGB or grey (all grey gives one channel; a mix is made RGB)
-  and are resized to ``image_size`` x ``image_size`` when it is given; without
-  it every image must already have the same size. The decoded arrays are
+  and are resized to ``image_size`` x ``image_size`` when it is given; else
+  those larger than ``max_image_size`` (when given) are resized down to
+  ``max_image_size`` x ``max_image_size``, and every image must then have the
+  same size. The decoded arrays are
   cached once in ``cache_dir`` under a fingerprint of the file list (names,
   sizes, modification times) and the size, so later runs and resumes read
   one file instead of decoding every image again; a changed folder gets a
@@ -28,9 +30,11 @@ that is not there) naming the folder or file and the fix, raised before
 anything is written.
 """
 
+import functools
 import hashlib
 import json
 import os
+from collections.abc import Callable
 
 import numpy as np
 from absl import logging
@@ -44,13 +48,40 @@ _CACHE_VERSION = 1
 NPZ_KEYS = ("x_train", "y_train", "x_test", "y_test")
 
 
-def load(path: str, *, image_size: int | None, cache_dir: str | None) -> ArrayDataset:
-    """The dataset at ``path``: an image folder (a directory) or an ``.npz`` file."""
+def load(
+    path: str, *, image_size: int | None, cache_dir: str | None, max_image_size: int | None = None
+) -> ArrayDataset:
+    """The dataset at ``path``: an image folder (a directory) or an ``.npz`` file.
+
+    ``image_size``: every image resized to it; else ``max_image_size``: the
+    images larger than it resized down to it, smaller ones kept as they are.
+    """
+    dataset, keep = open_files(
+        path, image_size=image_size, cache_dir=cache_dir, max_image_size=max_image_size
+    )
+    keep()
+    return dataset
+
+
+def open_files(
+    path: str, *, image_size: int | None, cache_dir: str | None, max_image_size: int | None = None
+) -> tuple[ArrayDataset, Callable[[], None]]:
+    """`load`, writing nothing: returns the dataset and ``keep``, which writes the cache.
+
+    ``keep()`` writes an image folder's decoded arrays to ``cache_dir`` when
+    they were not cached yet, and logs where the images came from. A run
+    calls it once it is accepted, so that a run refused for its config or
+    its data leaves no file behind; until then the closure holds the
+    decoded arrays (one more copy of the images).
+    """
     path = os.path.abspath(os.path.expanduser(path))
     if os.path.isdir(path):
-        return load_image_folder(path, image_size=image_size, cache_dir=cache_dir)
+        return _open_image_folder(
+            path, image_size=image_size, cache_dir=cache_dir, max_image_size=max_image_size
+        )
     if path.endswith(".npz") and os.path.isfile(path):
-        return load_npz(path, image_size=image_size)
+        dataset = load_npz(path, image_size=image_size, max_image_size=max_image_size)
+        return dataset, lambda: None
     if not os.path.exists(path):
         raise DataRequestError(
             f"data.path={path} does not exist. Give an image folder (DIR/train/<class>/..., "
@@ -64,7 +95,9 @@ def load(path: str, *, image_size: int | None, cache_dir: str | None) -> ArrayDa
 # ---------------------------------------------------------------- .npz arrays
 
 
-def load_npz(path: str, *, image_size: int | None = None) -> ArrayDataset:
+def load_npz(
+    path: str, *, image_size: int | None = None, max_image_size: int | None = None
+) -> ArrayDataset:
     """``x_train, y_train, x_test, y_test`` (+ ``x_unlabeled``, ``class_names``) from ``path``."""
     try:
         arrays = np.load(path, allow_pickle=False)
@@ -86,9 +119,10 @@ def load_npz(path: str, *, image_size: int | None = None) -> ArrayDataset:
         names = None
         if "class_names" in arrays.files:
             names = tuple(str(name) for name in arrays["class_names"])
-    if image_size:
-        x_train, x_test = (_resized(x, image_size) for x in (x_train, x_test))
-        unlabeled = None if unlabeled is None else _resized(unlabeled, image_size)
+    size = image_size or _capped_size(x_train.shape[1:3], max_image_size)
+    if size:
+        x_train, x_test = (_resized(x, size) for x in (x_train, x_test))
+        unlabeled = None if unlabeled is None else _resized(unlabeled, size)
     num_classes = len(names) if names else int(max(y_train.max(), y_test.max())) + 1
     return ArrayDataset(
         name=os.path.splitext(os.path.basename(path))[0],
@@ -134,19 +168,36 @@ def _labels(path: str, key: str, labels: np.ndarray) -> np.ndarray:
 # ---------------------------------------------------------------- image folders
 
 
-def load_image_folder(path: str, *, image_size: int | None, cache_dir: str | None) -> ArrayDataset:
+def load_image_folder(
+    path: str, *, image_size: int | None, cache_dir: str | None, max_image_size: int | None = None
+) -> ArrayDataset:
     """The image folder at ``path`` (layout in the module docstring), decoded once and cached."""
+    dataset, keep = _open_image_folder(
+        path, image_size=image_size, cache_dir=cache_dir, max_image_size=max_image_size
+    )
+    keep()
+    return dataset
+
+
+def _open_image_folder(
+    path: str, *, image_size: int | None, cache_dir: str | None, max_image_size: int | None
+) -> tuple[ArrayDataset, Callable[[], None]]:
+    """The image folder's dataset, and the `open_files` ``keep`` that caches it."""
     listing = _list_folder(path)
     cache_file = None
     if cache_dir:
-        cache_file = os.path.join(
-            cache_dir, f"{os.path.basename(path)}_{_fingerprint(listing, image_size)}.npz"
-        )
+        fingerprint = _fingerprint(listing, image_size, max_image_size)
+        cache_file = os.path.join(cache_dir, f"{os.path.basename(path)}_{fingerprint}.npz")
         if os.path.isfile(cache_file):
-            logging.info("Image folder %s: the decoded images from %s.", path, cache_file)
-            return _from_arrays(path, listing, dict(np.load(cache_file, allow_pickle=False)))
-    arrays = _decode_all(path, listing, image_size)
-    if cache_file:
+            dataset = _from_arrays(path, listing, dict(np.load(cache_file, allow_pickle=False)))
+            return dataset, functools.partial(
+                logging.info, "Image folder %s: the decoded images from %s.", path, cache_file
+            )
+    arrays = _decode_all(path, listing, image_size, max_image_size)
+    if not cache_file:
+        return _from_arrays(path, listing, arrays), lambda: None
+
+    def keep() -> None:
         from muscle_jax import workdir  # Only the cache needs it.
 
         try:
@@ -157,7 +208,8 @@ def load_image_folder(path: str, *, image_size: int | None, cache_dir: str | Non
             logging.info("Image folder %s: decoded images cached in %s.", path, cache_file)
         except OSError as error:  # A speed-up only: the run goes on without it.
             logging.warning("Image folder %s: could not cache the images (%s).", path, error)
-    return _from_arrays(path, listing, arrays)
+
+    return _from_arrays(path, listing, arrays), keep
 
 
 def _image_files(directory: str, *, recursive: bool) -> tuple[list[str], list[str]]:
@@ -245,8 +297,9 @@ def _list_folder(path: str) -> dict:
     return listing
 
 
-def _fingerprint(listing: dict, image_size: int | None) -> str:
-    digest = hashlib.sha1(json.dumps([_CACHE_VERSION, image_size]).encode())
+def _fingerprint(listing: dict, image_size: int | None, max_image_size: int | None) -> str:
+    sizes = [image_size] if max_image_size is None else [image_size, max_image_size]
+    digest = hashlib.sha1(json.dumps([_CACHE_VERSION, *sizes]).encode())
     files = [file for split in ("train", "test") for file, _ in listing[split]]
     for file in files + listing["unlabeled"]:
         stat = os.stat(file)
@@ -254,7 +307,9 @@ def _fingerprint(listing: dict, image_size: int | None) -> str:
     return digest.hexdigest()[:16]
 
 
-def _decode_all(path: str, listing: dict, image_size: int | None) -> dict[str, np.ndarray]:
+def _decode_all(
+    path: str, listing: dict, image_size: int | None, max_image_size: int | None
+) -> dict[str, np.ndarray]:
     """Every image as uint8, one channel count and one size: {"x_train", "x_test", ...}."""
     files = {
         "x_train": [file for file, _ in listing["train"]],
@@ -267,11 +322,12 @@ def _decode_all(path: str, listing: dict, image_size: int | None) -> dict[str, n
         for file in names:
             # Resized as it is read, so a folder of large photos never sits in memory whole.
             image = _decode(file)
-            if image_size is not None:
-                image = _resized(image[None], image_size)[0]
-            elif first is None:
+            size = image_size or _capped_size(image.shape[:2], max_image_size)
+            if size:
+                image = _resized(image[None], size)[0]
+            if image_size is None and first is None:  # (With image_size: one size for all.)
                 first = (file, image.shape)
-            elif image.shape[:2] != first[1][:2]:
+            elif image_size is None and image.shape[:2] != first[1][:2]:
                 raise DataValidationError(
                     f"Image folder {path}: {file} is {image.shape[1]}x{image.shape[0]} but "
                     f"{first[0]} is {first[1][1]}x{first[1][0]}. Resize them with "
@@ -306,6 +362,13 @@ def _decode(file: str) -> np.ndarray:
     if image.shape[-1] == 2:  # Grey + alpha.
         image = image[..., :1]
     return image[..., :3]
+
+
+def _capped_size(shape: tuple[int, ...], max_image_size: int | None) -> int | None:
+    """``max_image_size`` for an image of ``shape`` (H, W) larger than it, else None (kept)."""
+    if max_image_size and max(shape) > max_image_size:
+        return max_image_size
+    return None
 
 
 def _resized(images: np.ndarray, size: int) -> np.ndarray:

@@ -16,6 +16,7 @@ default, and `tfds.builder` only reads local metadata).
 import dataclasses
 import functools
 import os
+from collections.abc import Callable
 
 import numpy as np
 import tensorflow as tf
@@ -81,9 +82,14 @@ class DatasetNotFoundError(FileNotFoundError):
 
 
 class ArraySource:
-    """A source over NumPy arrays (validated on creation)."""
+    """A source over NumPy arrays (validated on creation).
 
-    def __init__(self, data: ArrayDataset):
+    ``on_accept`` is what opening held back until the run is accepted
+    (`files.open_files`' ``keep``: an image folder's cache); `accept` runs it.
+    """
+
+    def __init__(self, data: ArrayDataset, *, on_accept: Callable[[], None] | None = None):
+        self._on_accept = on_accept
         name = data.name
         validation.check_arrays(
             name, "train", data.train_images, data.train_labels, data.num_classes
@@ -116,6 +122,12 @@ class ArraySource:
             "pool": (np.concatenate(pool_images), np.concatenate(pool_labels).astype(np.int32)),
             "test": (np.asarray(data.test_images), np.asarray(data.test_labels, np.int32)),
         }
+
+    def accept(self) -> None:
+        """The run is accepted: writes what opening held back, once; a refused run writes none."""
+        on_accept, self._on_accept = self._on_accept, None
+        if on_accept is not None:
+            on_accept()
 
     def train_labels(self) -> np.ndarray:
         return self._train_labels
@@ -205,6 +217,9 @@ class TfdsSource:
             shuffle_files=False,
             read_config=self._tfds.ReadConfig(**_IN_ORDER),
         )
+
+    def accept(self) -> None:
+        """Nothing was held back: TFDS prepares its files itself (`ArraySource.accept`)."""
 
     @functools.cache  # noqa: B019  (one source per run; the labels are read once)
     def train_labels(self) -> np.ndarray:
@@ -345,14 +360,18 @@ def open_source(
     path: str | None = None,
     image_size: int | None = None,
     cache_dir: str | None = None,
+    max_image_size: int | None = None,
 ) -> "ArraySource | TfdsSource":
     """The source for a name, your own files at ``path``, or an `ArrayDataset`; fails fast.
 
     ``path`` (an image folder or an ``.npz``, `muscle_jax.data.files`) takes
-    precedence over the name; ``image_size`` resizes its images and
-    ``cache_dir`` keeps an image folder's decoded arrays. A name is the
+    precedence over the name; ``image_size`` resizes its images (else
+    ``max_image_size`` those larger than it) and ``cache_dir`` keeps an image
+    folder's decoded arrays. A name is the
     embedded digits, a table dataset or any TFDS dataset in ``data_dir``. An
     already opened source is returned as it is, so a run opens its dataset once.
+    Opening writes nothing: the image folder's cache is written by the
+    source's ``accept()``, which a run calls once it is accepted.
     """
     if isinstance(name, (ArraySource, TfdsSource)):
         return name
@@ -361,7 +380,10 @@ def open_source(
     if path:
         from muscle_jax.data import files
 
-        return ArraySource(files.load(path, image_size=image_size, cache_dir=cache_dir))
+        dataset, keep = files.open_files(
+            path, image_size=image_size, cache_dir=cache_dir, max_image_size=max_image_size
+        )
+        return ArraySource(dataset, on_accept=keep)
     spec = catalog.lookup(name)
     if spec.tfds_name is None:
         if data_dir:

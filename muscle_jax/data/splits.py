@@ -3,13 +3,19 @@
 The subset is a pure function of (labels, num_labeled, seed, profile): NumPy's
 PCG64 stream seeded per class, so every host and every run picks the same
 examples without communicating, and a class's pick does not depend on how
-many examples the other classes hold.
+many examples the other classes hold. ``num_labeled=0`` (`ALL_LABELED`) keeps
+every label instead: the whole training split (less a validation set) is the
+labeled set, with whatever count each class has.
 """
 
 import numpy as np
 from numpy.typing import ArrayLike
 
 from muscle_jax.data.validation import DataRequestError
+
+# ``num_labeled``'s value for "every training example keeps its label": an image
+# folder's train/ as it is, any count a class (docs/custom.md).
+ALL_LABELED = 0
 
 
 def per_class_counts(
@@ -100,7 +106,9 @@ def select_labeled_indices(
     Args:
       labels: `[num_examples]` integer class of every training example, in
         index order.
-      num_labeled: total number of labeled examples.
+      num_labeled: total number of labeled examples; `ALL_LABELED` (0): every
+        example not excluded, whatever the count of each class (then
+        ``imbalance_ratio`` must be 1).
       seed: the labeled subset is a deterministic function of it.
       imbalance_ratio: 1 for a balanced set (`num_labeled / C` per class),
         > 1 for a long-tailed one (see `per_class_counts`).
@@ -115,6 +123,8 @@ def select_labeled_indices(
     >>> idx = select_labeled_indices(labels, num_labeled=4, seed=0)
     >>> [int(labels[i]) for i in idx].count(0)
     2
+    >>> select_labeled_indices([0, 0, 1], num_labeled=0, seed=0).tolist()
+    [0, 1, 2]
     """
     labels = np.asarray(labels)
     if labels.ndim != 1 or not np.issubdtype(labels.dtype, np.integer):
@@ -127,10 +137,18 @@ def select_labeled_indices(
         num_classes = int(labels.max()) + 1 if labels.size else 0
     elif labels.size and labels.max() >= num_classes:
         raise DataRequestError(f"labels must be < num_classes={num_classes}, found {labels.max()}.")
-    counts = per_class_counts(num_labeled, num_classes, imbalance_ratio=imbalance_ratio)
     allowed = np.ones(labels.shape[0], bool)
     if exclude is not None:
         allowed[np.asarray(exclude, np.int64)] = False
+    if num_labeled == ALL_LABELED:
+        if imbalance_ratio != 1.0:
+            raise DataRequestError(
+                f"imbalance_ratio={imbalance_ratio} draws a long-tailed subset of num_labeled "
+                "examples, but num_labeled=0 keeps every label as the data has them; give a "
+                "num_labeled or set imbalance_ratio=1."
+            )
+        return np.flatnonzero(allowed).astype(np.int64)
+    counts = per_class_counts(num_labeled, num_classes, imbalance_ratio=imbalance_ratio)
     chosen = []
     for cls, count in enumerate(counts):
         members = np.flatnonzero((labels == cls) & allowed)

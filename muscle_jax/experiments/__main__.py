@@ -18,6 +18,7 @@ from absl import app, flags
 from ml_collections import config_flags
 
 from muscle_jax import command_line
+from muscle_jax.data import label_noise
 from muscle_jax.experiments import dispatch, results, suites
 
 FLAGS = flags.FLAGS
@@ -31,7 +32,8 @@ flags.DEFINE_list(
     "label_counts",
     None,
     "label_sweep: the label counts (default: 1, 2, 4, 10 per class); bases: (default 1 and "
-    "4 per class); bias, finetune, mi_ablation, objectives: the one label count.",
+    "4 per class); bias, finetune, mi_ablation, objectives, noise: the one label count "
+    "(noise: default 10 per class).",
 )
 flags.DEFINE_list("imbalance_ratios", None, "bias: the imbalance ratios (default 1,10,100).")
 flags.DEFINE_list(
@@ -51,12 +53,28 @@ flags.DEFINE_list(
     None,
     "label_sweep: a subset of muscle,base,supervised_mi,supervised; bias: of those and "
     "freematch,freematch_mi,debiased,debiased_mi,abc,abc_mi; finetune: of "
-    "finetune_muscle,finetune_supervised,scratch_muscle; bases: of muscle,base.",
+    "finetune_muscle,finetune_supervised,scratch_muscle; bases: of muscle,base; noise: of "
+    + ",".join(suites.NOISE_ARMS)
+    + ".",
 )
 flags.DEFINE_list(
     "bases",
     None,
     "bases: the base methods (default: " + ",".join(suites.default_bases()) + ").",
+)
+flags.DEFINE_list(
+    "noise_levels",
+    None,
+    "noise: the fractions of the labeled set given a wrong label (default "
+    + ",".join(str(level) for level in suites.DEFAULT_NOISE_LEVELS)
+    + ").",
+)
+flags.DEFINE_enum(
+    "noise_kind",
+    "symmetric",
+    label_noise.KINDS,
+    "noise: symmetric (a uniformly drawn other class) or asymmetric (class-pair flips; "
+    "docs/datasets.md).",
 )
 flags.DEFINE_float(
     "pretrain_fraction", 0.5, "finetune: the share of total_steps spent on MI-only pre-training."
@@ -111,6 +129,8 @@ def options_from_flags() -> suites.SuiteOptions:
         arms=tuple(FLAGS.arms) if FLAGS.arms else None,
         pretrain_fraction=FLAGS.pretrain_fraction,
         bases=tuple(FLAGS.bases) if FLAGS.bases else None,
+        noise_levels=_numbers("noise_levels", FLAGS.noise_levels, float),
+        noise_kind=FLAGS.noise_kind,
     )
 
 

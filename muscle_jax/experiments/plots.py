@@ -20,6 +20,7 @@ PLOT_NAMES = {
     "mi_ablation": ("mi_ablation.png",),
     "objectives": ("objectives.png",),
     "bases": ("bases.png",),
+    "noise": ("accuracy_vs_noise.png",),
 }
 
 
@@ -29,16 +30,22 @@ def write(workdir: str, suite: str, outcomes: Sequence[results_lib.Outcome], *, 
         return
     from matplotlib.figure import Figure  # Object API: no global state, no GUI backend.
 
-    if suite in ("label_sweep", "bias"):
+    if suite in ("label_sweep", "bias", "noise"):
         measures = ["accuracy"] + (["worst_class_accuracy"] if suite == "bias" else [])
         figure = Figure(figsize=(5.5 * (len(measures) + 1), 4.2))
         axes = figure.subplots(1, len(measures) + 1)
-        x_of = _label_count if suite == "label_sweep" else _ratio
-        x_label = "labeled examples" if suite == "label_sweep" else "imbalance ratio of the labels"
+        x_of, x_label = {
+            "label_sweep": (_label_count, "labeled examples"),
+            "bias": (_ratio, "imbalance ratio of the labels"),
+            "noise": (_ratio, "fraction of the labels made wrong"),
+        }[suite]
+        # Noise levels start at 0: a linear axis.
+        log_x = suite != "noise"
         for axis, measure in zip(axes, measures):
-            _accuracy_lines(axis, outcomes, base, measure, x_of)
+            _accuracy_lines(axis, outcomes, base, measure, x_of, log_x=log_x)
             axis.set(xlabel=x_label, ylabel=f"test {measure.replace('_', ' ')} (%)")
-        _gain(axes[-1], outcomes, base, suites.PAIRED[suite], measures, x_of)
+        pairs = suites.NOISE_PAIRS[:2] if suite == "noise" else (suites.PAIRED[suite],)
+        _gain(axes[-1], outcomes, base, pairs, measures, x_of, log_x=log_x)
         axes[-1].set(xlabel=x_label)
     else:
         # The bases suite has a bar per base, label count and arm: 28 by default.
@@ -58,6 +65,7 @@ def _label_count(setting: str) -> float:
 
 
 def _ratio(setting: str) -> float:
+    """The number after the first word: ``"ratio 10, unlabeled same"``, ``"noise 0.2"``."""
     return float(setting.split()[1].rstrip(","))
 
 
@@ -76,7 +84,7 @@ def _settings_and_arms(outcomes):
     return settings, arms
 
 
-def _accuracy_lines(axis, outcomes, base, measure, x_of):
+def _accuracy_lines(axis, outcomes, base, measure, x_of, log_x=True):
     settings, arms = _settings_and_arms(outcomes)
     for suffix, series in _series(settings).items():
         for arm in arms:
@@ -92,17 +100,22 @@ def _accuracy_lines(axis, outcomes, base, measure, x_of):
             if xs:
                 label = suites.arm_label(arm, base) + (f" ({suffix})" if suffix else "")
                 axis.errorbar(xs, means, yerr=stds, marker="o", capsize=3, label=label)
-    axis.set_xscale("log")
+    axis.set_xscale("log" if log_x else "linear")
     axis.grid(alpha=0.3)
     axis.legend(fontsize=8)
     axis.set_title(f"{measure.replace('_', ' ')}: mean ± std over seeds")
 
 
-def _gain(axis, outcomes, base, pair, measures, x_of):
+def _gain(axis, outcomes, base, pairs, measures, x_of, log_x=True):
+    """Each pair's paired difference ``a - b`` against the swept number, with its 95 % CI."""
     settings, _ = _settings_and_arms(outcomes)
-    a, b = pair
-    lines = [(suffix, series, m) for suffix, series in _series(settings).items() for m in measures]
-    for suffix, series, measure in lines:
+    lines = [
+        (pair, suffix, series, m)
+        for pair in pairs
+        for suffix, series in _series(settings).items()
+        for m in measures
+    ]
+    for (a, b), suffix, series, measure in lines:
         xs, means, lows, highs = [], [], [], []
         for setting in series:
             difference = statistics.paired_difference(
@@ -115,22 +128,19 @@ def _gain(axis, outcomes, base, pair, measures, x_of):
                 lows.append(0.0 if difference.n < 2 else 100 * (difference.mean - difference.low))
                 highs.append(0.0 if difference.n < 2 else 100 * (difference.high - difference.mean))
         if xs:
-            axis.errorbar(
-                xs,
-                means,
-                yerr=[lows, highs],
-                marker="o",
-                capsize=3,
-                label=measure.replace("_", " ") + (f" ({suffix})" if suffix else ""),
-            )
+            label = measure.replace("_", " ") + (f" ({suffix})" if suffix else "")
+            if len(pairs) > 1:
+                label = f"{suites.arm_label(a, base)} − {suites.arm_label(b, base)}"
+            axis.errorbar(xs, means, yerr=[lows, highs], marker="o", capsize=3, label=label)
     axis.axhline(0, color="black", linewidth=0.8)
-    axis.set_xscale("log")
+    axis.set_xscale("log" if log_x else "linear")
     axis.grid(alpha=0.3)
     axis.legend(fontsize=8)
-    axis.set(
-        ylabel="points (%)",
-        title=f"{suites.arm_label(a, base)} − {suites.arm_label(b, base)}: paired, 95 % CI",
-    )
+    a, b = pairs[0]
+    title = f"{suites.arm_label(a, base)} − {suites.arm_label(b, base)}"
+    if len(pairs) > 1:
+        title = "differences"
+    axis.set(ylabel="points (%)", title=f"{title}: paired, 95 % CI")
 
 
 def _bars(axis, outcomes, base, suite):

@@ -19,7 +19,14 @@ from muscle_jax.experiments import statistics, suites
 
 # results.csv's columns: what identifies the run, what it varied, what it measured.
 RUN_COLUMNS = ("suite", "run", "setting", "arm", "seed", "method", "mi")
-VARIED_COLUMNS = ("num_labeled", "imbalance_ratio", "knob", "value")
+VARIED_COLUMNS = (
+    "num_labeled",
+    "imbalance_ratio",
+    "knob",
+    "value",
+    "label_noise",
+    "label_noise_kind",
+)
 MEASURED_COLUMNS = (
     "status",
     "accuracy",
@@ -165,6 +172,23 @@ def comparison_table(
     return "\n".join(lines)
 
 
+def realised_noise(outcomes: Sequence[Outcome]) -> str:
+    """Per setting, the realised noise rates of its finished runs (``–`` where none recorded it)."""
+    cells = []
+    for setting in _ordered(outcome.run.setting for outcome in outcomes):
+        rates = sorted(
+            {
+                round(outcome.results["label_noise"]["realised_rate"], 4)
+                for outcome in outcomes
+                if outcome.run.setting == setting
+                and outcome.results
+                and outcome.results.get("label_noise")
+            }
+        )
+        cells.append(f"{setting}: {', '.join(f'{rate:g}' for rate in rates) or '–'}")
+    return "; ".join(cells) + "."
+
+
 def lost_cell(lost_per_run: Sequence[int]) -> str:
     """``lost: 1 class in 1/3 runs``: classes lost over the runs, and how many runs lost any."""
     if not lost_per_run:
@@ -306,6 +330,22 @@ def markdown(
             comparison_table(
                 outcomes, base="base", measure="accuracy", row_title="base, labels", pairs=paired
             ),
+        ]
+    elif suite == "noise":
+        pairs = list(suites.NOISE_PAIRS)
+        num_labeled = dict(outcomes[0].run.varied)["num_labeled"] if outcomes else "?"
+        lines += [
+            f"Labeled set: {num_labeled} labels, a fraction of them (`noise`) given a wrong "
+            "label before training (`data.label_noise`, seeded: every arm of a seed sees the "
+            "same wrong labels); test labels are clean. Arms: cross-entropy (`"
+            f"{suites.arm_label('base', base)}`) or self-adaptive training as the supervised "
+            "term, each without and with MUSCLE's MI term.",
+            "",
+            comparison_table(
+                outcomes, base=base, measure="accuracy", row_title="label noise", pairs=pairs
+            ),
+            "",
+            "Realised noise rates (results.json's `label_noise`): " + realised_noise(outcomes),
         ]
     elif suite == "mi_ablation":
         default = f"mi_weight={suites._number(default_mi_weight)}"

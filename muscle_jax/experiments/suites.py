@@ -17,7 +17,7 @@ from collections.abc import Sequence
 
 import ml_collections
 
-SUITES = ("label_sweep", "bias", "finetune", "mi_ablation", "objectives", "bases")
+SUITES = ("label_sweep", "bias", "finetune", "mi_ablation", "objectives", "bases", "noise")
 # One line each, for --help (docs/experiments.md has the protocol and the tables).
 DESCRIPTIONS = {
     "label_sweep": "MUSCLE, its base, supervised + MI and supervised at several label counts",
@@ -27,6 +27,8 @@ DESCRIPTIONS = {
     "objectives": "the unsupervised term swapped (IIC, self-defined target, MIO) and "
     "self-adaptive training",
     "bases": "each base method (FixMatch ... Dash) alone and with MI on top",
+    "noise": "noisy labels: cross-entropy against self-adaptive training, each alone and "
+    "with MI, at several noise levels",
 }
 
 # Arm -> (method variant, MI on). "base" is filled in with the config's own
@@ -72,6 +74,17 @@ OBJECTIVE_ARMS: dict[str, tuple[str, str]] = {
     "mio": ("mio", "cross_entropy"),
     "self_adaptive": ("none", "self_adaptive"),
 }
+# The noise suite's arms: on the config's base method, the supervised term
+# cross-entropy or self-adaptive training (SAT, arXiv 2101.08732, made for noisy
+# labels), each without and with MUSCLE's MI term. Arm -> (MI on, supervised term).
+NOISE_ARMS: dict[str, tuple[bool, str]] = {
+    "base": (False, "cross_entropy"),
+    "self_adaptive": (False, "self_adaptive"),
+    "muscle": (True, "cross_entropy"),
+    "muscle_self_adaptive": (True, "self_adaptive"),
+}
+# Its paired comparisons: SAT minus cross-entropy, without and with MI; then MI's gain.
+NOISE_PAIRS = (("self_adaptive", "base"), ("muscle_self_adaptive", "muscle"), ("muscle", "base"))
 # The finetune suite's arms.
 PRETRAIN = "pretrain"  # MI only, no labels: the unsupervised pre-training.
 FINETUNE_MUSCLE = "finetune_muscle"
@@ -86,6 +99,7 @@ PAIRED = {
     "mi_ablation": ("muscle", "base"),
     "objectives": ("iic", "base"),
     "bases": ("muscle", "base"),
+    "noise": ("self_adaptive", "base"),
 }
 
 # Keys a suite sets from the user's own value rather than sweeping them: the
@@ -103,6 +117,11 @@ DEFAULT_IMBALANCE_RATIOS = (1.0, 10.0, 100.0)
 # the protocol's hardest CIFAR-10 count and the one below it).
 DEFAULT_BASES_LABELS_PER_CLASS = (1, 4)
 DEFAULT_MI_WEIGHTS = (0.0, 0.1, 0.3, 1.0, 3.0)
+# The noise suite: symmetric noise on 0, 20 and 40 % of the labels (SAT's CIFAR
+# levels), at 10 labels a class, so that a level is realised on many labels (2 a
+# class at 40 % could leave a class with none right).
+DEFAULT_NOISE_LEVELS = (0.0, 0.2, 0.4)
+DEFAULT_NOISE_LABELS_PER_CLASS = 10
 # The MI ablation's knobs: the MI weight is swept, the others flipped one at a time.
 ABLATION_KNOBS = ("mi_weight", "mi_rampup_steps", "lamb", "overclustering_heads", "mi_on_labeled")
 
@@ -157,6 +176,8 @@ class SuiteOptions:
     pretrain_fraction: float = 0.5
     bases: tuple[str, ...] | None = None
     unlabeled: tuple[str, ...] = ("balanced",)
+    noise_levels: tuple[float, ...] | None = None
+    noise_kind: str = "symmetric"
 
 
 class SuiteError(ValueError):
@@ -196,6 +217,7 @@ def arm_label(arm: str, base: str) -> str:
         "debiased_mi": "debiased pseudo-labelling + MI",
         "abc": f"{base} + ABC",
         "abc_mi": f"{base} + ABC + MI",
+        "muscle_self_adaptive": f"MUSCLE ({base} + MI), self-adaptive training",
     }.get(arm, arm)
 
 
@@ -218,6 +240,13 @@ def build(
         raise SuiteError("--seeds is empty; give at least one seed, e.g. --seeds=0,1,2.")
     if len(set(options.seeds)) != len(options.seeds):
         raise SuiteError(f"--seeds repeats a seed: {list(options.seeds)}.")
+    if not config.data.num_classes:
+        # The suites count labels a class before any data is opened.
+        raise SuiteError(
+            "data.num_classes=0 (the data's count, read when a run opens it), but a suite "
+            "sizes its label counts by the class count before any run starts: give "
+            "--config.data.num_classes=N."
+        )
     base = base_method(config)
     builder = {
         "label_sweep": _label_sweep,
@@ -226,6 +255,7 @@ def build(
         "mi_ablation": _mi_ablation,
         "objectives": _objectives,
         "bases": _bases,
+        "noise": _noise,
     }[suite]
     runs = builder(config, options, base)
     for run in runs:
@@ -606,3 +636,62 @@ def _bases(config, options, base):
         for seed in options.seeds
         for arm in arms
     ]
+
+
+def _noise(config, options, base):
+    """Cross-entropy and self-adaptive training, without and with MI, at several noise levels."""
+    from muscle_jax.data import label_noise  # Deferred, as the data package's other modules.
+
+    if options.label_counts is None:
+        count = DEFAULT_NOISE_LABELS_PER_CLASS * config.data.num_classes
+    elif len(options.label_counts) == 1:
+        count = options.label_counts[0]
+    else:
+        raise SuiteError(
+            f"The noise suite runs at one label count; --label_counts gave "
+            f"{list(options.label_counts)}."
+        )
+    _check_counts([count], config.data.num_classes, balanced=True)
+    levels = options.noise_levels or DEFAULT_NOISE_LEVELS
+    bad = [level for level in levels if not 0 <= level < 1]
+    if bad:
+        raise SuiteError(f"--noise_levels must lie in [0, 1) (0: clean labels): {list(bad)}.")
+    if len(set(levels)) != len(levels):
+        raise SuiteError(f"--noise_levels repeats a level: {list(levels)}.")
+    if options.noise_kind not in label_noise.KINDS:
+        raise SuiteError(
+            f"--noise_kind={options.noise_kind}: choose one of {', '.join(label_noise.KINDS)}."
+        )
+    arms = _arms(options, tuple(NOISE_ARMS), tuple(NOISE_ARMS))
+    runs = []
+    for level in levels:
+        setting = f"noise {_number(level)}"
+        if options.noise_kind != "symmetric":
+            setting += f", {options.noise_kind}"
+        for seed in options.seeds:
+            for arm in arms:
+                mi, supervised = NOISE_ARMS[arm]
+                runs.append(
+                    Run(
+                        suite="noise",
+                        setting=setting,
+                        arm=arm,
+                        seed=seed,
+                        method=base,
+                        mi=mi,
+                        overrides=(
+                            ("data.num_labeled", str(count)),
+                            ("data.label_noise", str(float(level))),
+                            ("data.label_noise_kind", options.noise_kind),
+                            ("seed", str(seed)),
+                        ),
+                        varied=(
+                            ("num_labeled", str(count)),
+                            ("label_noise", _number(level)),
+                            ("label_noise_kind", options.noise_kind),
+                        ),
+                        unsupervised="iic" if mi else "none",
+                        supervised=supervised,
+                    )
+                )
+    return runs

@@ -16,6 +16,7 @@ inputs. Conv and dense weights are Params named ``kernel``: weight decay can
 select them by that name.
 """
 
+import inspect
 import types
 from collections.abc import Callable
 from typing import Any
@@ -23,6 +24,7 @@ from typing import Any
 import jax.numpy as jnp
 from flax import nnx
 
+from muscle_jax.models import user
 from muscle_jax.models.cnn13 import CNN13
 from muscle_jax.models.heads import ModelOutput, OutputHeads
 from muscle_jax.models.resnet import ResNet
@@ -41,7 +43,9 @@ __all__ = [
     "UserModelError",
     "WideResNet",
     "create_model",
+    "kwargs_problems",
     "list_models",
+    "model_arguments",
 ]
 
 # name -> (class, keyword arguments the name fixes).
@@ -63,6 +67,77 @@ _MODELS: types.MappingProxyType[str, tuple[Callable[..., nnx.Module], dict[str, 
 def list_models() -> tuple[str, ...]:
     """Names that `create_model` accepts, sorted."""
     return tuple(sorted(_MODELS))
+
+
+# What `create_model` passes every model itself (from the config's other keys and the
+# methods' heads), so never through ``model.kwargs``. A backbone of yours gets ``rngs``.
+SET_BY_CREATE_MODEL = (
+    "num_classes",
+    "overclustering_heads",
+    "overclustering_factor",
+    "projector_dim",
+    "balanced_head",
+    "mi_head",
+    "dtype",
+    "param_dtype",
+    "rngs",
+)
+
+
+def model_arguments(name: str) -> tuple[str, ...] | None:
+    """The keyword arguments ``model.kwargs`` may give the model ``name``, in signature order.
+
+    A built-in model's constructor arguments, less those `create_model` sets
+    (`SET_BY_CREATE_MODEL`); a backbone of yours (``module:Class``, imported
+    here) its class's, less ``rngs``. None: the class takes ``**kwargs``, so
+    any name may be right.
+
+    Raises:
+      ValueError: an unknown built-in name; `UserModelError`: a backbone that
+        cannot be imported.
+    """
+    if is_import_path(name):
+        model_cls, taken = user.load_class(name), ("rngs",)
+    elif name not in _MODELS:
+        raise ValueError(f"Unknown model {name!r}; known models: {', '.join(list_models())}.")
+    else:
+        model_cls, taken = _MODELS[name][0], SET_BY_CREATE_MODEL
+    parameters = list(inspect.signature(model_cls.__init__).parameters.values())[1:]
+    if any(parameter.kind is inspect.Parameter.VAR_KEYWORD for parameter in parameters):
+        return None
+    named = (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
+    return tuple(p.name for p in parameters if p.kind in named and p.name not in taken)
+
+
+def kwargs_problems(name: str, kwargs: dict[str, Any]) -> list[str]:
+    """One line for each of ``kwargs`` the model ``name`` cannot take (empty: all fine).
+
+    Checked with the config, before anything is built or compiled: an argument
+    the model does not have (e.g. the small CNN's ``widths`` given to ``mlp``),
+    one `create_model` sets itself, or one that contradicts what the name
+    fixes (``wrn28_2`` with ``width=8``).
+    """
+    accepted = model_arguments(name)
+    problems = []
+    for key in kwargs:
+        if key in SET_BY_CREATE_MODEL:
+            problems.append(
+                f"model.kwargs.{key} is set by muscle_jax (from the data, model.compute_dtype "
+                "and the loss terms' heads), not through model.kwargs; remove it."
+            )
+        elif accepted is not None and key not in accepted:
+            problems.append(
+                f"model.kwargs.{key} is not an argument of model {name!r}, which takes "
+                f"{', '.join(accepted) or 'none'}; remove it or choose a model that takes it."
+            )
+    fixed = {} if is_import_path(name) else _MODELS[name][1]
+    clashes = {key: kwargs[key] for key in fixed if key in kwargs and kwargs[key] != fixed[key]}
+    if clashes:
+        problems.append(
+            f"model {name!r} fixes {fixed}, but model.kwargs gives {clashes}: remove them, or "
+            "name a model that leaves them free (wide_resnet takes depth and width)."
+        )
+    return problems
 
 
 def create_model(

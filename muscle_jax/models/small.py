@@ -109,7 +109,7 @@ class SmallCNN(nnx.Module):
 
 
 class MLP(nnx.Module):
-    """Flatten -> (dense -> ReLU) per hidden layer -> heads.
+    """Flatten -> input dropout -> (dense -> ReLU -> dropout) per hidden layer -> heads.
 
     Args:
       num_classes: classifier outputs.
@@ -118,6 +118,8 @@ class MLP(nnx.Module):
       hidden_sizes: width of each hidden layer.
       dropout_rate: dropout after each hidden layer; when > 0 training calls
         need ``dropout_key``.
+      input_dropout_rate: dropout on the flattened pixels, before the first
+        layer (the self-defined-target MLP's 0.3, `configs/sdt_mlp.py`).
       overclustering_heads: number of IIC over-clustering heads (0: none).
       overclustering_factor: each such head has ``factor * num_classes`` outputs.
       projector_dim: width of the contrastive projector head (0: none), for MIO.
@@ -135,6 +137,7 @@ class MLP(nnx.Module):
         input_shape: Sequence[int],
         hidden_sizes: Sequence[int] = (256, 256),
         dropout_rate: float = 0.0,
+        input_dropout_rate: float = 0.0,
         overclustering_heads: int = 0,
         overclustering_factor: int = 5,
         projector_dim: int = 0,
@@ -146,6 +149,7 @@ class MLP(nnx.Module):
     ):
         self.input_shape = tuple(input_shape)
         self.dropout_rate = dropout_rate
+        self.input_dropout_rate = input_dropout_rate
         hidden = []
         features = math.prod(self.input_shape)
         for size in hidden_sizes:
@@ -184,6 +188,9 @@ class MLP(nnx.Module):
                 f"{tuple(images.shape)}."
             )
         x = images.reshape(images.shape[0], -1)
+        # Its own stream: the hidden layers' keys are fold_in(key, 0), (key, 1), ...
+        key = None if dropout_key is None else jax.random.fold_in(dropout_key, len(self.hidden))
+        x = layers.dropout(x, rate=self.input_dropout_rate, train=train, key=key)
         for index, layer in enumerate(self.hidden):
             x = jax.nn.relu(layer(x))
             key = None if dropout_key is None else jax.random.fold_in(dropout_key, index)
