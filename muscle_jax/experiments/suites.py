@@ -342,19 +342,27 @@ def smallest_label_count_for(ratios: Sequence[float], num_classes: int, at_least
     raise SuiteError(f"No label count gives every class a label at imbalance ratios {ratios}.")
 
 
+def _one_label_count(options, suite: str, default: int) -> int:
+    """The one label count a suite such as bias runs at: --label_counts' value, or the default."""
+    if options.label_counts is None:
+        return default
+    if len(options.label_counts) != 1:
+        raise SuiteError(
+            f"The {suite} suite runs at one label count; --label_counts gave "
+            f"{list(options.label_counts)}."
+        )
+    return options.label_counts[0]
+
+
 def _bias(config, options, base):
     ratios = options.imbalance_ratios or DEFAULT_IMBALANCE_RATIOS
     if any(ratio < 1 for ratio in ratios):
         raise SuiteError(f"--imbalance_ratios must be >= 1 (largest / smallest class): {ratios}.")
-    if options.label_counts is None:
-        count = smallest_label_count_for(ratios, config.data.num_classes, config.data.num_labeled)
-    elif len(options.label_counts) == 1:
-        count = options.label_counts[0]
-    else:
-        raise SuiteError(
-            f"The bias suite runs at one label count; --label_counts gave "
-            f"{list(options.label_counts)}."
-        )
+    count = _one_label_count(
+        options,
+        "bias",
+        smallest_label_count_for(ratios, config.data.num_classes, config.data.num_labeled),
+    )
     _check_counts([count], config.data.num_classes, balanced=False, ratios=ratios)
     arms = _arms(options, tuple(ARMS), tuple(BIAS_ARMS))  # The new arms by --arms.
     unknown = [name for name in options.unlabeled if name not in UNLABELED_SETTINGS]
@@ -642,15 +650,9 @@ def _noise(config, options, base):
     """Cross-entropy and self-adaptive training, without and with MI, at several noise levels."""
     from muscle_jax.data import label_noise  # Deferred, as the data package's other modules.
 
-    if options.label_counts is None:
-        count = DEFAULT_NOISE_LABELS_PER_CLASS * config.data.num_classes
-    elif len(options.label_counts) == 1:
-        count = options.label_counts[0]
-    else:
-        raise SuiteError(
-            f"The noise suite runs at one label count; --label_counts gave "
-            f"{list(options.label_counts)}."
-        )
+    count = _one_label_count(
+        options, "noise", DEFAULT_NOISE_LABELS_PER_CLASS * config.data.num_classes
+    )
     _check_counts([count], config.data.num_classes, balanced=True)
     levels = options.noise_levels or DEFAULT_NOISE_LEVELS
     bad = [level for level in levels if not 0 <= level < 1]
