@@ -183,7 +183,8 @@ def test_both_stages_train_on_digits_and_record_the_label_noise(tmp_path, caplog
     config.model.kwargs.hidden_sizes = (64,)
     config.init_from = str(tmp_path / "pretrain" / "checkpoints")
     config.data.label_noise = 0.2
-    with caplog.at_level(logging.INFO):
+    # absl's logger keeps its own level, which an earlier run in this worker may have raised.
+    with caplog.at_level(logging.INFO), caplog.at_level(logging.INFO, logger="absl"):
         results = train.train_and_evaluate(config, str(tmp_path / "semi"))
     assert f"Initialised the weights from {config.init_from}" in caplog.text
     assert results["status"] == "completed" and np.isfinite(results["accuracy"])
