@@ -577,6 +577,7 @@ def train_and_evaluate(
     # What the workdir holds before the run first writes to it: a run refused
     # after that (`_REFUSED_IN_THE_WORKDIR`) puts it back as it was.
     before = workdir_lib.snapshot(workdir)
+    _wait_for_every_process("workdir checked before writing")
     workdir = workdir_lib.prepare(workdir)
     # One run per workdir; the first process holds the lock and writes the log.
     first = jax.process_index() == 0
@@ -603,6 +604,20 @@ def train_and_evaluate(
             workdir_lib.write_json(os.path.join(workdir, "results.json"), results)
             _write_report(workdir, config, results["history"], results["train_history"], results)
     return results
+
+
+def _wait_for_every_process(point: str) -> None:
+    """A barrier across processes (none in a single-process run).
+
+    Every process reads the workdir before the first one writes to it: a process
+    still reading while another has made ``checkpoints/`` would take another path
+    (a checkpoint reader's collective against the writer's) and the run would
+    end in a collective mismatch.
+    """
+    if jax.process_count() > 1:
+        from jax.experimental import multihost_utils  # Deferred: single runs need none.
+
+        multihost_utils.sync_global_devices(f"muscle_jax: {point}")
 
 
 # Refusals that, raised in `_train` before its ``accept``, leave nothing of the run

@@ -198,19 +198,26 @@ BAD_CONFIGS = [
 ]
 
 
-def test_bad_inputs_fail_before_training_and_keep_earlier_outputs(shared_runs, tmp_path):
+def test_bad_inputs_fail_before_training_and_keep_earlier_outputs(
+    shared_runs, tmp_path, monkeypatch
+):
     run, _ = shared_runs.copy("short", tmp_path / "run")
     before = {p: p.stat().st_mtime_ns for p in run.rglob("*")}
+
+    def built(*args, **kwargs):
+        raise AssertionError("a bad config reached the model and optimiser")
+
+    # Refused before anything is built or compiled: reaching the build is the failure
+    # (a wall-clock bound here failed on loaded machines).
+    monkeypatch.setattr(train, "create_train_state", built)
     for key, value, fragment in BAD_CONFIGS:
         bad = load_config("tiny")
         section, _, name = key.rpartition(".")
         (bad[section] if section else bad)[name] = value
-        started = time.perf_counter()
         with pytest.raises(ValueError) as info:
             train.train_and_evaluate(bad, str(run))
         assert fragment in str(info.value), (key, str(info.value))
-        # Refused before anything compiles.
-        assert time.perf_counter() - started < 5, key
+    monkeypatch.undo()
     missing = load_config("tiny", "dataset=cifar10")
     missing.data.data_dir = str(tmp_path / "no_tfds_here")
     with pytest.raises(FileNotFoundError, match="no_tfds_here"):

@@ -288,8 +288,19 @@ def default_label_counts(config: ml_collections.ConfigDict) -> tuple[int, ...]:
     return tuple(per_class * config.data.num_classes for per_class in DEFAULT_LABELS_PER_CLASS)
 
 
-def _one_label_count(config: ml_collections.ConfigDict, options: SuiteOptions, suite: str) -> int:
+def _one_label_count(
+    config: ml_collections.ConfigDict,
+    options: SuiteOptions,
+    suite: str,
+    default: int | None = None,
+) -> int:
+    """The one label count a suite runs at: --label_counts' one value, or the suite's default.
+
+    Without a default of its own, a suite runs at DEFAULT_ONE_COUNT_PER_CLASS labels a class.
+    """
     if options.label_counts is None:
+        if default is not None:
+            return default
         return DEFAULT_ONE_COUNT_PER_CLASS * config.data.num_classes
     if len(options.label_counts) != 1:
         raise SuiteError(
@@ -342,23 +353,12 @@ def smallest_label_count_for(ratios: Sequence[float], num_classes: int, at_least
     raise SuiteError(f"No label count gives every class a label at imbalance ratios {ratios}.")
 
 
-def _one_label_count(options, suite: str, default: int) -> int:
-    """The one label count a suite such as bias runs at: --label_counts' value, or the default."""
-    if options.label_counts is None:
-        return default
-    if len(options.label_counts) != 1:
-        raise SuiteError(
-            f"The {suite} suite runs at one label count; --label_counts gave "
-            f"{list(options.label_counts)}."
-        )
-    return options.label_counts[0]
-
-
 def _bias(config, options, base):
     ratios = options.imbalance_ratios or DEFAULT_IMBALANCE_RATIOS
     if any(ratio < 1 for ratio in ratios):
         raise SuiteError(f"--imbalance_ratios must be >= 1 (largest / smallest class): {ratios}.")
     count = _one_label_count(
+        config,
         options,
         "bias",
         smallest_label_count_for(ratios, config.data.num_classes, config.data.num_labeled),
@@ -651,7 +651,7 @@ def _noise(config, options, base):
     from muscle_jax.data import label_noise  # Deferred, as the data package's other modules.
 
     count = _one_label_count(
-        options, "noise", DEFAULT_NOISE_LABELS_PER_CLASS * config.data.num_classes
+        config, options, "noise", DEFAULT_NOISE_LABELS_PER_CLASS * config.data.num_classes
     )
     _check_counts([count], config.data.num_classes, balanced=True)
     levels = options.noise_levels or DEFAULT_NOISE_LEVELS
