@@ -225,6 +225,11 @@ def base_config() -> ml_collections.ConfigDict:
     # TPU. 0: detected (muscle_jax/memory_plan.py). A run estimated to need more is
     # refused before its first step; set it to allow more (or less) than detected.
     config.memory_limit_gb = 0.0
+    # A trace of `profile_steps` steps (0: none), from `profile_first_step` steps
+    # after the run (or its resume) starts, written under the workdir for
+    # TensorBoard's profile tab (clu's periodic_actions.Profile).
+    config.profile_steps = 0
+    config.profile_first_step = 10
     return config
 
 

@@ -36,6 +36,16 @@ def _positive_ints(config) -> dict[str, object]:
     }
 
 
+def _check_profile(config) -> list[str]:
+    """The profiler's keys: whole step counts, ``profile_steps=0`` for none."""
+    problems = []
+    for key in ("profile_steps", "profile_first_step"):
+        value = config.get(key, 0)
+        if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+            problems.append(f"{key}={value!r} must be a whole number of steps >= 0.")
+    return problems
+
+
 def _check_types_and_ranges(config) -> list[str]:
     problems = []
     for key, value in _positive_ints(config).items():
@@ -210,6 +220,7 @@ def validate_config(
 ) -> None:
     """Raises `ConfigError` listing every invalid value in ``config``."""
     problems = _check_types_and_ranges(config)
+    problems += _check_profile(config)
     problems += _check_choices(config)
     if not problems:
         problems += _check_divisibility(config, num_devices, num_processes)
@@ -280,11 +291,13 @@ RESUME_CHANGEABLE_KEYS = frozenset(
         "init_from_step",
         "allow_config_change_on_resume",
         "memory_limit_gb",
+        "profile_steps",
+        "profile_first_step",
     }
 )
 # Top-level keys added since checkpoints carry their config, with the value that
 # does what a run before them did: a checkpoint without one is read as having it.
-KEYS_ADDED = {"memory_limit_gb": 0.0}
+KEYS_ADDED = {"memory_limit_gb": 0.0, "profile_steps": 0, "profile_first_step": 10}
 
 
 def _flat(tree: dict, prefix: str = "") -> dict:

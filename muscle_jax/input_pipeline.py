@@ -35,6 +35,7 @@ files through ``data.path`` (`muscle_jax.data.files`, docs/custom.md), and
 arrays in memory as an `ArrayDataset` in place of a name.
 """
 
+import functools
 import hashlib
 from collections.abc import Iterator
 
@@ -49,11 +50,10 @@ from muscle_jax.data import (
     graph,
     rand_augment_spec,
     sources,
-    splits,
     streams,
     validation,
 )
-from muscle_jax.data import label_noise as label_noise_lib
+from muscle_jax.data import plan as plan_lib
 from muscle_jax.data.sources import ArrayDataset, DatasetInfo, DatasetNotFoundError
 from muscle_jax.data.splits import per_class_counts, select_labeled_indices
 from muscle_jax.data.validation import DataRequestError, DataValidationError
@@ -164,36 +164,33 @@ def training(
     source=None,
     sharding: jax.sharding.NamedSharding | None = None,
     start_step: int = 0,
+    split_plan: plan_lib.SplitPlan | None = None,
 ) -> Iterator[dict]:
-    """`make_train_iterator` for a config's ``data`` section (big_vision's ``config.input``).
+    """`train_batches` for a config's ``data`` section (big_vision's ``config.input``).
 
     ``unlabeled_views`` and ``labeled_views`` are what the loss terms need
     (`muscle_jax.methods`); ``source`` is `open_dataset`'s result (default:
-    opened here).
+    opened here); ``split_plan`` the run's plan (default: drawn here,
+    `plan.for_data_config`).
     """
-    return make_train_iterator(
-        open_dataset(data_config) if source is None else source,
-        data_dir=data_config.data_dir,
-        num_labeled=data_config.num_labeled,
+    source = open_dataset(data_config) if source is None else source
+    validation.check_num_classes(source.info.name, source.info.num_classes, data_config.num_classes)
+    if split_plan is None:
+        split_plan = plan_lib.for_data_config(data_config, source=source, seed=seed)
+    return train_batches(
+        source,
+        split_plan,
         seed=seed,
         labeled_batch_size=data_config.batch_size,
         unlabeled_ratio=data_config.unlabeled_ratio,
         unlabeled_views=unlabeled_views,
         labeled_views=labeled_views,
-        imbalance_ratio=data_config.imbalance_ratio,
-        exclude_labeled_from_unlabeled=data_config.exclude_labeled_from_unlabeled,
-        num_classes=data_config.num_classes,
         num_shards=data_config.num_shards or None,
         sharding=sharding,
-        download=data_config.download,
         start_step=start_step,
         flip=data_config.get("flip"),
-        num_validation=data_config.get("num_validation", 0),
-        unlabeled_imbalance_ratio=data_config.get("unlabeled_imbalance_ratio", 1.0),
         augment_on=device.augment_place(data_config),
         rand_augment_ops=data_config.get("rand_augment_ops", rand_augment_spec.DEFAULT_ROUNDS),
-        label_noise=data_config.label_noise,
-        label_noise_kind=data_config.label_noise_kind,
     )
 
 
@@ -256,6 +253,8 @@ def make_train_iterator(
 ) -> Iterator[dict]:
     """Endless training batches (keys in the module docstring), from `start_step` on.
 
+    The split plan (`plan.draw`) from the split arguments, then `train_batches`
+    from it; a run with a config draws its plan once and calls `training`.
     Every check (missing data, bad data, batch sizes, the labeled request)
     runs here, before the first batch and before anything compiles.
 
@@ -272,6 +271,85 @@ def make_train_iterator(
       exclude_labeled_from_unlabeled: drop the labeled examples from the
         unlabeled stream (default: FixMatch's whole training set).
       num_classes: if given, must equal the dataset's.
+      sharding, process_index, process_count, num_shards, start_step,
+        shuffle_buffer_size, prefetch, flip, augment_on, rand_augment_ops:
+        as `train_batches`.
+      download: allow TFDS to download and prepare a missing dataset.
+      num_validation: training examples a class held out as the validation set
+        (`validation_examples`): neither labeled nor unlabeled here.
+      unlabeled_imbalance_ratio: 1, or a long-tailed unlabeled pool
+        (`splits.unlabeled_class_counts`; negative: the reversed order). Only the
+        training split is subsampled; unlabeled-only splits join whole.
+      label_noise, label_noise_kind: the fraction of the labeled subset whose
+        "label" is corrupted, and how (`data.label_noise`); the labels of nothing
+        else change.
+    """
+    source = sources.open_source(name, data_dir=data_dir, download=download)
+    info = source.info
+    validation.check_num_classes(info.name, info.num_classes, num_classes)
+    split_plan = plan_lib.draw(
+        source.train_labels(),
+        dataset=info.name,
+        num_classes=info.num_classes,
+        seed=seed,
+        num_labeled=num_labeled,
+        num_validation=num_validation,
+        imbalance_ratio=imbalance_ratio,
+        unlabeled_imbalance_ratio=unlabeled_imbalance_ratio,
+        exclude_labeled_from_unlabeled=exclude_labeled_from_unlabeled,
+        noise_fraction=label_noise,
+        noise_kind=label_noise_kind,
+    )
+    return train_batches(
+        source,
+        split_plan,
+        seed=seed,
+        labeled_batch_size=labeled_batch_size,
+        unlabeled_ratio=unlabeled_ratio,
+        unlabeled_views=unlabeled_views,
+        labeled_views=labeled_views,
+        sharding=sharding,
+        process_index=process_index,
+        process_count=process_count,
+        num_shards=num_shards,
+        start_step=start_step,
+        shuffle_buffer_size=shuffle_buffer_size,
+        prefetch=prefetch,
+        flip=flip,
+        augment_on=augment_on,
+        rand_augment_ops=rand_augment_ops,
+    )
+
+
+def train_batches(
+    source,
+    split_plan: plan_lib.SplitPlan,
+    *,
+    seed: int,
+    labeled_batch_size: int,
+    unlabeled_ratio: int,
+    unlabeled_views: str,
+    labeled_views: int = 1,
+    sharding: jax.sharding.NamedSharding | None = None,
+    process_index: int | None = None,
+    process_count: int | None = None,
+    num_shards: int | None = None,
+    start_step: int = 0,
+    shuffle_buffer_size: int = SHUFFLE_BUFFER_SIZE,
+    prefetch: int = DEVICE_PREFETCH,
+    flip: bool | None = None,
+    augment_on: str = "host",
+    rand_augment_ops: int = rand_augment_spec.DEFAULT_ROUNDS,
+) -> Iterator[dict]:
+    """Endless training batches of an opened ``source`` as ``split_plan`` splits it.
+
+    Args:
+      source: an opened source (`open_dataset`).
+      split_plan: the run's `plan.SplitPlan` (labeled subset and its labels,
+        the unlabeled pool).
+      seed: the shuffles and the augmentations derive from it.
+      labeled_batch_size, unlabeled_ratio, unlabeled_views, labeled_views: as
+        `make_train_iterator`.
       sharding: batch sharding over a ("data",) mesh; None yields NumPy arrays.
       process_index, process_count: default `jax.process_index()` / `count()`.
       num_shards: the data is read as this many shards, each with its own
@@ -280,32 +358,20 @@ def make_train_iterator(
         process_count`` of them. The global batch (every shard's batch, in
         shard order) is then the same for any process count. None: one
         shard per process.
-      download: allow TFDS to download and prepare a missing dataset.
       start_step: resume: the first batch yielded is batch `start_step`.
       shuffle_buffer_size: the unlabeled shard is shuffled in blocks of at
         most this many examples (a full permutation when the shard is smaller).
       prefetch: batches kept in flight to the devices.
       flip: horizontal flips in the augmentations; None: the dataset's default.
-      num_validation: training examples a class held out as the validation set
-        (`validation_examples`): neither labeled nor unlabeled here.
-      unlabeled_imbalance_ratio: 1, or a long-tailed unlabeled pool
-        (`splits.unlabeled_class_counts`; negative: the reversed order). Only the
-        training split is subsampled; unlabeled-only splits join whole.
       augment_on: "host" augments here; "device" yields each stream's uint8
         images instead of its views, with what seeds their augmentation on the
         accelerator ("labeled_image", "labeled_position", "labeled_shard" and
         the same for "unlabeled_"; `device_augment.views` makes the views).
       rand_augment_ops: RandAugment rounds of each strong view made here
         (``data.rand_augment_ops``; `rand_augment_spec.DEFAULT_ROUNDS`).
-      label_noise, label_noise_kind: the fraction of the labeled subset whose
-        "label" is corrupted, and how (`data.label_noise`); the labels of nothing
-        else change.
     """
     if augment_on not in device.AUGMENT_PLACES:
         raise ValueError(f"augment_on must be one of {device.AUGMENT_PLACES}, got {augment_on!r}.")
-    source = sources.open_source(name, data_dir=data_dir, download=download)
-    info = source.info
-    validation.check_num_classes(info.name, info.num_classes, num_classes)
     if unlabeled_views not in UNLABELED_VIEWS:
         raise ValueError(
             f"unlabeled_views must be one of {sorted(UNLABELED_VIEWS)}, got {unlabeled_views!r}."
@@ -320,46 +386,72 @@ def make_train_iterator(
         raise DataRequestError(
             f"num_shards={shards} must be a positive multiple of the {count} processes."
         )
+    if len(split_plan.labeled) < shards:
+        raise DataRequestError(
+            f"num_labeled={len(split_plan.labeled)} is fewer than the {shards} data shards "
+            "(one per process unless data.num_shards says otherwise)."
+        )
     # Each process reads `per_process` consecutive data shards; the global
     # batch is every shard's batch in shard order, whatever the process count.
     per_process = shards // count
+    local_labeled, local_unlabeled = _local_batch_sizes(
+        labeled_batch_size,
+        unlabeled_ratio if unlabeled_views != "none" else 0,
+        process_count=count,
+        per_process=per_process,
+        sharding=sharding,
+    )
+    my_shards = range(index * per_process, (index + 1) * per_process)
+    _log_shards(source.info, split_plan, index, count, my_shards, shards)
+    # Over the whole pool: an unlabeled-only split, where the data has one, joins whole.
+    excluded = np.zeros(source.info.pool_size, bool)
+    excluded[: source.info.num_train] = ~split_plan.in_pool
+    stream = functools.partial(
+        _shard_batches,
+        source,
+        split_plan,
+        shards=shards,
+        labeled_batch=local_labeled // per_process,
+        unlabeled_batch=local_unlabeled // per_process,
+        unlabeled_views=unlabeled_views,
+        labeled_views=labeled_views,
+        shuffle_buffer_size=shuffle_buffer_size,
+        excluded=excluded,
+        common={
+            "seed": seed,
+            "start_step": start_step,
+            "flip": _flips(source, flip),
+            "rand_augment": augment.shared_rand_augment(rand_augment_ops),
+            "on_device": augment_on == "device",
+        },
+    )
+    shard_batches = [stream(shard) for shard in my_shards]
+    if per_process == 1:
+        batches = shard_batches[0]
+    else:
+        batches = tf.data.Dataset.zip(tuple(shard_batches)).map(graph.plain(_concatenate))
+    batches = batches.prefetch(HOST_PREFETCH)
+    batches = batches.with_options(_options())
+    return device.prefetch_to_device(batches.as_numpy_iterator(), sharding, size=prefetch)
+
+
+def _local_batch_sizes(
+    labeled_batch_size: int, unlabeled_ratio: int, *, process_count, per_process, sharding
+) -> tuple[int, int]:
+    """This process's labeled and unlabeled batch (unlabeled_ratio 0: no unlabeled stream)."""
     local_labeled = device.local_batch_size(
-        labeled_batch_size, process_count=count, sharding=sharding, what="labeled_batch_size"
-    )
-    # Chosen on the whole training set from the seed alone, so identical on every host.
-    train_labels = source.train_labels()
-    held_out = splits.select_validation_indices(
-        train_labels, num_per_class=num_validation, seed=seed, num_classes=info.num_classes
-    )
-    labeled = select_labeled_indices(
-        train_labels,
-        num_labeled=num_labeled,
-        seed=seed,
-        imbalance_ratio=imbalance_ratio,
-        num_classes=info.num_classes,
-        exclude=held_out if held_out.size else None,
-    )
-    if len(labeled) < shards:
-        raise DataRequestError(
-            f"num_labeled={num_labeled} is fewer than the {shards} data shards (one per process "
-            "unless data.num_shards says otherwise)."
-        )
-    # The only place training labels are corrupted: every shard slices the same array.
-    labeled_labels = label_noise_lib.noisy_labels(
-        train_labels[labeled],
-        fraction=label_noise,
-        kind=label_noise_kind,
-        seed=seed,
-        num_classes=info.num_classes,
-        dataset=info.name,
+        labeled_batch_size,
+        process_count=process_count,
+        sharding=sharding,
+        what="labeled_batch_size",
     )
     local_unlabeled = 0
-    if unlabeled_views != "none":
+    if unlabeled_ratio:
         if unlabeled_ratio < 1:
             raise DataRequestError(f"unlabeled_ratio must be >= 1, got {unlabeled_ratio}.")
         local_unlabeled = device.local_batch_size(
             unlabeled_ratio * labeled_batch_size,
-            process_count=count,
+            process_count=process_count,
             sharding=sharding,
             what="unlabeled batch (unlabeled_ratio * labeled_batch_size)",
         )
@@ -367,19 +459,13 @@ def make_train_iterator(
         if size % per_process:
             raise DataRequestError(
                 f"The {what} batch of each process ({size}) does not split into its "
-                f"{per_process} data shards; choose a batch size divisible by num_shards={shards}."
+                f"{per_process} data shards; choose a batch size divisible by "
+                f"num_shards={per_process * process_count}."
             )
-    excluded = np.zeros(info.pool_size, bool)
-    excluded[: info.num_train] = _left_out_of_pool(
-        train_labels,
-        seed=seed,
-        num_classes=info.num_classes,
-        unlabeled_imbalance_ratio=unlabeled_imbalance_ratio,
-        held_out=held_out,
-        labeled=labeled if exclude_labeled_from_unlabeled else None,
-    )
-    rand_augment = augment.shared_rand_augment(rand_augment_ops)
-    my_shards = range(index * per_process, (index + 1) * per_process)
+    return local_labeled, local_unlabeled
+
+
+def _log_shards(info, split_plan, index: int, count: int, my_shards: range, shards: int) -> None:
     # What this process reads, in the log: multi-process tests check that the
     # unlabeled ranges are disjoint and the labeled subset the same everywhere.
     logging.info(
@@ -392,84 +478,62 @@ def make_train_iterator(
         shards,
         [list(_shard(info.pool_size, shard, shards)) for shard in my_shards],
         info.pool_size,
-        len(labeled),
-        hashlib.sha1(np.asarray(labeled, np.int64).tobytes()).hexdigest()[:12],
+        len(split_plan.labeled),
+        hashlib.sha1(np.asarray(split_plan.labeled, np.int64).tobytes()).hexdigest()[:12],
     )
-    shard_batches = []
-    for shard in my_shards:
-        common = {
-            "seed": seed,
-            # The shard, not the process, seeds the stream: one process or many
-            # read the same shard the same way.
-            "process_index": shard,
-            "start_step": start_step,
-            "flip": _flips(source, flip),
-            "rand_augment": rand_augment,
-            "on_device": augment_on == "device",
-        }
-        mine = labeled[shard::shards]
-        images, labels = source.gather_train(mine)
-        labels = labeled_labels[shard::shards].astype(labels.dtype)
-        labeled_examples = {"image": images, "label": labels, "index": mine.astype(np.int32)}
-        parts = [
+
+
+def _shard_batches(
+    source,
+    split_plan,
+    shard: int,
+    *,
+    shards: int,
+    labeled_batch: int,
+    unlabeled_batch: int,
+    unlabeled_views: str,
+    labeled_views: int,
+    shuffle_buffer_size: int,
+    excluded: np.ndarray,
+    common: dict,
+) -> tf.data.Dataset:
+    """One data shard's batches: its slice of the labeled subset and its part of the pool."""
+    # The shard, not the process, seeds the stream: one process or many read the
+    # same shard the same way.
+    common = {**common, "process_index": shard}
+    mine = split_plan.labeled[shard::shards]
+    images, labels = source.gather_train(mine)
+    labels = split_plan.labeled_labels[shard::shards].astype(labels.dtype)
+    labeled_examples = {"image": images, "label": labels, "index": mine.astype(np.int32)}
+    parts = [
+        streams.train_stream(
+            [tf.data.Dataset.from_tensor_slices(labeled_examples)],
+            [len(mine)],
+            stream=streams.LABELED,
+            batch_size=labeled_batch,
+            views=("weak", "strong")[:labeled_views],
+            rename=_rename_labeled,
+            **common,
+        )
+    ]
+    if unlabeled_views != "none":
+        blocks, sizes = _unlabeled_blocks(
+            source, _shard(source.info.pool_size, shard, shards), excluded, shuffle_buffer_size
+        )
+        if not blocks:
+            raise DataRequestError(f"Data shard {shard} has no unlabeled examples.")
+        parts.append(
             streams.train_stream(
-                [tf.data.Dataset.from_tensor_slices(labeled_examples)],
-                [len(mine)],
-                stream=streams.LABELED,
-                batch_size=local_labeled // per_process,
-                views=("weak", "strong")[:labeled_views],
-                rename=_rename_labeled,
+                blocks,
+                sizes,
+                stream=streams.UNLABELED,
+                batch_size=unlabeled_batch,
+                views=UNLABELED_VIEWS[unlabeled_views],
+                rename=_rename_unlabeled,
                 **common,
             )
-        ]
-        if unlabeled_views != "none":
-            blocks, sizes = _unlabeled_blocks(
-                source, _shard(info.pool_size, shard, shards), excluded, shuffle_buffer_size
-            )
-            if not blocks:
-                raise DataRequestError(f"Data shard {shard} has no unlabeled examples.")
-            parts.append(
-                streams.train_stream(
-                    blocks,
-                    sizes,
-                    stream=streams.UNLABELED,
-                    batch_size=local_unlabeled // per_process,
-                    views=UNLABELED_VIEWS[unlabeled_views],
-                    rename=_rename_unlabeled,
-                    **common,
-                )
-            )
-        shard_batches.append(tf.data.Dataset.zip(tuple(parts)).map(graph.plain(_merge)))
-    if per_process == 1:
-        batches = shard_batches[0]
-    else:
-        batches = tf.data.Dataset.zip(tuple(shard_batches)).map(graph.plain(_concatenate))
-    batches = batches.prefetch(HOST_PREFETCH)
-    batches = batches.with_options(_options())
-    return device.prefetch_to_device(batches.as_numpy_iterator(), sharding, size=prefetch)
-
-
-def _left_out_of_pool(
-    train_labels: np.ndarray,
-    *,
-    seed: int,
-    num_classes: int,
-    unlabeled_imbalance_ratio: float,
-    held_out: np.ndarray,
-    labeled: np.ndarray | None,
-) -> np.ndarray:
-    """Which training examples the unlabeled stream never reads (a mask over the split).
-
-    Those a long-tailed pool drops, the validation set (never trained on) and,
-    when given, the labeled subset (``exclude_labeled_from_unlabeled``).
-    """
-    excluded = ~splits.unlabeled_pool_mask(
-        train_labels, ratio=unlabeled_imbalance_ratio, seed=seed, num_classes=num_classes
-    )
-    excluded[held_out] = True
-    if labeled is not None:
-        excluded[labeled] = True
-    return excluded
+        )
+    return tf.data.Dataset.zip(tuple(parts)).map(graph.plain(_merge))
 
 
 def _unlabeled_blocks(source, shard, excluded: np.ndarray, block_size: int):
@@ -570,82 +634,71 @@ def make_eval_iterator(
     return device.prefetch_to_device(padded, sharding, size=prefetch)
 
 
-def unlabeled_pool_counts(data_config, *, source, seed: int) -> dict:
+def unlabeled_pool_counts(
+    data_config, *, source, seed: int, split_plan: plan_lib.SplitPlan | None = None
+) -> dict:
     """What the unlabeled pool holds: training images a class, and unlabeled-only images.
 
     Before the validation set (and, with ``exclude_labeled_from_unlabeled``, the
     labeled subset) is taken out; for results.json.
     """
-    labels = source.train_labels()
-    keep = splits.unlabeled_pool_mask(
-        labels,
-        ratio=data_config.get("unlabeled_imbalance_ratio", 1.0),
-        seed=seed,
-        num_classes=source.info.num_classes,
-    )
-    per_class = np.bincount(labels[keep], minlength=source.info.num_classes)
+    split_plan = split_plan or plan_lib.for_data_config(data_config, source=source, seed=seed)
     return {
         "imbalance_ratio": data_config.get("unlabeled_imbalance_ratio", 1.0),
-        "per_class": [int(count) for count in per_class],
+        "per_class": [int(count) for count in split_plan.pool_per_class],
         "unlabeled_only": source.info.num_unlabeled_only,
     }
 
 
-def label_noise_record(data_config, *, source, seed: int) -> dict:
+def label_noise_record(
+    data_config, *, source, seed: int, split_plan: plan_lib.SplitPlan | None = None
+) -> dict:
     """results.json's ``label_noise``: which labeled examples `training` gave which wrong label.
 
-    Drawn as `make_train_iterator` draws it (the same labeled subset, the same
-    `label_noise.noisy_labels`), from the config and seed alone.
+    The run's split plan's record (default: the plan drawn from the config and seed).
     """
-    labels = source.train_labels()
-    num_classes = source.info.num_classes
-    held_out = splits.select_validation_indices(
-        labels, num_per_class=data_config.num_validation, seed=seed, num_classes=num_classes
-    )
-    labeled = select_labeled_indices(
-        labels,
-        num_labeled=data_config.num_labeled,
-        seed=seed,
-        imbalance_ratio=data_config.imbalance_ratio,
-        num_classes=num_classes,
-        exclude=held_out if held_out.size else None,
-    )
-    setting = {
-        "fraction": data_config.label_noise,
-        "kind": data_config.label_noise_kind,
-        "num_classes": num_classes,
-        "dataset": source.info.name,
-    }
-    noisy = label_noise_lib.noisy_labels(labels[labeled], seed=seed, **setting)
-    return label_noise_lib.describe(labeled, labels[labeled], noisy, **setting)
+    split_plan = split_plan or plan_lib.for_data_config(data_config, source=source, seed=seed)
+    return split_plan.label_noise_record()
 
 
-def validation_examples(data_config, *, source, seed: int) -> tuple[np.ndarray, np.ndarray] | None:
+def validation_examples(
+    data_config, *, source, seed: int, split_plan: plan_lib.SplitPlan | None = None
+) -> tuple[np.ndarray, np.ndarray] | None:
     """The held-out validation set (images, labels) of ``data.num_validation`` a class, or None.
 
-    The same examples `training` leaves out of both streams (`splits`), read
-    once for a run; pass them to `evaluation` as ``held_out``.
+    The same examples `training` leaves out of both streams (the split plan),
+    read once for a run; pass them to `evaluation` as ``held_out``.
     """
-    per_class = data_config.get("num_validation", 0)
-    if not per_class:
+    if not data_config.get("num_validation", 0):
         return None
-    indices = splits.select_validation_indices(
-        source.train_labels(),
-        num_per_class=per_class,
-        seed=seed,
-        num_classes=source.info.num_classes,
-    )
-    return source.gather_train(indices)
+    split_plan = split_plan or plan_lib.for_data_config(data_config, source=source, seed=seed)
+    return source.gather_train(split_plan.validation)
 
 
-def unlabeled_sample(data_config, *, source, seed: int, size: int) -> tuple[np.ndarray, np.ndarray]:
+def unlabeled_sample(
+    data_config,
+    *,
+    source,
+    seed: int,
+    size: int,
+    split_plan: plan_lib.SplitPlan | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
     """The images and labels of `unlabeled_sample_indices`, read once for a run."""
     return source.gather_train(
-        unlabeled_sample_indices(data_config, source=source, seed=seed, size=size)
+        unlabeled_sample_indices(
+            data_config, source=source, seed=seed, size=size, split_plan=split_plan
+        )
     )
 
 
-def unlabeled_sample_indices(data_config, *, source, seed: int, size: int) -> np.ndarray:
+def unlabeled_sample_indices(
+    data_config,
+    *,
+    source,
+    seed: int,
+    size: int,
+    split_plan: plan_lib.SplitPlan | None = None,
+) -> np.ndarray:
     """The first ``size`` training examples the unlabeled stream reads (their indices).
 
     A fixed sample for a run (a function of the config and seed alone): every
@@ -654,33 +707,8 @@ def unlabeled_sample_indices(data_config, *, source, seed: int, size: int) -> np
     known, unlike an unlabeled-only split's), in the pool's order; fewer than
     ``size`` when the pool's training part is smaller.
     """
-    labels = source.train_labels()
-    num_classes = source.info.num_classes
-    held_out = splits.select_validation_indices(
-        labels,
-        num_per_class=data_config.get("num_validation", 0),
-        seed=seed,
-        num_classes=num_classes,
-    )
-    labeled = None
-    if data_config.exclude_labeled_from_unlabeled:
-        labeled = select_labeled_indices(
-            labels,
-            num_labeled=data_config.num_labeled,
-            seed=seed,
-            imbalance_ratio=data_config.imbalance_ratio,
-            num_classes=num_classes,
-            exclude=held_out if held_out.size else None,
-        )
-    excluded = _left_out_of_pool(
-        labels,
-        seed=seed,
-        num_classes=num_classes,
-        unlabeled_imbalance_ratio=data_config.get("unlabeled_imbalance_ratio", 1.0),
-        held_out=held_out,
-        labeled=labeled,
-    )
-    return np.flatnonzero(~excluded)[:size]
+    split_plan = split_plan or plan_lib.for_data_config(data_config, source=source, seed=seed)
+    return split_plan.pool_indices()[:size]
 
 
 def _padded_batches(batches, batch_size: int, num_batches: int, info: DatasetInfo, total: int):

@@ -21,24 +21,13 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 
-from muscle_jax import losses, methods
+from muscle_jax import losses, methods, metric_keys
 from muscle_jax.models import ModelOutput
 
 Model = Callable[..., ModelOutput]
 
-# Reported for every method. ``mutual_information`` is the MI between the
-# two unlabeled views' class assignments: the quantity MUSCLE maximises, a
-# diagnostic for the other methods (0 without an unlabeled batch).
-METRIC_KEYS = (
-    "total",
-    "supervised",
-    "consistency",
-    "unsupervised",
-    "addon",
-    "mutual_information",
-    "consistency_weight",
-    "unsupervised_weight",
-)
+# Reported for every method (`metric_keys`).
+METRIC_KEYS = metric_keys.METRIC_KEYS
 
 
 def term_weights(loss_config: ml_collections.ConfigDict, step: jax.Array) -> dict[str, jax.Array]:

@@ -7,12 +7,12 @@ same history that results.json holds, so they always agree with it.
 import os
 from typing import Any
 
-from muscle_jax import diagnostics
+from muscle_jax import diagnostics, metric_keys
 from muscle_jax import workdir as workdir_lib
 
 SUMMARY_NAME = "summary.md"
 PLOT_NAME = "curves.png"
-LOSS_TERMS = ("total", "supervised", "consistency", "unsupervised", "addon", "mutual_information")
+LOSS_TERMS = metric_keys.LOSS_TERMS  # The curves a run can draw.
 
 
 def write_summary(workdir: str, *, config, history: dict, train_history: dict, results=None):

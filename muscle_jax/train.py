@@ -38,24 +38,23 @@ from muscle_jax import (
     diagnostics,
     evaluation,
     input_pipeline,
+    loop,
     memory_plan,
     methods,
     models,
     monitoring,
     objective,
     optim,
-    preemption,
     provenance,
-    report,
+    run_plan,
 )
 from muscle_jax import (
     workdir as workdir_lib,
 )
 from muscle_jax.data import device, device_augment, splits
+from muscle_jax.data import plan as data_plan
 
 COMPUTE_DTYPES = config_validation.COMPUTE_DTYPES
-# The accuracy/loss PNG is redrawn at an evaluation at most this often.
-PLOT_EVERY_SECONDS = 60.0
 
 
 @flax.struct.dataclass
@@ -107,14 +106,19 @@ def state_spec(
     config: ml_collections.ConfigDict,
     info: input_pipeline.DatasetInfo,
     train_labels: np.ndarray | None = None,
+    *,
+    split_plan: "data_plan.SplitPlan | None" = None,
 ):
     """What the loss terms size their state by.
 
-    ``train_labels`` (the source's `train_labels`) are needed with
-    ``data.num_labeled=0``: every training example is then labeled, so the
-    labeled set's count of each class is the data's, not the config's.
+    The labeled set's count of each class is the run's split plan's when
+    given (`plan_run` passes it). Without it, the config's counts; with
+    ``data.num_labeled=0`` every training example is labeled, so the counts
+    are the data's: pass ``train_labels`` (the source's `train_labels`).
     """
-    if config.data.num_labeled != splits.ALL_LABELED:
+    if split_plan is not None:
+        counts = split_plan.labeled_class_counts()
+    elif config.data.num_labeled != splits.ALL_LABELED:
         counts = splits.per_class_counts(
             config.data.num_labeled,
             config.data.num_classes,
@@ -126,13 +130,14 @@ def state_spec(
             "(state_spec(config, info, source.train_labels())) for the count of each class."
         )
     else:
-        held_out = splits.select_validation_indices(
+        counts = data_plan.draw(
             train_labels,
-            num_per_class=config.data.num_validation,
-            seed=config.seed,
+            dataset=info.name,
             num_classes=config.data.num_classes,
-        )
-        counts = np.bincount(np.delete(train_labels, held_out), minlength=config.data.num_classes)
+            seed=config.seed,
+            num_labeled=splits.ALL_LABELED,
+            num_validation=config.data.num_validation,
+        ).labeled_class_counts()
     return methods.StateSpec(
         num_train=info.num_train,
         num_classes=config.data.num_classes,
@@ -357,20 +362,24 @@ def compile_steps(graphdef, tx, config, mesh, state_shardings=None, augment=None
 # ---------------------------------------------------------------- the loop
 
 
-def make_train_batches(config, *, source=None, sharding=None, start_step: int = 0):
+def make_train_batches(
+    config, *, source=None, sharding=None, start_step: int = 0, plan: run_plan.RunPlan | None = None
+):
     """The input pipeline's training stream, with the views the loss terms need.
 
     ``source`` overrides the dataset the ``data`` section names (an opened
-    source or an in-memory `input_pipeline.ArrayDataset`).
+    source or an in-memory `input_pipeline.ArrayDataset`); ``plan`` is the
+    run's (`plan_run`), whose split plan and views the stream then uses.
     """
     return input_pipeline.training(
         config.data,
         seed=config.seed,
-        unlabeled_views=methods.unlabeled_views(config),
-        labeled_views=methods.labeled_views(config),
+        unlabeled_views=methods.unlabeled_views(config) if plan is None else plan.unlabeled_views,
+        labeled_views=methods.labeled_views(config) if plan is None else plan.labeled_views,
         source=source,
         sharding=sharding,
         start_step=start_step,
+        split_plan=None if plan is None else plan.splits,
     )
 
 
@@ -383,12 +392,11 @@ def images_per_step(config: ml_collections.ConfigDict) -> int:
 
 
 def _restore_or_initialise(config, state, checkpointer, spec):
-    """Resumes from the workdir's latest checkpoint, else fine-tunes from ``init_from``."""
-    history = {"step": [], "ema_accuracy": [], "raw_accuracy": []}
-    history.update({key: [] for key in SAMPLE_HISTORY_KEYS.values()})
-    if config.data.num_validation:
-        history.update(val_ema_accuracy=[], val_raw_accuracy=[])
-    train_history = {"step": [], **{term: [] for term in report.LOSS_TERMS}}
+    """Resumes from the workdir's latest checkpoint, else fine-tunes from ``init_from``.
+
+    Returns the state and the run's `loop.Record` (the resumed one, or an empty one).
+    """
+    record = loop.Record.empty(validation=bool(config.data.num_validation))
     expected = compatibility(config)
     if checkpointer.latest_step() is not None:
         state, meta = checkpointer.restore_newest_readable(state, expected=expected)
@@ -398,11 +406,7 @@ def _restore_or_initialise(config, state, checkpointer, spec):
         logging.info("Resumed from %s at step %d.", checkpointer.directory, int(state.step))
         if changes:
             logging.warning("Resumed with config changes: %s.", "; ".join(changes))
-        return (
-            state,
-            _with_sample_history(meta["history"]),
-            meta.get("train_history", train_history),
-        )
+        return state, loop.Record.resumed(meta)
     unreadable = checkpointer.moved_aside()
     if unreadable:
         logging.warning(
@@ -431,14 +435,7 @@ def _restore_or_initialise(config, state, checkpointer, spec):
             ema_batch_stats=jax.tree.map(jnp.copy, restored.batch_stats),
         )
         logging.info("Initialised the weights from %s.", source.directory)
-    return state, history, train_history
-
-
-def _with_sample_history(history: dict) -> dict:
-    """A resumed history, with None for the sample's counts a checkpoint from before them lacks."""
-    for key in SAMPLE_HISTORY_KEYS.values():
-        history.setdefault(key, [None] * len(history["step"]))
-    return history
+    return state, record
 
 
 def _saved_method_state(source, config, spec):
@@ -450,52 +447,6 @@ def _saved_method_state(source, config, spec):
     if not methods.names_its_terms(saved_loss):
         return {}  # Written before the loss had named terms: no method state.
     return jax.eval_shape(lambda: methods.init_state(ml_collections.ConfigDict(saved_loss), spec))
-
-
-def _evaluate(p_eval, state, config, sharding, source, held_out=None) -> dict[str, Any]:
-    """Accuracies on the test split, or on ``held_out`` (e.g. the validation set) when given.
-
-    With the EMA model's confusion matrix (rows: true class, columns:
-    predicted) and both models' predicted-class counts, from the same pass.
-    """
-    batches = input_pipeline.evaluation(
-        config.data, source=source, sharding=sharding, held_out=held_out
-    )
-    totals = evaluation.accumulate_hits(p_eval(state, batch) for batch in batches)
-    ema_accuracy, ema_per_class = evaluation.accuracies(totals["ema_correct"], totals["count"])
-    raw_accuracy, _ = evaluation.accuracies(totals["raw_correct"], totals["count"])
-    return {
-        "ema_accuracy": ema_accuracy,
-        "raw_accuracy": raw_accuracy,
-        "per_class_accuracy": ema_per_class,
-        "num_examples": int(totals["count"].sum()),
-        "confusion": totals["ema_confusion"].astype(int).tolist(),
-        "ema_predicted": totals["ema_predicted"].astype(int).tolist(),
-        "raw_predicted": totals["raw_predicted"].astype(int).tolist(),
-    }
-
-
-# The unlabeled images every evaluation predicts (`input_pipeline.unlabeled_sample`):
-# one more forward pass of each model over this many images.
-UNLABELED_SAMPLE_SIZE = 512
-# The evaluation history's keys for that sample's predicted-class counts.
-SAMPLE_HISTORY_KEYS = {
-    "ema_predicted": "unlabeled_predicted_ema",
-    "raw_predicted": "unlabeled_predicted_raw",
-}
-
-
-def _record_sample_predictions(p_eval, state, config, sharding, source, sample, history):
-    """Appends both models' predicted-class counts on the unlabeled sample to ``history``.
-
-    Returns the number of classes each model predicts for none of it.
-    """
-    predicted = _evaluate(p_eval, state, config, sharding, source, held_out=sample)
-    unpredicted = {}
-    for key, history_key in SAMPLE_HISTORY_KEYS.items():
-        history[history_key].append(predicted[key])
-        unpredicted[key] = len(diagnostics.unpredicted_classes(predicted[key]))
-    return unpredicted
 
 
 def _describe_sample(sample, num_classes: int) -> dict[str, Any]:
@@ -512,10 +463,6 @@ def _metric_writer(workdir: str) -> metric_writers.MetricWriter:
     if jax.process_index() > 0:
         return metric_writers.MultiWriter([])
     return metric_writers.AsyncWriter(metric_writers.SummaryWriter(workdir))
-
-
-def _is_due(step: int, every: int, total: int) -> bool:
-    return step % every == 0 or step == total
 
 
 def train_and_evaluate(
@@ -552,23 +499,9 @@ def train_and_evaluate(
     info = source.info
     config = config_validation.with_dataset_facts(config, info)
     config_validation.validate_against_dataset(config, info)
-    # The labeled subset the run will draw, once here: a class with too few
-    # examples is refused before the workdir is touched.
-    train_labels = source.train_labels()
-    held_out = splits.select_validation_indices(
-        train_labels,
-        num_per_class=config.data.num_validation,
-        seed=config.seed,
-        num_classes=info.num_classes,
-    )
-    splits.select_labeled_indices(
-        train_labels,
-        num_labeled=config.data.num_labeled,
-        seed=config.seed,
-        imbalance_ratio=config.data.imbalance_ratio,
-        num_classes=info.num_classes,
-        exclude=held_out if held_out.size else None,
-    )
+    # The run's split plan, drawn once here (a class with too few examples is
+    # refused before the workdir is touched) and read by everything after.
+    split_plan = data_plan.for_data_config(config.data, source=source, seed=config.seed)
     # A finished run asked again is answered from its results; a workdir this config
     # cannot resume is refused: both before anything is written (a rerun writes nothing).
     finished = _check_before_writing(config, workdir, info)
@@ -591,7 +524,7 @@ def train_and_evaluate(
     try:
         with workdir_lib.lock(workdir) if first else contextlib.nullcontext():
             with workdir_lib.console_log(workdir) if first else contextlib.nullcontext():
-                results = _train(config, workdir, source, started, accept)
+                results = _train(config, workdir, source, split_plan, started, accept)
     except _REFUSED_IN_THE_WORKDIR:
         if first and not accepted:  # Lock released, log closed: nothing of it is left.
             workdir_lib.restore(before)
@@ -602,7 +535,9 @@ def train_and_evaluate(
         )
         if jax.process_index() == 0:
             workdir_lib.write_json(os.path.join(workdir, "results.json"), results)
-            _write_report(workdir, config, results["history"], results["train_history"], results)
+            loop.write_report(
+                workdir, config, results["history"], results["train_history"], results
+            )
     return results
 
 
@@ -695,10 +630,32 @@ def _finished_results(config, workdir: str) -> dict[str, Any] | None:
     return {**results, "already_complete": True}
 
 
+def plan_run(config: ml_collections.ConfigDict, source, split_plan=None) -> run_plan.RunPlan:
+    """The `run_plan.RunPlan` of ``config`` on an opened ``source``, built once for a run."""
+    if split_plan is None:
+        split_plan = data_plan.for_data_config(config.data, source=source, seed=config.seed)
+    info = source.info
+    spec = state_spec(config, info, split_plan=split_plan)
+    mesh = make_mesh()
+    return run_plan.RunPlan(
+        config=config,
+        source=source,
+        splits=split_plan,
+        spec=spec,
+        unlabeled_views=methods.unlabeled_views(config),
+        labeled_views=methods.labeled_views(config),
+        mesh=mesh,
+        data_sharding=NamedSharding(mesh, P("data")),
+        state_shardings=state_sharding(config, info, mesh, spec),
+        images_per_step=images_per_step(config),
+    )
+
+
 def _train(
     config: ml_collections.ConfigDict,
     workdir: str,
     source,
+    split_plan,
     started: float,
     accept: Callable[[], None] = lambda: None,
 ):
@@ -718,200 +675,171 @@ def _train(
     checkpointer = checkpointing.Checkpointer(
         os.path.join(workdir, "checkpoints"), max_to_keep=config.keep_checkpoints
     )
-    info = source.info
+    plan = plan_run(config, source, split_plan)
     ema_note = evaluation.ema_horizon_note(config.ema_decay, config.total_steps)
     if ema_note:
         logging.warning("%s", ema_note)
-    spec = state_spec(config, info, source.train_labels())
-    graphdef, state, tx = create_train_state(config, info, spec)
-    mesh = make_mesh()
-    data_sharding = NamedSharding(mesh, P("data"))
-    shardings = state_sharding(config, info, mesh, spec)
+    graphdef, state, tx = create_train_state(config, plan.info, plan.spec)
     # Laid out over the mesh first, so a checkpoint is restored straight into
     # its shards on every process (no array crosses hosts).
-    state = jax.device_put(state, shardings)
-    state, history, train_history = _restore_or_initialise(config, state, checkpointer, spec)
-    # Read once: the held-out examples every evaluation also scores (None without).
-    validation_set = input_pipeline.validation_examples(
-        config.data, source=source, seed=config.seed
-    )
-    # Read once: the unlabeled images every evaluation predicts, the same at each.
-    unlabeled_sample = input_pipeline.unlabeled_sample(
-        config.data, source=source, seed=config.seed, size=UNLABELED_SAMPLE_SIZE
-    )
-    is_first_process = jax.process_index() == 0
-    # The first PNG a minute into the loop, not at the first evaluation: a short
-    # run draws it once, at its end (a drawing is ~0.2-0.8 s of CPU).
-    last_plot = time.perf_counter()
+    state = jax.device_put(state, plan.state_shardings)
+    state, record = _restore_or_initialise(config, state, checkpointer, plan.spec)
     start_step = int(state.step)
-    train_batches = make_train_batches(
-        config, source=source, sharding=data_sharding, start_step=start_step
+    batches = make_train_batches(
+        config, source=source, sharding=plan.data_sharding, start_step=start_step, plan=plan
     )
     p_train, p_eval = compile_steps(
-        graphdef, tx, config, mesh, shardings, augment=device_augmentation(config, source)
+        graphdef,
+        tx,
+        config,
+        plan.mesh,
+        plan.state_shardings,
+        augment=device_augmentation(config, source),
     )
-    plan = None
-    if start_step < config.total_steps:
-        # Compiled here, before the first step, with the first real batch: the loop's
-        # calls reuse these executables, and a run that cannot fit stops now.
-        first_batch = next(train_batches)
-        train_batches = itertools.chain([first_batch], train_batches)
-        eval_batch = next(
-            input_pipeline.evaluation(config.data, source=source, sharding=data_sharding)
-        )
-        try:
-            plan = memory_plan.check(
-                config,
-                train_step=p_train,
-                eval_step=p_eval,
-                state=state,
-                train_batch=first_batch,
-                eval_batch=eval_batch,
-                info=info,
-                images_per_step=images_per_step(config),
-            )
-        except memory_plan.InsufficientMemoryError:
-            checkpointer.close()
-            raise
-        del eval_batch
+    try:
+        memory, batches = _check_memory(plan, p_train, p_eval, state, batches, start_step)
+    except memory_plan.InsufficientMemoryError:
+        checkpointer.close()
+        raise
     accept()
     writer = _metric_writer(workdir)
-    progress = monitoring.ProgressLine(
-        total_steps=config.total_steps,
-        images_per_step=images_per_step(config),
-        start_step=start_step,
-    )
     if start_step == 0:
         writer.write_hparams({k: v for k, v in flatten(config.to_dict()).items() if v is not None})
-
-    sums = None
-    stopped_by = None
-    last = None
-    first_step_done = None
-    # The step after which the run's length is projected (None: too short to need one).
-    projection_step = start_step + 1 + monitoring.PROJECTION_STEPS
-    projection_step = projection_step if projection_step < config.total_steps else None
-    # A stop (Ctrl-C) waits for every step already dispatched. Unchecked, the loop
-    # ran up to log_every_steps ahead of the device (a WRN-28-2 on 2 CPU cores: ~18
-    # queued steps, 216 s). On a CPU, where steps are long, each is waited for, so a
-    # stop waits for the running step only; an accelerator keeps one step queued
-    # behind the running one, so that its short steps do not idle between them.
-    wait_for_each_step = jax.default_backend() == "cpu"
-    in_flight = None
-    with preemption.stop_on_signals(multi_process=jax.process_count() > 1) as stop:
-        for step in range(start_step, config.total_steps):
-            state, metrics = p_train(state, next(train_batches))
-            jax.block_until_ready(metrics if wait_for_each_step else in_flight)
-            in_flight = metrics
-            if first_step_done is None:
-                # One wait, at the first step only: it splits start-up and
-                # compilation from the training loop in the reported timing.
-                jax.block_until_ready(metrics)
-                first_step_done = time.perf_counter()
-            if step + 1 == projection_step:
-                jax.block_until_ready(metrics)  # The timed steps end with this one's end.
-                projection, advice = monitoring.run_time_projection(
-                    seconds_per_step=(time.perf_counter() - first_step_done)
-                    / monitoring.PROJECTION_STEPS,
-                    steps_left=config.total_steps - projection_step,
-                    config=config,
-                    platform=jax.default_backend(),
-                )
-                logging.info("%s", projection)
-                if advice:
-                    logging.warning("%s", advice)
-            if sums is None:
-                sums = monitoring.empty_sums(metrics)
-            sums = monitoring.accumulate(sums, metrics, step)
-            done = step + 1
-            stopping = stop.should_stop(done)
-            checkpoint_due = _is_due(done, config.checkpoint_every_steps, config.total_steps)
-            eval_due = _is_due(done, config.eval_every_steps, config.total_steps)
-            if stopping or checkpoint_due or eval_due or done % config.log_every_steps == 0:
-                # The only host sync between steps; raises on a NaN before anything is saved.
-                means = monitoring.summarise(sums)
-                sums = None
-                rate = progress.images_per_second(done)
-                writer.write_scalars(done, {**means, "images_per_second": rate})
-                accuracy = history["ema_accuracy"][-1] if history["ema_accuracy"] else None
-                logging.info(progress.format(done, means, rate, accuracy=accuracy))
-                # Every term at -v 1 (they are always in TensorBoard).
-                logging.vlog(1, progress.format(done, means, rate, all_terms=True))
-                train_history["step"].append(done)
-                for term in report.LOSS_TERMS:
-                    train_history[term].append(means.get(term))
-            if eval_due:
-                last = _evaluate(p_eval, state, config, data_sharding, source)
-                history["step"].append(done)
-                history["ema_accuracy"].append(last["ema_accuracy"])
-                history["raw_accuracy"].append(last["raw_accuracy"])
-                unpredicted = _record_sample_predictions(
-                    p_eval, state, config, data_sharding, source, unlabeled_sample, history
-                )
-                scalars = {
-                    "eval/ema_accuracy": last["ema_accuracy"],
-                    "eval/raw_accuracy": last["raw_accuracy"],
-                    "eval/classes_lost": len(diagnostics.lost_classes(last["per_class_accuracy"])),
-                    "eval/unlabeled_classes_unpredicted_ema": unpredicted["ema_predicted"],
-                    "eval/unlabeled_classes_unpredicted_raw": unpredicted["raw_predicted"],
-                }
-                held_out = ""
-                if validation_set is not None:
-                    val = _evaluate(p_eval, state, config, data_sharding, source, validation_set)
-                    history["val_ema_accuracy"].append(val["ema_accuracy"])
-                    history["val_raw_accuracy"].append(val["raw_accuracy"])
-                    scalars["eval/val_ema_accuracy"] = val["ema_accuracy"]
-                    held_out = f"; validation EMA {val['ema_accuracy']:.4f}"
-                writer.write_scalars(done, scalars)
-                logging.info(
-                    "step %d: test accuracy EMA %.4f, raw %.4f%s",
-                    done,
-                    last["ema_accuracy"],
-                    last["raw_accuracy"],
-                    held_out,
-                )
-                if is_first_process:
-                    # summary.md at every evaluation; the PNG at most once a
-                    # minute, and always at the end (finished or stopped).
-                    plot = time.perf_counter() - last_plot >= PLOT_EVERY_SECONDS
-                    _write_report(workdir, config, history, train_history, plot=plot)
-                    last_plot = time.perf_counter() if plot else last_plot
-            if checkpoint_due or stopping:
-                checkpointer.save(
-                    done,
-                    state,
-                    {
-                        "history": history,
-                        "train_history": train_history,
-                        "compatibility": compatibility(config),
-                        "config": json.loads(config.to_json()),
-                    },
-                    force=True,
-                )
-            if stopping:
-                stopped_by = stop.signal_name
-                break
+    run = loop.Loop(
+        config=config,
+        state=state,
+        record=record,
+        p_eval=p_eval,
+        source=source,
+        data_sharding=plan.data_sharding,
+        workdir=workdir,
+        is_first_process=jax.process_index() == 0,
+        # Read once: the held-out examples every evaluation also scores (None without).
+        validation_set=input_pipeline.validation_examples(
+            config.data, source=source, seed=config.seed, split_plan=plan.splits
+        ),
+        # Read once: the unlabeled images every evaluation predicts, the same at each.
+        unlabeled_sample=input_pipeline.unlabeled_sample(
+            config.data,
+            source=source,
+            seed=config.seed,
+            size=loop.UNLABELED_SAMPLE_SIZE,
+            split_plan=plan.splits,
+        ),
+    )
+    summary, actions = _periodic_actions(run, writer, checkpointer, plan)
+    timer = loop.StepTimer(config, start_step=start_step)
+    try:
+        stopped_by = loop.run(
+            run,
+            train_step=p_train,
+            batches=batches,
+            start_step=start_step,
+            summary=summary,
+            actions=actions,
+            timer=timer,
+        )
+    finally:
+        for action in actions:
+            if isinstance(action, loop.Profile):
+                action.finish()
     checkpointer.close()
     writer.flush()
     loop_done = time.perf_counter()
-
-    final_step = int(state.step)
+    final_step = int(run.state.step)
     if stopped_by is not None:
-        if is_first_process and history["step"]:
-            _write_report(workdir, config, history, train_history)
+        if record.history["step"]:
+            run.write_report()
         logging.warning(
             "Stopped by %s at step %d with a checkpoint; rerun the same command to resume.",
             stopped_by,
             final_step,
         )
         return {"status": "preempted", "step": final_step}
-    if last is None or history["step"][-1] != final_step:
+    evaluate = next(action for action in actions if isinstance(action, loop.Evaluate))
+    last = evaluate.last
+    if last is None or record.history["step"][-1] != final_step:
         # Resumed at the end (nothing left to train): evaluate the final state once.
-        last = _evaluate(p_eval, state, config, data_sharding, source)
+        last = run.evaluate()
+    timing = _timing(started, timer.first_step_done, loop_done, final_step - start_step)
+    return _results(run, plan, last, ema_note, memory, timing)
+
+
+def _check_memory(plan, p_train, p_eval, state, batches, start_step: int):
+    """The memory plan (`memory_plan.check`), before the first step; None when nothing is left.
+
+    Both steps are compiled here with the first real batch: the loop's calls
+    reuse these executables, and a run that cannot fit stops now. Returns the
+    plan and the batches (the first one put back in front).
+    """
+    config = plan.config
+    if start_step >= config.total_steps:
+        return None, batches
+    first_batch = next(batches)
+    batches = itertools.chain([first_batch], batches)
+    eval_batch = next(
+        input_pipeline.evaluation(config.data, source=plan.source, sharding=plan.data_sharding)
+    )
+    memory = memory_plan.check(
+        config,
+        train_step=p_train,
+        eval_step=p_eval,
+        state=state,
+        train_batch=first_batch,
+        eval_batch=eval_batch,
+        info=plan.info,
+        images_per_step=plan.images_per_step,
+    )
+    return memory, batches
+
+
+def _periodic_actions(run: loop.Loop, writer, checkpointer, plan: run_plan.RunPlan):
+    """The summary and the loop's other periodic actions, in the order they run after a step."""
+    config = run.config
+    total = config.total_steps
+    start_step = int(run.state.step)
+    progress = monitoring.ProgressLine(
+        total_steps=total, images_per_step=plan.images_per_step, start_step=start_step
+    )
+    evaluations = {"every": (config.eval_every_steps,), "last_step": total}
+    actions = [
+        loop.Evaluate(run, writer, **evaluations),
+        loop.WriteReport(run, **evaluations),
+        loop.SaveCheckpoint(
+            run,
+            checkpointer,
+            compatibility(config),
+            every=(config.checkpoint_every_steps,),
+            last_step=total,
+        ),
+    ]
+    if config.profile_steps:
+        actions.append(
+            loop.Profile(
+                workdir=run.workdir,
+                first_step=start_step + config.profile_first_step,
+                steps=config.profile_steps,
+            )
+        )
+    # The summary runs whenever another action does, so what they write holds this step.
+    summary = loop.Summary(
+        run,
+        writer,
+        progress,
+        every=(config.log_every_steps, config.eval_every_steps, config.checkpoint_every_steps),
+        last_step=total,
+    )
+    return summary, actions
+
+
+def _results(run: loop.Loop, plan, last, ema_note, memory, timing) -> dict[str, Any]:
+    """results.json's content for a finished run (`train_and_evaluate` adds ``run``)."""
+    config, history = run.config, run.record.history
+    source = plan.source
     reported = evaluation.reported_evaluations(
         history["step"], last=config.median_of_last_evals, total_steps=config.total_steps
     )
-    results = {
+    return {
         "status": "completed",
         "accuracy": evaluation.reported_accuracy(history["ema_accuracy"], reported),
         "raw_accuracy": evaluation.reported_accuracy(history["raw_accuracy"], reported),
@@ -924,48 +852,33 @@ def _train(
         # From the same evaluation: rows true class, columns predicted (EMA model).
         "confusion_matrix": last["confusion"],
         "classes_lost": diagnostics.classes_lost_entry(last["per_class_accuracy"]),
-        "unlabeled_sample": _describe_sample(unlabeled_sample, config.data.num_classes),
+        "unlabeled_sample": _describe_sample(run.unlabeled_sample, config.data.num_classes),
         # The labeled set a class: data.num_labeled=0 keeps the data's own counts.
-        "labeled_per_class": [int(count) for count in spec.labeled_class_counts],
+        "labeled_per_class": [int(count) for count in plan.spec.labeled_class_counts],
         # The model output that predicts: "logits", or the head a term asks for (ABC's).
         "evaluation_head": methods.evaluation_head(config.loss),
         "class_names": list(source.info.class_names or ()) or None,
         "unlabeled_pool": input_pipeline.unlabeled_pool_counts(
-            config.data, source=source, seed=config.seed
+            config.data, source=source, seed=config.seed, split_plan=plan.splits
         ),
         # The labels training saw wrong (data.label_noise): the setting and every change.
-        "label_noise": input_pipeline.label_noise_record(
-            config.data, source=source, seed=config.seed
-        ),
+        "label_noise": plan.splits.label_noise_record(),
         "validation": evaluation.chosen_by_validation(
-            history, num_examples=None if validation_set is None else len(validation_set[1])
+            history,
+            num_examples=None if run.validation_set is None else len(run.validation_set[1]),
         ),
         "num_test_examples": last["num_examples"],
-        "steps": final_step,
-        "timing": _timing(started, first_step_done, loop_done, final_step - start_step),
+        "steps": int(run.state.step),
+        "timing": timing,
         # The estimate made before the first step, beside the peak the process reached.
         "memory": {
-            **(plan.record() if plan is not None else {"estimates": None}),
+            **(memory.record() if memory is not None else {"estimates": None}),
             "measured_peak_rss_bytes": memory_plan.peak_resident_bytes(),
         },
         "history": history,
-        "train_history": train_history,
+        "train_history": run.record.train_history,
         "config": json.loads(config.to_json()),
     }
-    return results
-
-
-def _write_report(workdir, config, history, train_history, results=None, plot=True) -> None:
-    report.write_summary(
-        workdir, config=config, history=history, train_history=train_history, results=results
-    )
-    if plot and config.get("plot_curves", True):
-        report.plot_curves(
-            workdir,
-            history=history,
-            train_history=train_history,
-            terms=report.drawn_terms(config),
-        )
 
 
 def _timing(started: float, first_step_done: float | None, loop_done: float, steps: int):

@@ -14,7 +14,7 @@ import pytest
 
 from muscle_jax import config_validation
 from muscle_jax import input_pipeline as ip
-from muscle_jax.data import digits, label_noise
+from muscle_jax.data import digits, label_noise, splits
 from tests import cli_driver
 from tests.helpers import DIGITS_STREAM, load_config
 
@@ -133,7 +133,7 @@ def test_training_labels_are_noisy_and_nothing_else_is():
     assert sum(label != true[index] for index, label in seen.items()) == 30
     # The validation and test sets keep their labels.
     _, labels = ip.validation_examples(config.data, source=source, seed=3)
-    held_out = ip.splits.select_validation_indices(true, num_per_class=5, seed=3, num_classes=10)
+    held_out = splits.select_validation_indices(true, num_per_class=5, seed=3, num_classes=10)
     np.testing.assert_array_equal(labels, true[held_out])
     assert not set(noisy_of) & set(held_out.tolist())
     test_labels = np.concatenate(

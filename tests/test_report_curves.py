@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 
-from muscle_jax import report, train
+from muscle_jax import loop, report
 
 from .helpers import load_config
 
@@ -73,5 +73,5 @@ def test_the_trainer_draws_the_terms_of_its_config(tmp_path, monkeypatch):
     config.plot_curves = True
     history, train_history = histories()
     history.update(unlabeled_predicted_ema=[None] * 5, unlabeled_predicted_raw=[None] * 5)
-    train._write_report(str(tmp_path), config, history, train_history)
+    loop.write_report(str(tmp_path), config, history, train_history)
     assert drawn["terms"] == ("total", "supervised", "consistency")

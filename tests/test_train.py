@@ -11,10 +11,10 @@ import jax
 import numpy as np
 import pytest
 
-from muscle_jax import input_pipeline, train
+from muscle_jax import input_pipeline, loop, train
 
 from .helpers import latest_state, load_config, mock_tfds
-from .shared_runs import PREEMPTED_AT
+from .shared_runs import PREEMPTED_AT, short_config
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -226,7 +226,7 @@ def test_unlabeled_sample_is_the_pools_first_images_and_fixed():
 
     def sample(seed):
         return input_pipeline.unlabeled_sample_indices(
-            config.data, source=source, seed=seed, size=train.UNLABELED_SAMPLE_SIZE
+            config.data, source=source, seed=seed, size=loop.UNLABELED_SAMPLE_SIZE
         )
 
     indices = sample(0)
@@ -236,11 +236,11 @@ def test_unlabeled_sample_is_the_pools_first_images_and_fixed():
         labels, num_labeled=40, seed=0, num_classes=10, exclude=held_out
     )
     pool = np.setdiff1d(np.arange(len(labels)), np.concatenate([held_out, labeled]))
-    np.testing.assert_array_equal(indices, pool[: train.UNLABELED_SAMPLE_SIZE])
+    np.testing.assert_array_equal(indices, pool[: loop.UNLABELED_SAMPLE_SIZE])
     images, sample_labels = input_pipeline.unlabeled_sample(
-        config.data, source=source, seed=0, size=train.UNLABELED_SAMPLE_SIZE
+        config.data, source=source, seed=0, size=loop.UNLABELED_SAMPLE_SIZE
     )
-    assert len(images) == len(sample_labels) == train.UNLABELED_SAMPLE_SIZE
+    assert len(images) == len(sample_labels) == loop.UNLABELED_SAMPLE_SIZE
     np.testing.assert_array_equal(sample_labels, labels[indices])
 
 
@@ -262,10 +262,10 @@ def test_results_hold_the_final_confusion_matrix_and_the_sample_histograms(share
     config = load_config("tiny")
     source = input_pipeline.open_dataset(config.data)
     indices = input_pipeline.unlabeled_sample_indices(
-        config.data, source=source, seed=config.seed, size=train.UNLABELED_SAMPLE_SIZE
+        config.data, source=source, seed=config.seed, size=loop.UNLABELED_SAMPLE_SIZE
     )
     truth = np.bincount(source.train_labels()[indices], minlength=10)
-    assert sample == {"size": train.UNLABELED_SAMPLE_SIZE, "true_per_class": truth.tolist()}
+    assert sample == {"size": loop.UNLABELED_SAMPLE_SIZE, "true_per_class": truth.tolist()}
     history = written["history"]
     for key in ("unlabeled_predicted_ema", "unlabeled_predicted_raw"):
         assert len(history[key]) == len(history["step"])
@@ -331,7 +331,7 @@ def test_a_history_resumed_from_before_the_sample_gets_none_for_its_evaluations(
     from muscle_jax import report
 
     old = {"step": [6], "ema_accuracy": [0.5], "raw_accuracy": [0.4]}
-    history = train._with_sample_history(old)
+    history = loop.Record.resumed({"history": old}).history
     assert history["unlabeled_predicted_ema"] == history["unlabeled_predicted_raw"] == [None]
     history["step"].append(12)  # The next evaluation, after the resume.
     history["ema_accuracy"].append(0.6)
@@ -367,3 +367,19 @@ def test_num_labeled_zero_sizes_the_terms_state_by_the_datas_classes():
     assert train.state_spec(config, info, labels).labeled_class_counts == (4, 1, 8, *[2] * 7)
     with pytest.raises(ValueError, match="pass the training labels"):
         train.state_spec(config, info)
+
+
+@pytest.mark.slow
+def test_a_profile_of_a_few_steps_is_written_for_tensorboard_and_every_metric_is_recorded(
+    tmp_path,
+):
+    config = short_config()
+    config.profile_steps = 2
+    config.profile_first_step = 1
+    results = train.train_and_evaluate(config, str(tmp_path / "run"))
+    # jax.profiler's trace, where TensorBoard's profile tab reads it.
+    assert list((tmp_path / "run" / "plugins" / "profile").rglob("*.xplane.pb"))
+    history = results["train_history"]
+    # Every metric the step returns, not only the loss terms: FixMatch's mask rate too.
+    assert {"total", "mutual_information", "mask_rate", "consistency_weight"} <= set(history)
+    assert all(len(values) == len(history["step"]) for values in history.values())
