@@ -21,13 +21,6 @@ PACKAGE = "muscle_jax"
 # end, and each registers itself with the package's `register` on import.
 SELF_REGISTERING_PACKAGES = ("muscle_jax.methods",)
 
-# TEMPORARY, delete on merge: the cycle another branch removes (experiments'
-# plots <-> results, results' deferred import of plots). Each entry is the
-# exact set of modules of a strongly connected component allowed to remain.
-TEMPORARY_ALLOWED_CYCLES = (
-    frozenset({"muscle_jax.experiments.plots", "muscle_jax.experiments.results"}),
-)
-
 
 def _modules() -> dict[str, tuple[pathlib.Path, bool]]:
     """{dotted name: (file, whether it is a package's __init__)} of every module."""
@@ -171,7 +164,7 @@ def test_the_graph_reads_every_kind_of_import():
 
 def test_there_is_no_import_cycle():
     graph = import_graph()
-    cycles = [c for c in strongly_connected(graph) if c not in TEMPORARY_ALLOWED_CYCLES]
+    cycles = strongly_connected(graph)
     lines = [f"{' -> '.join(a_cycle(graph, c))} (all of: {', '.join(sorted(c))})" for c in cycles]
     assert not cycles, "Import cycles in muscle_jax:\n  " + "\n  ".join(lines)
 
