@@ -7,10 +7,13 @@ Variants (``key=value`` after the colon; fields with ``--config.KEY=VALUE``):
   --config=configs/cifar10.py:method=mixmatch,mi=False     (the base method alone)
   --config=configs/cifar10.py:num_labeled=4000,imbalance_ratio=10   (long-tailed labels)
   --config=configs/cifar10.py:total_steps=20000            (a short run; schedule follows)
-Methods: fixmatch (default), mixmatch, mean_teacher, mse, none (supervised + MI),
-supervised (labeled data only); ``mi=False`` drops the MUSCLE term.
-Other terms: ``unsupervised=sdt|mio`` in place of MUSCLE's IIC, and
-``supervised=self_adaptive`` in place of cross-entropy (docs/method.md).
+Methods (``method=``): fixmatch (default), mixmatch, mean_teacher, mse, the
+modern bases flexmatch, freematch, softmatch, adamatch, uda and dash, debiased
+(debiased pseudo-labelling), none (supervised + MI), supervised (labeled data
+only); ``mi=False`` drops the MUSCLE term.
+Other terms: ``unsupervised=sdt|mio`` in place of MUSCLE's IIC,
+``supervised=self_adaptive`` in place of cross-entropy, and ``addon=abc``
+(ABC's balanced head) on top of the base (docs/method.md).
 
 Data: TFDS ``cifar10``. Downloads are off by default: on a machine with
 internet run ``tfds build cifar10 --data_dir=DIR``, copy DIR to the training

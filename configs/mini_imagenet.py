@@ -7,10 +7,13 @@ Variants (``key=value`` after the colon; fields with ``--config.KEY=VALUE``):
   --config=configs/mini_imagenet.py:method=mean_teacher,mi=False   (the base method alone)
   --config=configs/mini_imagenet.py:num_labeled=4000,imbalance_ratio=10   (long-tailed)
   --config=configs/mini_imagenet.py --config.model.kwargs.stem=imagenet   (~12x cheaper)
-Methods: fixmatch (default), mixmatch, mean_teacher, mse, none (supervised + MI),
-supervised (labeled data only); ``mi=False`` drops the MUSCLE term.
-Other terms: ``unsupervised=sdt|mio`` in place of MUSCLE's IIC, and
-``supervised=self_adaptive`` in place of cross-entropy (docs/method.md).
+Methods (``method=``): fixmatch (default), mixmatch, mean_teacher, mse, the
+modern bases flexmatch, freematch, softmatch, adamatch, uda and dash, debiased
+(debiased pseudo-labelling), none (supervised + MI), supervised (labeled data
+only); ``mi=False`` drops the MUSCLE term.
+Other terms: ``unsupervised=sdt|mio`` in place of MUSCLE's IIC,
+``supervised=self_adaptive`` in place of cross-entropy, and ``addon=abc``
+(ABC's balanced head) on top of the base (docs/method.md).
 
 Data: TFDS ``mini_imagenet``, built by this package's builder from manually
 placed images (100 classes x 600 images; per class 500 train / 100 test, the

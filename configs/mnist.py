@@ -9,10 +9,13 @@ Variants (``key=value`` after the colon; fields with ``--config.KEY=VALUE``):
   --config=configs/mnist.py:method=none                 (supervised + MI, no consistency)
   --config=configs/mnist.py:method=fixmatch,mi=False    (the base method alone)
   --config=configs/mnist.py:total_steps=5000            (a quick run)
-Methods: fixmatch (default), mixmatch, mean_teacher, mse, none (supervised + MI),
-supervised (labeled data only); ``mi=False`` drops the MUSCLE term.
-Other terms: ``unsupervised=sdt|mio`` in place of MUSCLE's IIC, and
-``supervised=self_adaptive`` in place of cross-entropy (docs/method.md).
+Methods (``method=``): fixmatch (default), mixmatch, mean_teacher, mse, the
+modern bases flexmatch, freematch, softmatch, adamatch, uda and dash, debiased
+(debiased pseudo-labelling), none (supervised + MI), supervised (labeled data
+only); ``mi=False`` drops the MUSCLE term.
+Other terms: ``unsupervised=sdt|mio`` in place of MUSCLE's IIC,
+``supervised=self_adaptive`` in place of cross-entropy, and ``addon=abc``
+(ABC's balanced head) on top of the base (docs/method.md).
 
 Data: TFDS ``mnist`` (60,000 train / 10,000 test). Downloads are off by
 default: on a machine with internet run ``tfds build mnist --data_dir=DIR``,

@@ -6,10 +6,13 @@ Variants (``key=value`` after the colon; fields with ``--config.KEY=VALUE``):
   --config=configs/stl10.py:num_labeled=1000,seed=1
   --config=configs/stl10.py:method=fixmatch,mi=False        (the base method alone)
   --config=configs/stl10.py:total_steps=20000 --config.model.compute_dtype=bfloat16
-Methods: fixmatch (default), mixmatch, mean_teacher, mse, none (supervised + MI),
-supervised (labeled data only); ``mi=False`` drops the MUSCLE term.
-Other terms: ``unsupervised=sdt|mio`` in place of MUSCLE's IIC, and
-``supervised=self_adaptive`` in place of cross-entropy (docs/method.md).
+Methods (``method=``): fixmatch (default), mixmatch, mean_teacher, mse, the
+modern bases flexmatch, freematch, softmatch, adamatch, uda and dash, debiased
+(debiased pseudo-labelling), none (supervised + MI), supervised (labeled data
+only); ``mi=False`` drops the MUSCLE term.
+Other terms: ``unsupervised=sdt|mio`` in place of MUSCLE's IIC,
+``supervised=self_adaptive`` in place of cross-entropy, and ``addon=abc``
+(ABC's balanced head) on top of the base (docs/method.md).
 
 Data: TFDS ``stl10``: 5,000 labeled ``train`` images, 8,000 ``test`` and
 100,000 ``unlabeled`` ones, which join the unlabeled stream after the

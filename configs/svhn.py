@@ -6,10 +6,13 @@ Variants (``key=value`` after the colon; fields with ``--config.KEY=VALUE``):
   --config=configs/svhn.py:num_labeled=250,seed=1
   --config=configs/svhn.py:method=mean_teacher,mi=False     (the base method alone)
   --config=configs/svhn.py:total_steps=20000
-Methods: fixmatch (default), mixmatch, mean_teacher, mse, none (supervised + MI),
-supervised (labeled data only); ``mi=False`` drops the MUSCLE term.
-Other terms: ``unsupervised=sdt|mio`` in place of MUSCLE's IIC, and
-``supervised=self_adaptive`` in place of cross-entropy (docs/method.md).
+Methods (``method=``): fixmatch (default), mixmatch, mean_teacher, mse, the
+modern bases flexmatch, freematch, softmatch, adamatch, uda and dash, debiased
+(debiased pseudo-labelling), none (supervised + MI), supervised (labeled data
+only); ``mi=False`` drops the MUSCLE term.
+Other terms: ``unsupervised=sdt|mio`` in place of MUSCLE's IIC,
+``supervised=self_adaptive`` in place of cross-entropy, and ``addon=abc``
+(ABC's balanced head) on top of the base (docs/method.md).
 
 Data: TFDS ``svhn_cropped`` (73,257 train / 26,032 test digits; the ``extra``
 split is not used). Downloads are off by default: on a machine with internet

@@ -5,6 +5,12 @@ A checkpoint holds two items: ``state`` (the train state pytree) and
 compatible with). Orbax writes each step to a temporary directory and
 renames it when complete, so a run killed mid-write leaves no checkpoint
 that `latest_step` would return.
+
+The compatibility record names the model's parameter layout
+(``parameter_layout``, `muscle_jax.models.PARAMETER_LAYOUT`). A checkpoint
+without one was written before it, in layout 1; it is restored into layout 2
+here (`_from_layout_1`): a built-in model's layers move under ``backbone``. A
+layout this code does not know (a newer muscle_jax's) is refused in one line.
 """
 
 import os
@@ -13,8 +19,13 @@ import time
 import traceback
 from typing import Any
 
+import jax
 import orbax.checkpoint as ocp
 from absl import logging
+
+# The compatibility record's key for the model's parameter layout; a checkpoint
+# without it was written in layout 1.
+LAYOUT_KEY = "parameter_layout"
 
 # Where unreadable checkpoints are moved, beside the checkpoint directory.
 UNREADABLE_SUFFIX = ".unreadable"
@@ -76,14 +87,18 @@ class Checkpointer:
         if step is None:
             raise FileNotFoundError(f"No complete checkpoint in {self.directory}.")
         meta = self.restore_meta(step)
-        check_compatible(meta.get("compatibility", {}), expected, where=self.directory)
+        found = meta.get("compatibility", {})
+        check_compatible(found, expected, where=self.directory)
+        upgrade = _moves_layers_under_backbone(found, expected)
+        target = _to_layout_1(abstract_state) if upgrade else abstract_state
         restored = self._manager.restore(
             step,
             args=ocp.args.Composite(
-                state=ocp.args.StandardRestore(abstract_state), meta=ocp.args.JsonRestore()
+                state=ocp.args.StandardRestore(target), meta=ocp.args.JsonRestore()
             ),
         )
-        return restored["state"], restored["meta"]
+        state = restored["state"]
+        return (_from_layout_1(abstract_state, state) if upgrade else state), restored["meta"]
 
     def restore_newest_readable(
         self, abstract_state: Any, *, expected: dict[str, Any]
@@ -181,11 +196,77 @@ def _drop_late_callbacks_of_failed_reads() -> None:
     sys.unraisablehook = hook
 
 
+def _layout(found: dict[str, Any]) -> Any:
+    """The parameter layout a checkpoint's compatibility record names (1 before the record)."""
+    return found.get(LAYOUT_KEY, 1)
+
+
+def _moves_layers_under_backbone(found: dict[str, Any], expected: dict[str, Any]) -> bool:
+    """Whether restoring ``found``'s checkpoint into ``expected``'s run is the layout 1 -> 2 move.
+
+    Layout 1 held a built-in model's layers at the top of its variables, beside
+    ``heads``; layout 2 holds them under ``backbone``. A backbone of yours
+    (``module:Class``) was under ``backbone`` in both: nothing moves.
+    """
+    return (
+        _layout(found) == 1
+        and expected.get(LAYOUT_KEY) == 2
+        and ":" not in str(found.get("model_name", ""))
+    )
+
+
+def _is_model_root(node: Any) -> bool:
+    # A model's variables in layout 2 (params, batch stats, their EMA, and the
+    # optimiser's trees of the params' shape): ``backbone`` and, unless they hold
+    # no such variable (BatchNorm statistics), ``heads``.
+    return isinstance(node, dict) and "backbone" in node and set(node) <= {"backbone", "heads"}
+
+
+def _to_layout_1(tree: Any) -> Any:
+    """``tree`` (e.g. an abstract train state) with every model's variables in layout 1."""
+
+    def flatten(node):
+        if not _is_model_root(node):
+            return node
+        layers = dict(node["backbone"])
+        if "heads" in layers:
+            raise ValueError("a backbone with a top-level 'heads' has no layout 1 to restore")
+        return {**layers, **({"heads": node["heads"]} if "heads" in node else {})}
+
+    return jax.tree.map(flatten, tree, is_leaf=_is_model_root)
+
+
+def _from_layout_1(like: Any, tree: Any) -> Any:
+    """``tree``, restored in layout 1 (`_to_layout_1` of ``like``), in ``like``'s layout 2."""
+
+    def nest(node, old):
+        if not _is_model_root(node):
+            return old
+        nested = {"backbone": {key: value for key, value in old.items() if key != "heads"}}
+        return {**nested, **({"heads": old["heads"]} if "heads" in node else {})}
+
+    return jax.tree.map(nest, like, tree, is_leaf=_is_model_root)
+
+
 def check_compatible(found: dict[str, Any], expected: dict[str, Any], *, where: str) -> None:
+    """Raises `IncompatibleCheckpointError` unless ``found``'s checkpoint fits ``expected``'s run.
+
+    ``found``: the checkpoint's compatibility record; ``expected``: this run's
+    (`muscle_jax.train.compatibility`). A checkpoint in a parameter layout
+    this code cannot restore is refused in one line before anything else.
+    """
+    layouts = (_layout(found), expected.get(LAYOUT_KEY, _layout(found)))
+    if layouts[0] != layouts[1] and layouts != (1, 2):
+        raise IncompatibleCheckpointError(
+            f"The checkpoint in {where} holds its model's parameters in layout {layouts[0]!r}, "
+            f"and this muscle_jax restores layout {layouts[1]!r} (or 1, from before the layout "
+            "was recorded): the layout changed between the muscle_jax that wrote it and this "
+            "one. Start a new --workdir, or resume with the muscle_jax that wrote it."
+        )
     mismatches = [
         f"{key}: checkpoint has {found.get(key)!r}, this run has {value!r}"
         for key, value in expected.items()
-        if found.get(key) != value
+        if key != LAYOUT_KEY and found.get(key) != value
     ]
     if mismatches:
         raise IncompatibleCheckpointError(

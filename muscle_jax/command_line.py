@@ -1,10 +1,11 @@
-"""What the two command lines (``muscle_jax.main``, ``muscle_jax.experiments``) share.
+"""Turning a command line into a config and flags, for ``muscle_jax.main`` and ``.experiments``.
 
 Both take ``--config=FILE[:VARIANTS]`` with ``--config.KEY=VALUE`` overrides
-(and ``--config.model.kwargs.KEY=VALUE``, see
-`config_defaults.split_model_kwargs`). A mistake in any of them is one line
-naming it and exit code 2, never a traceback: `parse` turns what absl and
-ml_collections raise into a `CommandLineError` with that line.
+(and ``--config.model.kwargs.KEY=VALUE``, see `split_model_kwargs`). A
+mistake in any of them is one line naming it and exit code 2, never a
+traceback: `parse` turns what absl and ml_collections raise into a
+`CommandLineError` with that line. The keys and their defaults are
+`muscle_jax.config_defaults`'s; this module only reads the command line.
 
 ``--config.model.name=OTHER`` starts OTHER from its own defaults: the config
 file's ``model.kwargs`` were written for the file's model (the small CNN's
@@ -12,8 +13,10 @@ file's ``model.kwargs`` were written for the file's model (the small CNN's
 own ``--config.model.kwargs.KEY=VALUE`` still apply.
 """
 
+import ast
 import os
 import sys
+from typing import Any
 
 from absl import flags
 from ml_collections import config_flags
@@ -73,6 +76,59 @@ def describe(error: Exception) -> str:
     return " ".join(text.split())
 
 
+def moved_key_problems(args) -> list[str]:
+    """``--config.OLD=...`` arguments of keys that moved into a section, with the new key."""
+    problems = []
+    for arg in args:
+        if not arg.startswith("--config."):
+            continue
+        key = arg[len("--config.") :].split("=", 1)[0]
+        if key in config_defaults.MOVED_KEYS:
+            problems.append(f"--config.{key} is now --config.{config_defaults.MOVED_KEYS[key]}")
+    return problems
+
+
+MODEL_KWARGS_FLAG = "--config.model.kwargs."
+
+
+def split_model_kwargs(args) -> tuple[list[str], dict[str, Any]]:
+    """(the other arguments, {KEY: value}) of the ``--config.model.kwargs.KEY=VALUE`` arguments.
+
+    ``model.kwargs`` go to the model's constructor, so their keys are the
+    model's (a backbone of yours has its own): the locked config cannot know
+    them, and the command line takes them apart from the other overrides.
+    Values are Python literals (``8``, ``0.3``, ``(16, 32)``, ``'same'``);
+    anything else is kept as a string.
+    """
+    rest, kwargs = [], {}
+    for arg in args:
+        if not (arg.startswith(MODEL_KWARGS_FLAG) and "=" in arg):
+            rest.append(arg)
+            continue
+        key, _, text = arg[len(MODEL_KWARGS_FLAG) :].partition("=")
+        if not key.isidentifier():
+            raise ValueError(f"{arg}: {key!r} is not a keyword argument name.")
+        try:
+            kwargs[key] = ast.literal_eval(text)
+        except (ValueError, SyntaxError):
+            kwargs[key] = text
+    return rest, kwargs
+
+
+def parse_without_model_kwargs(flag_values, argv: list[str]) -> list[str]:
+    """``flag_values(argv)`` for ``argv`` without the model kwargs (`split_model_kwargs`).
+
+    ml_collections' config flag reads the overrides from ``sys.argv`` itself, not
+    from the arguments it is given, so ``sys.argv`` is ``argv`` while it parses.
+    """
+    saved = sys.argv
+    sys.argv = list(argv)
+    try:
+        return flag_values(argv)
+    finally:
+        sys.argv = saved
+
+
 def parse(flag_values, argv: list[str]) -> tuple[list[str], dict]:
     """Parses ``argv`` into ``flag_values``; raises `CommandLineError`.
 
@@ -81,8 +137,8 @@ def parse(flag_values, argv: list[str]) -> tuple[list[str], dict]:
     """
     check_config_file(argv)
     try:
-        argv, model_kwargs = config_defaults.split_model_kwargs(argv)
-        remaining = config_defaults.parse_without_model_kwargs(flag_values, argv)
+        argv, model_kwargs = split_model_kwargs(argv)
+        remaining = parse_without_model_kwargs(flag_values, argv)
         _drop_kwargs_of_a_replaced_model(flag_values)
         if model_kwargs:
             config_defaults.set_model_kwargs(flag_values.config, model_kwargs)

@@ -16,8 +16,6 @@ Defaults marked "protocol" are the FixMatch protocol that SSL papers share;
 defaults marked "ours" are choices the MUSCLE abstract does not fix.
 """
 
-import ast
-import sys
 from typing import Any
 
 import ml_collections
@@ -70,8 +68,6 @@ METHODS = methods_for_variant()
 # A config's ``machine=`` variant: the machine its defaults are sized for
 # (configs/image_folder.py): "auto" asks JAX's backend when the config loads.
 MACHINES = ("auto", "cpu", "accelerator")
-# The command-line flags that start a multi-process run (muscle_jax/main.py).
-_MULTI_PROCESS_FLAGS = ("--coordinator_address", "--num_processes", "--process_id", "--distributed")
 
 
 def sized_for(machine: str) -> str:
@@ -81,7 +77,7 @@ def sized_for(machine: str) -> str:
     ``accelerator``. Asking starts JAX's backend, and a process that is to join
     a multi-process run must start JAX's distributed runtime first
     (`jax.distributed.initialize` refuses afterwards): where one is announced
-    (`muscle_jax.distributed`'s environment variables or a recognised
+    (`distributed.announced`: its environment variables, a recognised
     cluster, or its flags on the command line) ``auto`` is ``accelerator``
     without asking, as multi-host runs are; several CPU processes
     (launch/local.sh) give ``machine=cpu``.
@@ -95,13 +91,7 @@ def sized_for(machine: str) -> str:
         return machine
     from muscle_jax import distributed  # Deferred: imports JAX (without starting it).
 
-    try:
-        setup = distributed.resolve(coordinator_address=None, num_processes=None, process_id=None)
-        single = setup.kind == "single" or setup.num_processes == 1
-    except distributed.DistributedSetupError:
-        single = False  # Half-announced: main.py says what is missing; do not start JAX.
-    flagged = any(arg.split("=", 1)[0] in _MULTI_PROCESS_FLAGS for arg in sys.argv[1:])
-    if not single or flagged:
+    if distributed.announced():
         return "accelerator"
     import jax
 
@@ -233,61 +223,8 @@ def base_config() -> ml_collections.ConfigDict:
     return config
 
 
-def moved_key_problems(args) -> list[str]:
-    """``--config.OLD=...`` arguments of keys that moved into a section, with the new key."""
-    problems = []
-    for arg in args:
-        if not arg.startswith("--config."):
-            continue
-        key = arg[len("--config.") :].split("=", 1)[0]
-        if key in MOVED_KEYS:
-            problems.append(f"--config.{key} is now --config.{MOVED_KEYS[key]}")
-    return problems
-
-
-MODEL_KWARGS_FLAG = "--config.model.kwargs."
-
-
-def split_model_kwargs(args) -> tuple[list[str], dict[str, Any]]:
-    """(the other arguments, {KEY: value}) of the ``--config.model.kwargs.KEY=VALUE`` arguments.
-
-    ``model.kwargs`` go to the model's constructor, so their keys are the
-    model's (a backbone of yours has its own): the locked config cannot know
-    them, and the command line takes them apart from the other overrides.
-    Values are Python literals (``8``, ``0.3``, ``(16, 32)``, ``'same'``);
-    anything else is kept as a string.
-    """
-    rest, kwargs = [], {}
-    for arg in args:
-        if not (arg.startswith(MODEL_KWARGS_FLAG) and "=" in arg):
-            rest.append(arg)
-            continue
-        key, _, text = arg[len(MODEL_KWARGS_FLAG) :].partition("=")
-        if not key.isidentifier():
-            raise ValueError(f"{arg}: {key!r} is not a keyword argument name.")
-        try:
-            kwargs[key] = ast.literal_eval(text)
-        except (ValueError, SyntaxError):
-            kwargs[key] = text
-    return rest, kwargs
-
-
-def parse_without_model_kwargs(flag_values, argv: list[str]) -> list[str]:
-    """``flag_values(argv)`` for ``argv`` without the model kwargs (`split_model_kwargs`).
-
-    ml_collections' config flag reads the overrides from ``sys.argv`` itself, not
-    from the arguments it is given, so ``sys.argv`` is ``argv`` while it parses.
-    """
-    saved = sys.argv
-    sys.argv = list(argv)
-    try:
-        return flag_values(argv)
-    finally:
-        sys.argv = saved
-
-
 def set_model_kwargs(config: ml_collections.ConfigDict, kwargs: dict[str, Any] | None) -> None:
-    """Adds or replaces ``config.model.kwargs`` entries (see `split_model_kwargs`).
+    """Adds or replaces ``config.model.kwargs`` entries (`command_line.split_model_kwargs`).
 
     ``None`` empties them: the model then starts from its own defaults.
     """

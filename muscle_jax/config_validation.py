@@ -5,6 +5,8 @@ value and what would be valid, so one failed launch fixes every mistake.
 """
 
 import json
+from collections.abc import Callable
+from typing import Any
 
 import jax.numpy as jnp
 import ml_collections
@@ -22,52 +24,41 @@ class ConfigError(ValueError):
     """A config value that cannot work; the message lists every problem."""
 
 
-def _positive_ints(config) -> dict[str, object]:
-    return {
-        "total_steps": config.total_steps,
-        "data.batch_size": config.data.batch_size,
-        "data.eval_batch_size": config.data.eval_batch_size,
-        "log_every_steps": config.log_every_steps,
-        "eval_every_steps": config.eval_every_steps,
-        "checkpoint_every_steps": config.checkpoint_every_steps,
-        "keep_checkpoints": config.keep_checkpoints,
-        "median_of_last_evals": config.median_of_last_evals,
-        "model.overclustering_factor": config.model.overclustering_factor,
-    }
+def _value(config, key: str):
+    """The value of a dotted ``key`` (``data.batch_size``) of ``config``."""
+    for part in key.split("."):
+        config = config[part]
+    return config
 
 
-def _check_profile(config) -> list[str]:
-    """The profiler's keys: whole step counts, ``profile_steps=0`` for none."""
+def _integers(keys: tuple[str, ...], minimum: int, requirement: str) -> Callable:
+    """A check: each of ``keys`` is an integer (not a bool) of at least ``minimum``."""
+
+    def check(config) -> list[str]:
+        values = {key: _value(config, key) for key in keys}
+        return [
+            f"{key}={value!r} must be {requirement}."
+            for key, value in values.items()
+            if not isinstance(value, int) or isinstance(value, bool) or value < minimum
+        ]
+
+    return check
+
+
+def _ranged(keys: tuple[str, ...], bad: Callable[[Any], bool], requirement: str) -> Callable:
+    """A check: ``KEY=VALUE must be <requirement>`` for each of ``keys`` whose value is ``bad``."""
+
+    def check(config) -> list[str]:
+        values = {key: _value(config, key) for key in keys}
+        return [
+            f"{key}={value} must be {requirement}." for key, value in values.items() if bad(value)
+        ]
+
+    return check
+
+
+def _image_size_problems(config) -> list[str]:
     problems = []
-    for key in ("profile_steps", "profile_first_step"):
-        value = config.get(key, 0)
-        if not isinstance(value, int) or isinstance(value, bool) or value < 0:
-            problems.append(f"{key}={value!r} must be a whole number of steps >= 0.")
-    return problems
-
-
-def _check_types_and_ranges(config) -> list[str]:
-    problems = []
-    for key, value in _positive_ints(config).items():
-        if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
-            problems.append(f"{key}={value!r} must be a positive integer.")
-    for key, value in {
-        "data.num_labeled": config.data.num_labeled,  # 0: every training example labeled.
-        "data.unlabeled_ratio": config.data.unlabeled_ratio,
-        "data.num_shards": config.data.num_shards,
-        "data.num_validation": config.data.num_validation,
-        "model.overclustering_heads": config.model.overclustering_heads,
-        "optimizer.warmup_steps": config.optimizer.warmup_steps,
-        "loss.consistency_rampup_steps": config.loss.consistency_rampup_steps,
-        "loss.unsupervised_rampup_steps": config.loss.unsupervised_rampup_steps,
-    }.items():
-        if not isinstance(value, int) or isinstance(value, bool) or value < 0:
-            problems.append(f"{key}={value!r} must be an integer >= 0.")
-    if config.data.num_classes < 2 and config.data.num_classes != 0:
-        problems.append(
-            f"data.num_classes={config.data.num_classes} must be at least 2 (or 0: the "
-            "dataset's own count)."
-        )
     for key in ("image_size", "max_image_size"):
         value = config.data[key]
         if value is not None and value < 1:
@@ -79,33 +70,79 @@ def _check_types_and_ranges(config) -> list[str]:
                 f"FILE.npz, or unset {key} for a named dataset (configs/image_folder.py: "
                 "image_size=0)."
             )
-    if not 0.0 <= config.ema_decay < 1.0:
-        problems.append(f"ema_decay={config.ema_decay} must be in [0, 1).")
-    if not config.memory_limit_gb >= 0:
-        problems.append(
-            f"memory_limit_gb={config.memory_limit_gb} must be >= 0 (0: detect the memory)."
-        )
-    ratio = config.data.unlabeled_imbalance_ratio
-    if not (ratio == 1.0 or ratio > 1.0 or ratio < -1.0):
-        problems.append(
-            f"data.unlabeled_imbalance_ratio={ratio} must be 1 (the pool as it is), > 1 (class "
-            "0 largest, as the labels) or < -1 (the reversed order)."
-        )
-    if config.data.imbalance_ratio < 1.0:
-        problems.append(
-            f"data.imbalance_ratio={config.data.imbalance_ratio} must be >= 1 (1: balanced)."
-        )
-    problems += label_noise.config_problems(config.data)
-    if config.optimizer.learning_rate <= 0:
-        problems.append(f"optimizer.learning_rate={config.optimizer.learning_rate} must be > 0.")
-    if config.optimizer.weight_decay < 0:
-        problems.append(f"optimizer.weight_decay={config.optimizer.weight_decay} must be >= 0.")
-    if not 0.0 <= config.optimizer.momentum < 1.0:
-        problems.append(f"optimizer.momentum={config.optimizer.momentum} must be in [0, 1).")
-    for key in ("supervised_weight", "consistency_weight", "unsupervised_weight", "addon_weight"):
-        if config.loss[key] < 0:
-            problems.append(f"loss.{key}={config.loss[key]} must be >= 0.")
     return problems
+
+
+def _outside_unit_interval(value) -> bool:
+    return not 0.0 <= value < 1.0
+
+
+# The checks of `_check_types_and_ranges`, in the order its problems are listed.
+_TYPES_AND_RANGES = (
+    _integers(
+        (
+            "total_steps",
+            "data.batch_size",
+            "data.eval_batch_size",
+            "log_every_steps",
+            "eval_every_steps",
+            "checkpoint_every_steps",
+            "keep_checkpoints",
+            "median_of_last_evals",
+            "model.overclustering_factor",
+        ),
+        1,
+        "a positive integer",
+    ),
+    _integers(
+        (
+            "data.num_labeled",  # 0: every training example labeled.
+            "data.unlabeled_ratio",
+            "data.num_shards",
+            "data.num_validation",
+            "model.overclustering_heads",
+            "optimizer.warmup_steps",
+            "loss.consistency_rampup_steps",
+            "loss.unsupervised_rampup_steps",
+            "profile_steps",  # 0: no profile.
+            "profile_first_step",
+        ),
+        0,
+        "an integer >= 0",
+    ),
+    _ranged(
+        ("data.num_classes",),
+        lambda value: value < 2 and value != 0,
+        "at least 2 (or 0: the dataset's own count)",
+    ),
+    _image_size_problems,
+    _ranged(("ema_decay",), _outside_unit_interval, "in [0, 1)"),
+    _ranged(("memory_limit_gb",), lambda value: not value >= 0, ">= 0 (0: detect the memory)"),
+    _ranged(
+        ("data.unlabeled_imbalance_ratio",),
+        lambda value: not (value == 1.0 or value > 1.0 or value < -1.0),
+        "1 (the pool as it is), > 1 (class 0 largest, as the labels) or < -1 (the reversed order)",
+    ),
+    _ranged(("data.imbalance_ratio",), lambda value: value < 1.0, ">= 1 (1: balanced)"),
+    lambda config: label_noise.config_problems(config.data),
+    _ranged(("optimizer.learning_rate",), lambda value: value <= 0, "> 0"),
+    _ranged(("optimizer.weight_decay",), lambda value: value < 0, ">= 0"),
+    _ranged(("optimizer.momentum",), _outside_unit_interval, "in [0, 1)"),
+    _ranged(
+        (
+            "loss.supervised_weight",
+            "loss.consistency_weight",
+            "loss.unsupervised_weight",
+            "loss.addon_weight",
+        ),
+        lambda value: value < 0,
+        ">= 0",
+    ),
+)
+
+
+def _check_types_and_ranges(config) -> list[str]:
+    return [problem for check in _TYPES_AND_RANGES for problem in check(config)]
 
 
 def _check_choices(config) -> list[str]:
@@ -220,7 +257,6 @@ def validate_config(
 ) -> None:
     """Raises `ConfigError` listing every invalid value in ``config``."""
     problems = _check_types_and_ranges(config)
-    problems += _check_profile(config)
     problems += _check_choices(config)
     if not problems:
         problems += _check_divisibility(config, num_devices, num_processes)

@@ -18,6 +18,8 @@ waiting in a collective.
 
 import dataclasses
 import os
+import sys
+from collections.abc import Sequence
 
 import jax
 from absl import logging
@@ -25,6 +27,8 @@ from absl import logging
 ENV_ADDRESS = "JAX_COORDINATOR_ADDRESS"
 ENV_NUM_PROCESSES = "JAX_NUM_PROCESSES"
 ENV_PROCESS_ID = "JAX_PROCESS_ID"
+# The command-line flags that start a multi-process run (muscle_jax/main.py defines them).
+MULTI_PROCESS_FLAGS = ("--coordinator_address", "--num_processes", "--process_id", "--distributed")
 
 
 class DistributedSetupError(ValueError):
@@ -94,6 +98,24 @@ def resolve(
     if force or detected_cluster() is not None:
         return Setup("detected", address, count, index)
     return Setup("single")
+
+
+def announced(argv: Sequence[str] | None = None) -> bool:
+    """Whether this process is to join a multi-process run; asks nothing of JAX.
+
+    A run of several processes is announced by the environment (`resolve`'s
+    variables, a recognised cluster; half-given settings count, main.py then
+    says what is missing) or by one of `MULTI_PROCESS_FLAGS` in ``argv``, the
+    command line without the program (default ``sys.argv[1:]``: a config file
+    that asks is read while absl parses it, before the flags have values).
+    """
+    try:
+        setup = resolve(coordinator_address=None, num_processes=None, process_id=None)
+        single = setup.kind == "single" or setup.num_processes == 1
+    except DistributedSetupError:
+        single = False
+    argv = sys.argv[1:] if argv is None else argv
+    return not single or any(arg.split("=", 1)[0] in MULTI_PROCESS_FLAGS for arg in argv)
 
 
 def initialize(setup: Setup, *, heartbeat_timeout_seconds: int) -> None:

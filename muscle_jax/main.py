@@ -235,9 +235,7 @@ def parse_flags(argv):
     if any(arg in ("-h", "--help", "-help", "--helpshort") for arg in argv[1:]):
         print(usage())
         sys.exit(0)
-    from muscle_jax import config_defaults
-
-    moved = config_defaults.moved_key_problems(argv[1:])
+    moved = command_line.moved_key_problems(argv[1:])
     if moved:
         print(
             "error: config keys moved into sections (data, model, loss.<method>): "

@@ -212,6 +212,7 @@ def compatibility(config: ml_collections.ConfigDict) -> dict[str, Any]:
         "overclustering_factor": config.model.overclustering_factor,
         "heads": methods.model_heads(config.loss),
         "optimizer": config.optimizer.name,
+        checkpointing.LAYOUT_KEY: models.PARAMETER_LAYOUT,
     }
 
 

@@ -22,7 +22,8 @@ import time
 
 import pytest
 
-from muscle_jax.experiments import dispatch, results, statistics, suites
+from muscle_jax.experiments import dispatch, help_text, plots, results, statistics, suites, tables
+from muscle_jax.experiments.suites import common
 from tests import cli_driver
 from tests.helpers import load_config
 
@@ -250,14 +251,14 @@ def test_finetune_runs_start_from_their_seeds_pretraining():
     config = load_config("digits")
     runs = suites.build("finetune", config, suites.SuiteOptions(seeds=(0, 1)), pinned=[])
     by_arm = {(run.arm, run.seed): run for run in runs}
-    pretrain = by_arm[(suites.PRETRAIN, 1)]
+    pretrain = by_arm[(suites.finetune.PRETRAIN, 1)]
     assert dict(pretrain.overrides)["loss.supervised_weight"] == "0.0"
     assert dict(pretrain.overrides)["total_steps"] == "750"
-    tuned = by_arm[(suites.FINETUNE_SUPERVISED, 1)]
+    tuned = by_arm[(suites.finetune.FINETUNE_SUPERVISED, 1)]
     assert tuned.stage == 1 and tuned.method == "supervised"
     assert dict(tuned.overrides)["init_from"] == "{workdir}/finetune/pretrain/seed_1/checkpoints"
     assert dict(tuned.overrides)["total_steps"] == "750"
-    assert dict(by_arm[(suites.SCRATCH_MUSCLE, 1)].overrides)["total_steps"] == "1500"
+    assert dict(by_arm[(suites.finetune.SCRATCH_MUSCLE, 1)].overrides)["total_steps"] == "1500"
     # The user's total_steps is split, not refused.
     assert suites.build("finetune", config, suites.SuiteOptions(), pinned=["total_steps"])
 
@@ -265,7 +266,7 @@ def test_finetune_runs_start_from_their_seeds_pretraining():
 def test_bases_runs_each_base_alone_and_with_mi_at_two_label_counts():
     runs = suites.build("bases", load_config("digits"), suites.SuiteOptions(), pinned=[])
     bases = ("fixmatch", "flexmatch", "freematch", "softmatch", "adamatch", "uda", "dash")
-    assert suites.default_bases() == bases
+    assert suites.bases.default_bases() == bases
     assert len(runs) == len(bases) * 2 * 3 * 2  # bases x label counts x seeds x arms
     assert len({run.name for run in runs}) == len(runs)
     assert {(run.method, run.mi) for run in runs if run.arm == "muscle"} == {
@@ -366,7 +367,11 @@ def test_objectives_swaps_one_term_on_the_base_method(tmp_path):
     for run in runs:
         variant = invocation.config_flag(run).split(":", 1)[1]
         built = load_config("digits", variant)
-        assert (built.loss.unsupervised, built.loss.supervised) == suites.OBJECTIVE_ARMS[run.arm]
+        arm = suites.get("objectives").arm(run.arm)
+        assert (built.loss.unsupervised, built.loss.supervised) == (
+            arm.unsupervised,
+            arm.supervised,
+        )
         assert dict(run.overrides)["data.num_labeled"] == "20"
     # A finished SDT run is not taken for the MIO arm.
     _fake_results(invocation, runs[2], 0.9, [0.9] * 10)
@@ -379,7 +384,7 @@ def test_noise_crosses_the_supervised_term_with_mi_at_each_noise_level(tmp_path)
     config = load_config("digits")
     runs = suites.build("noise", config, suites.SuiteOptions(seeds=(0, 1)), pinned=[])
     assert len(runs) == 3 * 2 * 4  # levels x seeds x arms
-    assert [run.arm for run in runs[:4]] == list(suites.NOISE_ARMS)
+    assert [run.arm for run in runs[:4]] == [arm.name for arm in suites.get("noise").arms]
     assert [run.setting for run in runs[::8]] == ["noise 0", "noise 0.2", "noise 0.4"]
     assert runs[8].name == "noise_0.2/base/seed_0"
     invocation = _invocation(tmp_path)
@@ -389,7 +394,8 @@ def test_noise_crosses_the_supervised_term_with_mi_at_each_noise_level(tmp_path)
         assert overrides["data.label_noise"] == str(float(run.setting.split()[1]))
         assert overrides["data.label_noise_kind"] == "symmetric"
         built = load_config("digits", invocation.config_flag(run).split(":", 1)[1])
-        mi, supervised = suites.NOISE_ARMS[run.arm]
+        arm = suites.get("noise").arm(run.arm)
+        mi, supervised = arm.mi, arm.supervised
         assert built.loss.consistency == "fixmatch" and built.loss.supervised == supervised
         assert built.loss.unsupervised == ("iic" if mi else "none")
     # A finished cross-entropy run is not taken for the self-adaptive arm.
@@ -445,6 +451,89 @@ def test_noise_report_pairs_self_adaptive_with_cross_entropy_at_each_level(tmp_p
     # The fake results carry no label_noise record: said so, not invented.
     assert "Realised noise rates (results.json's `label_noise`): noise 0: –; noise 0.4: –." in text
     assert (tmp_path / "accuracy_vs_noise.png").read_bytes()[:4] == b"\x89PNG"
+
+
+# ------------------------------------------------------------------ registry
+
+
+def _own_suite(**changes):
+    """A suite of one's own, all in one record: two arms at 20 labels, its own column and plot."""
+
+    def build(suite, config, options, base):
+        runs = common.label_count_runs(suite.name, 20, options, suite.chosen_arms(options), base)
+        return [dataclasses.replace(run, varied=(*run.varied, ("my_knob", "on"))) for run in runs]
+
+    def report(suite, outcomes, base, default_mi_weight):
+        table = tables.comparison_table(
+            outcomes, suite, base=base, measure="accuracy", row_title="mine"
+        )
+        return ["My section.", "", table]
+
+    fields = dict(
+        name="my_suite",
+        description="two arms, to show that a suite is one record",
+        arms=(suites.Arm("mine", "my {base} + MI", mi=True), suites.Arm("theirs", "{base} alone")),
+        build=build,
+        report=report,
+        plots=(plots.Bars("mine.png"),),
+        pairs=(("mine", "theirs"),),
+        label_counts="the one label count (20)",
+        columns=("num_labeled", "my_knob"),
+    )
+    return suites.Suite(**{**fields, **changes})
+
+
+def test_a_suite_of_ones_own_is_one_registered_record(tmp_path):
+    suites.register(_own_suite())
+    try:
+        with pytest.raises(ValueError, match="already registered"):
+            suites.register(_own_suite())
+        options = suites.SuiteOptions(seeds=(0, 1))
+        runs = suites.build("my_suite", load_config("digits"), options, pinned=[])
+        assert [run.name for run in runs[:2]] == [
+            "20_labels/mine/seed_0",
+            "20_labels/theirs/seed_0",
+        ]
+        assert [(run.method, run.mi) for run in runs[:2]] == [
+            ("fixmatch", True),
+            ("fixmatch", False),
+        ]
+        invocation = _invocation(tmp_path)
+        for run in runs:
+            _fake_results(invocation, run, 0.9 if run.arm == "mine" else 0.8, [0.9] * 10)
+        outcomes = results.collect(runs, str(tmp_path))
+        results.write(
+            str(tmp_path), "my_suite", outcomes, base="fixmatch", command="c", default_mi_weight=1.0
+        )
+        text = (tmp_path / "results.md").read_text()
+        assert "My section." in text
+        assert (
+            "| mine | my fixmatch + MI | fixmatch alone | my fixmatch + MI − fixmatch alone" in text
+        )
+        assert "| 20 labels | 90.0 ± 0.0 | 80.0 ± 0.0 | +10.0 [+10.0, +10.0] |" in text
+        assert "| setting | my fixmatch + MI | fixmatch alone |" in text  # Classes lost.
+        assert "my_knob" in results.csv_columns() and _csv(tmp_path)[0]["my_knob"] == "on"
+        assert (tmp_path / "mine.png").read_bytes()[:4] == b"\x89PNG"
+        assert "  my_suite " in "\n".join(help_text.suite_lines())
+        assert "my_suite: mine,theirs" in help_text.arms_help()
+    finally:
+        suites.unregister("my_suite")
+    assert "my_suite" not in suites.names() and "my_knob" not in results.csv_columns()
+
+
+def test_a_suite_record_refuses_arms_it_lacks():
+    with pytest.raises(ValueError, match=r"name \['base'\], which are not its"):
+        _own_suite(pairs=(("mine", "base"),))
+    with pytest.raises(ValueError, match="not its"):
+        _own_suite(default_arms=("muscle",))
+    with pytest.raises(ValueError, match="repeat a name"):
+        _own_suite(arms=(suites.Arm("mine", "a"), suites.Arm("mine", "b")))
+    with pytest.raises(suites.SuiteError, match=r"Unknown arm\(s\) \['muscle'\] for this suite"):
+        _own_suite().chosen_arms(suites.SuiteOptions(arms=("muscle",)))
+    # "Every arm against base", in the order the table shows the arms (the user's --arms).
+    objectives = suites.get("objectives")
+    assert objectives.pairs_among(["sdt", "base", "iic"]) == [("sdt", "base"), ("iic", "base")]
+    assert objectives.pairs_among(["sdt", "iic"]) == []
 
 
 # ------------------------------------------------------------------ results files
@@ -509,7 +598,7 @@ def test_results_files_hold_the_hand_computed_statistics(tmp_path):
     )
     with open(tmp_path / "results.csv") as handle:
         rows = list(csv.DictReader(handle))
-    assert list(rows[0]) == list(results.CSV_COLUMNS)
+    assert list(rows[0]) == list(results.csv_columns())
     assert len(rows) == len(runs) == 12
     first = rows[0]
     assert first["run"] == "ratio_1/muscle/seed_0" and first["imbalance_ratio"] == "1"
@@ -547,7 +636,7 @@ def test_a_finished_run_with_other_settings_is_not_mixed_in(tmp_path):
 def test_run_commands_are_ordinary_main_commands(tmp_path):
     runs = suites.build("finetune", load_config("digits"), suites.SuiteOptions(), pinned=[])
     invocation = _invocation(tmp_path, overrides=[("optimizer.learning_rate", 0.01)])
-    tuned = next(run for run in runs if run.arm == suites.FINETUNE_MUSCLE)
+    tuned = next(run for run in runs if run.arm == suites.finetune.FINETUNE_MUSCLE)
     assert invocation.command(tuned)[1:] == [
         "-m",
         "muscle_jax.main",

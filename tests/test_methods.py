@@ -24,10 +24,11 @@ from muscle_jax import (
     objective,
     train,
 )
-from muscle_jax.methods import adaptive, tables
+from muscle_jax.methods import tables
 
 from .helpers import load_config
 from .shared_runs import run_until_step
+from .test_methods_bases import term_options
 from .test_train import REPO, run_steps
 
 # ---------------------------------------------------------------- a new method
@@ -167,13 +168,11 @@ def test_every_method_reports_the_same_metric_keys(arg):
 
 
 def _base_options(base: str, section, total_steps: int) -> dict:
-    """The keyword options the trainer's term passes to ``losses.<base>_step``."""
-    if base == "dash":
-        return adaptive.dash_options(section, total_steps)
-    return getattr(adaptive, f"{base}_options")(section)
+    """The keyword options the trainer's term passes to its base's ``*_step``."""
+    return term_options(methods.get(methods.CONSISTENCY, base), section, total_steps)
 
 
-@pytest.mark.parametrize("consistency", ["fixmatch", *adaptive.MODERN_BASES])
+@pytest.mark.parametrize("consistency", ["fixmatch", *losses.STATEFUL_CONSISTENCY_KINDS])
 def test_the_objective_equals_the_public_muscle_loss(consistency):
     """Each base + IIC through the trainer's objective is `losses.muscle_loss`, state included."""
     config = load_config("tiny", f"method={consistency}")

@@ -7,9 +7,11 @@ simulated devices of conftest.py.
 """
 
 import dataclasses
+import inspect
 import json
 import math
 import re
+import sys
 
 import jax
 import jax.numpy as jnp
@@ -30,11 +32,131 @@ BASES = ("flexmatch", "freematch", "softmatch", "adamatch", "uda", "dash", "debi
 STATEFUL = ("flexmatch", "freematch", "softmatch", "adamatch", "dash", "debiased")
 
 
-def test_the_registry_and_the_losses_name_the_same_modern_bases():
-    from muscle_jax.methods import adaptive
+def term_options(term: methods.Term, section, total_steps: int) -> dict:
+    """The keyword options a registered term passes to its step: ``<name>_options`` beside it."""
+    build = getattr(sys.modules[term.loss.__module__], f"{term.name}_options", None)
+    if build is None:
+        return {}  # A FixMatch-era kind: its one option, the threshold, is muscle_loss's own.
+    if "total_steps" in inspect.signature(build).parameters:
+        return build(section, total_steps)
+    return build(section)
 
-    assert adaptive.MODERN_BASES == losses.STATEFUL_CONSISTENCY_KINDS
-    assert set(adaptive.MODERN_BASES) <= set(methods.names(methods.CONSISTENCY))
+
+@pytest.mark.parametrize("name", methods.names(methods.CONSISTENCY))
+def test_every_registered_consistency_term_runs_through_muscle_loss(name):
+    """`losses.muscle_loss(consistency=name)` is the registered term's own loss, state included.
+
+    Parametrized over the registry, not a list kept beside it: a consistency
+    term registered without a kind in `muscle_loss`'s table fails here.
+    """
+    term = methods.get(methods.CONSISTENCY, name)
+    section = ml_collections.ConfigDict(dict(term.defaults))
+    keys = jax.random.split(jax.random.key(0), 5)
+    labeled, labels = 2 * jax.random.normal(keys[0], (4, 3)), jnp.array([0, 1, 2, 0])
+    view_a = 4 * jax.random.normal(keys[1], (6, 3))  # Some rows confident, some not.
+    view_b = jax.random.normal(keys[2], (6, 3))
+    teacher, student = jax.random.normal(keys[3], (6, 3)), jax.random.normal(keys[4], (6, 3))
+    targets = jax.nn.softmax(teacher)  # Mean Teacher's targets, and MixMatch's here.
+    index, step, total_steps = jnp.array([0, 2, 4, 5, 7, 9]), jnp.asarray(3), 100
+    spec = methods.StateSpec(
+        num_train=10, num_classes=3, num_unlabeled=10, labeled_class_counts=(2, 1, 1)
+    )
+    state = None if term.init_state is None else term.init_state(spec, section)
+    inputs = methods.Inputs(
+        labeled_logits=labeled,
+        labels=labels,
+        labeled_index=None,
+        supervised_logits=labeled,
+        supervised_targets=labels,
+        view_a_logits=view_a,
+        view_b_logits=view_b,
+        teacher_a_logits=teacher,
+        unlabeled_index=index,
+        step=step,
+        total_steps=total_steps,
+        num_classes=3,
+        # What MixMatch's `prepare` leaves its loss: the mixed batch's logits and targets.
+        extras={"mixmatch_student_logits": student, "mixmatch_targets": targets},
+    )
+    expected = term.loss(inputs, section, state)
+    total, aux = losses.muscle_loss(
+        labeled,
+        labels,
+        view_a,
+        view_b,
+        consistency=name,
+        supervised_weight=0.0,
+        mutual_information_weight=0.0,
+        threshold=section.get("threshold", 0.95),
+        consistency_targets=targets,
+        student_logits=student,
+        consistency_state={} if state is None else state,
+        consistency_options=term_options(term, section, total_steps),
+        unlabeled_index=index,
+        step=step,
+    )
+    np.testing.assert_allclose(aux["consistency"], expected.value, rtol=1e-6)
+    np.testing.assert_allclose(total, expected.value, rtol=1e-6)
+    for key, value in expected.metrics.items():
+        np.testing.assert_allclose(aux[key], value, rtol=1e-6, err_msg=key)
+    if expected.state is not None:
+        assert name in losses.STATEFUL_CONSISTENCY_KINDS
+        carried = aux["consistency_state"]
+        assert jax.tree.structure(carried) == jax.tree.structure(expected.state)
+        for a, b in zip(jax.tree.leaves(carried), jax.tree.leaves(expected.state), strict=True):
+            np.testing.assert_allclose(a, b, rtol=1e-6)
+
+
+def test_muscle_loss_runs_debiased_as_its_registered_term_by_hand():
+    # tests/test_losses_base_steps.py's hand check: q_hat = (0.8, 0.2), tau 1, m 0.5. The
+    # weak view (0.5, 0) is pseudo-labelled class 1 (softmax(z - log q): p = 0.7081 >= 0.7),
+    # q_hat moves to 0.5 q + 0.5 softmax(0.5, 0) = (0.7112294, 0.2887706), and the loss is
+    # CE(0 + log q_new, 1) = -log 0.2887706 = 1.242124. The labeled CE of (0, 0) is log 2.
+    term = methods.get(methods.CONSISTENCY, "debiased")
+    section = _section("debiased", tau=1.0, momentum=0.5, threshold=0.7)
+    state = {"q_hat": jnp.array([0.8, 0.2])}
+    labeled, labels = jnp.array([[0.0, 0.0]]), jnp.array([0])
+    weak, strong = jnp.array([[0.5, 0.0]]), jnp.array([[0.0, 0.0]])
+    inputs = methods.Inputs(
+        labeled_logits=labeled,
+        labels=labels,
+        labeled_index=None,
+        supervised_logits=labeled,
+        supervised_targets=labels,
+        view_a_logits=weak,
+        view_b_logits=strong,
+    )
+    result = term.loss(inputs, section, state)
+    total, aux = losses.muscle_loss(
+        labeled,
+        labels,
+        weak,
+        strong,
+        consistency="debiased",
+        mutual_information_weight=0.0,
+        consistency_state=state,
+        consistency_options=imbalance.debiased_options(section),
+    )
+    for value in (result.value, aux["consistency"]):
+        np.testing.assert_allclose(value, 1.242124, atol=1e-6)
+    assert float(aux["mask_rate"]) == float(result.metrics["mask_rate"]) == 1.0
+    for q_hat in (result.state["q_hat"], aux["consistency_state"]["q_hat"]):
+        np.testing.assert_allclose(q_hat, [0.7112294, 0.2887706], atol=1e-6)
+    np.testing.assert_allclose(total, math.log(2.0) + 1.242124, atol=1e-6)
+    assert "debiased" in losses.STATEFUL_CONSISTENCY_KINDS
+    # Its state is a statistic of the arrays passed in: refused without it, or with a mask.
+    with pytest.raises(ValueError, match=r"needs consistency_state \(from losses\.debiased_init"):
+        losses.muscle_loss(labeled, labels, weak, strong, consistency="debiased")
+    with pytest.raises(ValueError, match="without unlabeled_where or axis_name"):
+        losses.muscle_loss(
+            labeled,
+            labels,
+            weak,
+            strong,
+            consistency="debiased",
+            consistency_state=state,
+            unlabeled_where=jnp.ones(1, bool),
+        )
 
 
 @pytest.mark.parametrize("base", BASES)

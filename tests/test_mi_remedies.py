@@ -437,7 +437,9 @@ def test_only_the_mi_term_trains_the_mi_head_and_it_leaves_the_classifier():
     ):
         np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7)
     # The features: the MI term's gradient through the MI head.
-    assert not np.allclose(with_mi["convs"][0]["kernel"], without["convs"][0]["kernel"])
+    assert not np.allclose(
+        with_mi["backbone"]["convs"][0]["kernel"], without["backbone"]["convs"][0]["kernel"]
+    )
 
 
 def test_the_options_train_a_tiny_step():

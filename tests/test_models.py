@@ -252,7 +252,7 @@ def test_initialisation_follows_fixmatch():
     model = models.create_model(
         "small_cnn", num_classes=NUM_CLASSES, in_channels=16, widths=(64,), rngs=nnx.Rngs(0)
     )
-    kernel = np.asarray(model.convs[0].kernel[...])
+    kernel = np.asarray(model.backbone.convs[0].kernel[...])
     # He-normal over fan-out: std = sqrt(2 / (3 * 3 * 64)).
     np.testing.assert_allclose(kernel.std(), math.sqrt(2.0 / (9 * 64)), rtol=0.05)
     np.testing.assert_array_equal(model.heads.classifier.bias[...], 0.0)
@@ -299,3 +299,60 @@ def test_mlp_rejects_images_of_another_shape():
 def test_resnet_rejects_unknown_stem():
     with pytest.raises(ValueError, match="stem"):
         _abstract("resnet18", stem="vit")
+
+
+# ---------------------------------------------------------------- one contract
+
+
+@pytest.mark.parametrize("name", models.list_models())
+def test_every_built_in_backbone_returns_the_features_it_declares(name):
+    kwargs, shape = NATURAL_INPUTS.get(name, ({}, (2, 32, 32, 3)))
+    backbone = nnx.eval_shape(lambda: models.create_backbone(name, rngs=nnx.Rngs(0), **kwargs))
+    assert not hasattr(backbone, "heads")  # The heads are the classifier's, not the backbone's.
+    graphdef, state = nnx.split(backbone)
+    features = jax.eval_shape(
+        lambda state, x: nnx.merge(graphdef, state)(x, train=False),
+        state,
+        jax.ShapeDtypeStruct(shape, jnp.float32),
+    )
+    assert features.shape == (shape[0], backbone.num_features)
+    # Every model: the backbone's variables under backbone/, the heads' under heads/.
+    model = _abstract(name, **kwargs)
+    assert isinstance(model, models.Classifier) and isinstance(model.heads, models.OutputHeads)
+    assert sorted(nnx.state(model, nnx.Param).to_pure_dict()) == ["backbone", "heads"]
+
+
+# A backbone of yours that is the built-in small CNN, by import path.
+SMALL_CNN_BY_PATH = """
+from muscle_jax.models import SmallCNN as Mine
+"""
+
+
+def test_a_built_in_and_a_user_backbone_go_through_the_same_classifier(tmp_path, monkeypatch):
+    (tmp_path / "mine_by_path.py").write_text(SMALL_CNN_BY_PATH)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    heads = dict(
+        overclustering_heads=2, projector_dim=6, balanced_head=True, mi_head=True, in_channels=1
+    )
+
+    def build(name):
+        model = models.create_model(
+            name, num_classes=NUM_CLASSES, widths=(4, 8), rngs=nnx.Rngs(3), **heads
+        )
+        return nnx.split(model)
+
+    images = _images((3, 8, 8, 1))
+    built = {}
+    for name in ("small_cnn", "mine_by_path:Mine"):
+        graphdef, state = jax.jit(lambda name=name: build(name))()
+        model = nnx.merge(graphdef, state)
+        assert isinstance(model, models.Classifier) and model.num_features == 8
+        built[name] = (state, model(images, train=True), model(images, train=False))
+    (state, *outputs), (user_state, *user_outputs) = built.values()
+    # One classifier: the same variables at the same paths, initialised alike, and
+    # the same outputs from every head, in training and evaluation.
+    assert jax.tree.structure(state) == jax.tree.structure(user_state)
+    jax.tree.map(np.testing.assert_array_equal, state, user_state)
+    for output, user_output in zip(outputs, user_outputs, strict=True):
+        assert None not in output
+        jax.tree.map(np.testing.assert_array_equal, output, user_output)

@@ -39,7 +39,7 @@ from collections.abc import Callable
 import numpy as np
 from absl import logging
 
-from muscle_jax.data.sources import ArrayDataset
+from muscle_jax.data.types import ArrayDataset
 from muscle_jax.data.validation import DataRequestError, DataValidationError
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
@@ -233,51 +233,12 @@ def _list_folder(path: str) -> dict:
                 f"Image folder {path} has no {split}/ folder. Expected {path}/train/<class>/"
                 f"*.png|jpg and {path}/test/<class>/*, plus an optional {path}/unlabeled/."
             )
-    classes = {}
-    for split in ("train", "test"):
-        root = os.path.join(path, split)
-        loose = sorted(
-            name
-            for name in os.listdir(root)
-            if not name.startswith(".") and not os.path.isdir(os.path.join(root, name))
-        )
-        if loose:
-            raise DataValidationError(
-                f"Image folder {root} holds files outside any class folder ({loose[0]}, ...): "
-                f"put each image in {root}/<class>/."
-            )
-        classes[split] = sorted(
-            name for name in os.listdir(root) if not name.startswith(".")
-        )  # Only directories remain.
-    names = classes["train"]
-    if len(names) < 2:
-        raise DataValidationError(
-            f"Image folder {path}/train has {len(names)} class folder(s); at least 2 are needed."
-        )
-    unknown = sorted(set(classes["test"]) - set(names))
-    if unknown:
-        raise DataValidationError(
-            f"Image folder {path}: the test classes {unknown} have no folder in "
-            f"{path}/train, so the model could never predict them. Add their training images "
-            "or remove them from test/."
-        )
+    classes = {split: _class_folders(os.path.join(path, split)) for split in ("train", "test")}
+    names = _checked_classes(path, classes["train"], classes["test"])
     listing: dict = {"classes": names, "unlabeled": []}
     skipped = []
     for split in ("train", "test"):
-        pairs = []
-        for label, name in enumerate(names):
-            directory = os.path.join(path, split, name)
-            if not os.path.isdir(directory):
-                continue  # A class without test images: allowed.
-            files, others = _image_files(directory, recursive=False)
-            skipped += others
-            if not files:
-                raise DataValidationError(
-                    f"Image folder {directory} has no images (.png, .jpg, .jpeg); add some or "
-                    "remove the folder."
-                )
-            pairs += [(file, label) for file in files]
-        listing[split] = pairs
+        listing[split] = _labeled_files(os.path.join(path, split), names, skipped)
     if not listing["test"]:
         raise DataValidationError(
             f"Image folder {path}/test has no class folders with images; the test set is "
@@ -295,6 +256,55 @@ def _list_folder(path: str) -> dict:
             skipped[0],
         )
     return listing
+
+
+def _class_folders(root: str) -> list[str]:
+    """The class folders of a split folder ``root``, sorted; refuses files beside them."""
+    loose = sorted(
+        name
+        for name in os.listdir(root)
+        if not name.startswith(".") and not os.path.isdir(os.path.join(root, name))
+    )
+    if loose:
+        raise DataValidationError(
+            f"Image folder {root} holds files outside any class folder ({loose[0]}, ...): "
+            f"put each image in {root}/<class>/."
+        )
+    return sorted(name for name in os.listdir(root) if not name.startswith("."))
+
+
+def _checked_classes(path: str, train: list[str], test: list[str]) -> list[str]:
+    """The class names (train/'s folders): at least 2, and every test class among them."""
+    if len(train) < 2:
+        raise DataValidationError(
+            f"Image folder {path}/train has {len(train)} class folder(s); at least 2 are needed."
+        )
+    unknown = sorted(set(test) - set(train))
+    if unknown:
+        raise DataValidationError(
+            f"Image folder {path}: the test classes {unknown} have no folder in "
+            f"{path}/train, so the model could never predict them. Add their training images "
+            "or remove them from test/."
+        )
+    return train
+
+
+def _labeled_files(root: str, names: list[str], skipped: list[str]) -> list[tuple[str, int]]:
+    """(file, label) of every image in ``root``'s class folders; other files join ``skipped``."""
+    pairs = []
+    for label, name in enumerate(names):
+        directory = os.path.join(root, name)
+        if not os.path.isdir(directory):
+            continue  # A class without test images: allowed.
+        files, others = _image_files(directory, recursive=False)
+        skipped += others
+        if not files:
+            raise DataValidationError(
+                f"Image folder {directory} has no images (.png, .jpg, .jpeg); add some or "
+                "remove the folder."
+            )
+        pairs += [(file, label) for file in files]
+    return pairs
 
 
 def _fingerprint(listing: dict, image_size: int | None, max_image_size: int | None) -> str:

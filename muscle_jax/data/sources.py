@@ -22,59 +22,23 @@ import numpy as np
 import tensorflow as tf
 from absl import logging
 
-from muscle_jax.data import catalog, digits, graph, validation
+from muscle_jax.data import catalog, digits, files, graph, validation
+from muscle_jax.data.types import ArrayDataset, DatasetInfo
+
+# ArrayDataset and DatasetInfo live in `types` (`files` makes ArrayDatasets
+# too), and are documented and importable here as before.
+__all__ = [
+    "ArrayDataset",
+    "ArraySource",
+    "DatasetInfo",
+    "DatasetNotFoundError",
+    "TfdsSource",
+    "open_source",
+]
 
 # TFDS reads files one after the other, so positions in a split (and the
 # `split[a:b]` slices used for per-host shards) mean the same thing in every read.
 _IN_ORDER = {"interleave_cycle_length": 1}
-
-
-@dataclasses.dataclass(frozen=True)
-class DatasetInfo:
-    """What the trainer needs to know about a dataset before reading it.
-
-    Attributes:
-      image_shape: (H, W, C) as the pipeline yields it.
-      num_unlabeled_only: examples without labels that join the unlabeled
-        stream (STL-10: 100,000). Unlabeled indices run over
-        `[0, num_train + num_unlabeled_only)`, training examples first.
-      class_names: the name of each label, where the dataset has them (an
-        image folder's class folders, a TFDS ClassLabel's names).
-    """
-
-    name: str
-    num_classes: int
-    image_shape: tuple[int, int, int]
-    num_train: int
-    num_test: int
-    num_unlabeled_only: int = 0
-    class_names: tuple[str, ...] | None = None
-
-    @property
-    def pool_size(self) -> int:
-        """Size of the unlabeled pool, the range of `unlabeled_index`."""
-        return self.num_train + self.num_unlabeled_only
-
-
-@dataclasses.dataclass(frozen=True, eq=False)
-class ArrayDataset:
-    """A dataset held in memory: your own arrays, the files of `muscle_jax.data.files`, tests.
-
-    Images are uint8 `[N, H, W, C]`, labels integer `[N]` in [0, num_classes);
-    ``unlabeled_images`` join the unlabeled pool. Train on it with
-    ``train.train_and_evaluate(config, workdir, source=dataset)``, or pass it to
-    the pipeline's functions in place of a dataset name.
-    """
-
-    name: str
-    train_images: np.ndarray
-    train_labels: np.ndarray
-    test_images: np.ndarray
-    test_labels: np.ndarray
-    num_classes: int
-    flip: bool = True
-    unlabeled_images: np.ndarray | None = None
-    class_names: tuple[str, ...] | None = None
 
 
 class DatasetNotFoundError(FileNotFoundError):
@@ -378,8 +342,6 @@ def open_source(
     if isinstance(name, ArrayDataset):
         return ArraySource(name)
     if path:
-        from muscle_jax.data import files
-
         dataset, keep = files.open_files(
             path, image_size=image_size, cache_dir=cache_dir, max_image_size=max_image_size
         )

@@ -1,6 +1,6 @@
 """Command line: ``python -m muscle_jax.experiments --suite=SUITE --config=CONFIG --workdir=DIR``.
 
-Runs one suite (see --help for the list, `suites.SUITES`) over several
+Runs one suite (see --help for the list, `suites.names()`) over several
 seeds, each run an ordinary ``python -m muscle_jax.main`` run in
 ``DIR/SETTING/ARM/seed_K``, then writes DIR/results.csv, DIR/results.md and
 the PNG plots. Rerunning the command resumes: finished runs are skipped,
@@ -19,22 +19,16 @@ from ml_collections import config_flags
 
 from muscle_jax import command_line
 from muscle_jax.data import label_noise
-from muscle_jax.experiments import dispatch, results, suites
+from muscle_jax.experiments import dispatch, help_text, results, suites
 
 FLAGS = flags.FLAGS
 config_flags.DEFINE_config_file(
     "config", None, "Path to a config file, with an optional :arg.", lock_config=True
 )
-flags.DEFINE_enum("suite", None, suites.SUITES, "Which suite to run.")
+flags.DEFINE_enum("suite", None, suites.names(), "Which suite to run.")
 flags.DEFINE_string("workdir", None, "The suite's directory: one subdirectory per run.")
 flags.DEFINE_list("seeds", ["0", "1", "2"], "Seeds of every setting (config.seed).")
-flags.DEFINE_list(
-    "label_counts",
-    None,
-    "label_sweep: the label counts (default: 1, 2, 4, 10 per class); bases: (default 1 and "
-    "4 per class); bias, finetune, mi_ablation, objectives, noise: the one label count "
-    "(noise: default 10 per class).",
-)
+flags.DEFINE_list("label_counts", None, help_text.label_counts_help())
 flags.DEFINE_list("imbalance_ratios", None, "bias: the imbalance ratios (default 1,10,100).")
 flags.DEFINE_list(
     "unlabeled",
@@ -46,27 +40,19 @@ flags.DEFINE_list("mi_weights", None, "mi_ablation: the MI weights (default 0,0.
 flags.DEFINE_list(
     "knobs",
     None,
-    "mi_ablation: a subset of " + ",".join(suites.ABLATION_KNOBS) + " (default: all).",
+    "mi_ablation: a subset of " + ",".join(suites.mi_ablation.KNOBS) + " (default: all).",
 )
-flags.DEFINE_list(
-    "arms",
-    None,
-    "label_sweep: a subset of muscle,base,supervised_mi,supervised; bias: of those and "
-    "freematch,freematch_mi,debiased,debiased_mi,abc,abc_mi; finetune: of "
-    "finetune_muscle,finetune_supervised,scratch_muscle; bases: of muscle,base; noise: of "
-    + ",".join(suites.NOISE_ARMS)
-    + ".",
-)
+flags.DEFINE_list("arms", None, help_text.arms_help())
 flags.DEFINE_list(
     "bases",
     None,
-    "bases: the base methods (default: " + ",".join(suites.default_bases()) + ").",
+    "bases: the base methods (default: " + ",".join(suites.bases.default_bases()) + ").",
 )
 flags.DEFINE_list(
     "noise_levels",
     None,
     "noise: the fractions of the labeled set given a wrong label (default "
-    + ",".join(str(level) for level in suites.DEFAULT_NOISE_LEVELS)
+    + ",".join(str(level) for level in suites.noise.DEFAULT_LEVELS)
     + ").",
 )
 flags.DEFINE_enum(
@@ -221,7 +207,7 @@ def usage() -> str:
         "--config=CONFIG[:VARIANTS] --workdir=DIR [--config.KEY=VALUE ...] [flags]",
         "",
         "Suites:",
-        *(f"  {name:12s} {suites.DESCRIPTIONS[name]}" for name in suites.SUITES),
+        *help_text.suite_lines(),
         "",
         "--config.KEY=VALUE overrides reach every run of the suite (e.g. "
         "--config.total_steps=600); a key the suite varies is refused. Rerun the same "

@@ -21,8 +21,8 @@ from collections.abc import Callable, Sequence
 from typing import Any, TextIO
 
 from muscle_jax import methods
-from muscle_jax.experiments import results as results_lib
-from muscle_jax.experiments import suites
+from muscle_jax.experiments.outcomes import read_results
+from muscle_jax.experiments.records import Run
 
 PROGRESS = re.compile(r"step (\d+)/(\d+) \|")
 LAUNCH_SCRIPT = os.path.join("launch", "gpu_slurm.sbatch")
@@ -46,15 +46,15 @@ class Invocation:
     # the user's that registers their own method and then calls muscle_jax.main's main.
     trainer: str = DEFAULT_TRAINER
 
-    def run_dir(self, run: suites.Run) -> str:
+    def run_dir(self, run: Run) -> str:
         return os.path.join(self.workdir, run.name)
 
-    def run_overrides(self, run: suites.Run) -> list[tuple[str, str]]:
+    def run_overrides(self, run: Run) -> list[tuple[str, str]]:
         """The user's overrides, then the run's (which vary what the user did not fix)."""
         own = [(key, value.format(workdir=self.workdir)) for key, value in run.overrides]
         return [(key, _format_value(value)) for key, value in self.overrides] + own
 
-    def config_flag(self, run: suites.Run) -> str:
+    def config_flag(self, run: Run) -> str:
         variants = [item for item in self.config_arg.split(",") if item]
         chosen = {"method": run.method, "mi": run.mi}
         chosen.update(
@@ -72,16 +72,16 @@ class Invocation:
         variants += [f"{key}={value}" for key, value in chosen.items()]
         return f"{self.config_path}:{','.join(variants)}"
 
-    def main_args(self, run: suites.Run) -> list[str]:
+    def main_args(self, run: Run) -> list[str]:
         """Everything after ``python -m muscle_jax.main`` (or the suite's ``trainer``)."""
         return [f"--config={self.config_flag(run)}", f"--workdir={self.run_dir(run)}"] + [
             f"--config.{key}={value}" for key, value in self.run_overrides(run)
         ]
 
-    def command(self, run: suites.Run) -> list[str]:
+    def command(self, run: Run) -> list[str]:
         return [sys.executable, "-m", self.trainer, *self.main_args(run)]
 
-    def steps(self, run: suites.Run) -> int:
+    def steps(self, run: Run) -> int:
         return int(dict(self.run_overrides(run)).get("total_steps", self.total_steps))
 
 
@@ -89,7 +89,7 @@ def _format_value(value: Any) -> str:
     return str(value)
 
 
-def check_finished_run(invocation: Invocation, run: suites.Run, results: dict[str, Any]) -> None:
+def check_finished_run(invocation: Invocation, run: Run, results: dict[str, Any]) -> None:
     """Raises when a finished run's config differs from what the suite asks of it now."""
     config = results["config"]
     problems = []
@@ -135,8 +135,8 @@ def _same(value: Any, text: str) -> bool:
     return str(value) == text
 
 
-def finished(invocation: Invocation, run: suites.Run) -> bool:
-    results = results_lib.read_results(invocation.run_dir(run))
+def finished(invocation: Invocation, run: Run) -> bool:
+    results = read_results(invocation.run_dir(run))
     if results is None:
         return False
     check_finished_run(invocation, run, results)
@@ -153,7 +153,7 @@ class Progress:
     step (start-up included), which overestimates supervised-only arms.
     """
 
-    def __init__(self, runs: Sequence[suites.Run], invocation: Invocation, stream: TextIO):
+    def __init__(self, runs: Sequence[Run], invocation: Invocation, stream: TextIO):
         self._steps = {run.name: invocation.steps(run) for run in runs}
         self._total = len(runs)
         self._stream = stream
@@ -162,11 +162,11 @@ class Progress:
         self._steps_done = 0
         self._last_print = 0.0
 
-    def finished_run(self, run: suites.Run, seconds: float) -> None:
+    def finished_run(self, run: Run, seconds: float) -> None:
         self._seconds_done += seconds
         self._steps_done += self._steps[run.name]
 
-    def line(self, done: int, run: suites.Run, step: int, run_started: float, remaining) -> str:
+    def line(self, done: int, run: Run, step: int, run_started: float, remaining) -> str:
         total = self._steps[run.name]
         left = max(total - step, 0) + sum(self._steps[r.name] for r in remaining)
         if self._steps_done:
@@ -210,8 +210,84 @@ def run_environment(invocation: Invocation) -> dict[str, str]:
     return environment
 
 
+# The signals a suite passes on to its running run.
+_FORWARDED = (signal.SIGINT, signal.SIGTERM)
+
+
+class _SignalForwarder:
+    """While in use, SIGINT/SIGTERM to this process are noted and passed on to the running run.
+
+    The run (its own session: a Ctrl-C at the terminal reaches this process
+    only) gets one SIGTERM, and checkpoints and stops; two signals would be
+    two stop requests. The handlers before are restored on exit.
+    """
+
+    def __init__(self):
+        self.signal: int | None = None
+        self.process: subprocess.Popen | None = None
+        self._previous: dict = {}
+
+    def __enter__(self):
+        self._previous = {sig: signal.signal(sig, self._forward) for sig in _FORWARDED}
+        return self
+
+    def __exit__(self, *exc_info):
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+
+    def _forward(self, signum, frame):
+        del frame
+        self.signal = signum
+        if self.process is not None and self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+
+
+def _train(
+    run: Run,
+    invocation: Invocation,
+    forwarder: _SignalForwarder,
+    show: Callable[[int, bool], None],
+) -> tuple[int, list[str]]:
+    """Runs one run to its end: its exit code and its last lines; ``show(step, force)`` reports."""
+    tail: list[str] = []
+    process = subprocess.Popen(
+        invocation.command(run),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        bufsize=1,
+        start_new_session=True,  # A Ctrl-C at the terminal reaches the suite only.
+        env=run_environment(invocation),
+    )
+    forwarder.process = process
+    show(0, True)
+    for line in process.stdout:
+        tail = [*tail, line.rstrip("\n")][-25:]
+        match = PROGRESS.search(line)
+        if match:
+            show(int(match.group(1)), False)
+    code = process.wait()
+    forwarder.process = None
+    return code, tail
+
+
+def _finished_now(
+    invocation: Invocation, run: Run, code: int, tail: Sequence[str], stopping: bool
+) -> bool:
+    """Whether the run that just ended finished; False when it stopped. Raises when it failed."""
+    if stopping and code == -signal.SIGTERM:
+        return False  # Stopped before its trainer could catch the signal (still starting up).
+    if code != 0:
+        raise DispatchError(
+            f"Run {run.name} failed (exit code {code}). Its command:\n  "
+            f"{shlex.join(invocation.command(run))}\nIts last lines:\n  " + "\n  ".join(tail)
+        )
+    # No results.json: the trainer checkpointed and stopped (a signal), so the suite stops too.
+    return read_results(invocation.run_dir(run)) is not None
+
+
 def run_locally(
-    runs: Sequence[suites.Run],
+    runs: Sequence[Run],
     invocation: Invocation,
     *,
     after_each_run: Callable[[], None],
@@ -227,64 +303,22 @@ def run_locally(
     """
     stream = stream or sys.stderr
     progress = Progress(runs, invocation, stream)
-    done = 0
-    pending = []
-    for run in runs:
-        if finished(invocation, run):
-            done += 1
-        else:
-            pending.append(run)
+    pending = [run for run in runs if not finished(invocation, run)]
+    done = len(runs) - len(pending)
     if done:
         progress.message(f"{done} of {len(runs)} runs already finished: skipped.")
-    stop = {"signal": None}
-    child: dict[str, subprocess.Popen | None] = {"process": None}
-
-    def forward(signum, frame):
-        del frame
-        stop["signal"] = signum
-        if child["process"] is not None and child["process"].poll() is None:
-            child["process"].send_signal(signal.SIGTERM)
-
-    previous = {sig: signal.signal(sig, forward) for sig in (signal.SIGINT, signal.SIGTERM)}
-    try:
+    with _SignalForwarder() as forwarder:
         for index, run in enumerate(pending):
-            if stop["signal"] is not None:
+            if forwarder.signal is not None:
                 break
             started = time.perf_counter()
-            command = invocation.command(run)
-            tail: list[str] = []
-            # Its own session: a Ctrl-C at the terminal reaches this process only, which
-            # passes one SIGTERM on (two signals would be two stop requests).
-            process = subprocess.Popen(
-                command,
-                stdout=subprocess.PIPE,
-                stderr=subprocess.STDOUT,
-                text=True,
-                bufsize=1,
-                start_new_session=True,
-                env=run_environment(invocation),
-            )
-            child["process"] = process
             remaining = pending[index + 1 :]
-            progress.show(progress.line(done, run, 0, started, remaining), force=True)
-            for line in process.stdout:
-                tail = [*tail, line.rstrip("\n")][-25:]
-                match = PROGRESS.search(line)
-                if match:
-                    step = int(match.group(1))
-                    progress.show(progress.line(done, run, step, started, remaining))
-            code = process.wait()
-            child["process"] = None
-            if stop["signal"] is not None and code == -signal.SIGTERM:
-                # Stopped before its trainer could catch the signal (still starting up).
-                break
-            if code != 0:
-                raise DispatchError(
-                    f"Run {run.name} failed (exit code {code}). Its command:\n  "
-                    f"{shlex.join(command)}\nIts last lines:\n  " + "\n  ".join(tail)
-                )
-            if results_lib.read_results(invocation.run_dir(run)) is None:
-                # The trainer checkpointed and stopped (a signal): the suite stops too.
+
+            def show(step, force, done=done, run=run, started=started, remaining=remaining):
+                progress.show(progress.line(done, run, step, started, remaining), force=force)
+
+            code, tail = _train(run, invocation, forwarder, show)
+            if not _finished_now(invocation, run, code, tail, forwarder.signal is not None):
                 break
             done += 1
             progress.finished_run(run, time.perf_counter() - started)
@@ -292,9 +326,6 @@ def run_locally(
                 f"finished {run.name} in {time.perf_counter() - started:.0f} s ({done}/{len(runs)})"
             )
             after_each_run()
-    finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
     if done < len(runs):
         progress.message(
             f"Stopped with {done} of {len(runs)} runs finished; run the same command to resume."
@@ -307,7 +338,7 @@ def run_locally(
 
 
 def slurm_scripts(
-    runs: Sequence[suites.Run], invocation: Invocation, suite: str, *, sbatch_args: Sequence[str]
+    runs: Sequence[Run], invocation: Invocation, suite: str, *, sbatch_args: Sequence[str]
 ) -> list[tuple[str, str, list[str]]]:
     """``(runs file, array script, sbatch command)`` per stage that has unfinished runs.
 
@@ -361,7 +392,7 @@ def slurm_scripts(
 
 
 def submit_slurm(
-    runs: Sequence[suites.Run],
+    runs: Sequence[Run],
     invocation: Invocation,
     suite: str,
     *,

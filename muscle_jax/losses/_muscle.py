@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import dataclasses
+from collections.abc import Callable, Mapping
+from typing import Any
+
 import jax
 import jax.numpy as jnp
 from jax.typing import ArrayLike
@@ -9,21 +13,15 @@ from jax.typing import ArrayLike
 from muscle_jax.losses import (
     _base_steps,
     _consistency,
+    _debiased,
     _mutual_information,
     _supervised,
     _validation,
 )
 
-# The modern bases: each carries a state from step to step (UDA's is empty).
-STATEFUL_CONSISTENCY_KINDS = ("flexmatch", "freematch", "softmatch", "adamatch", "uda", "dash")
-CONSISTENCY_KINDS = (
-    "fixmatch",
-    "mse",
-    "mean_teacher",
-    "mixmatch",
-    "none",
-    *STATEFUL_CONSISTENCY_KINDS,
-)
+State = dict[str, jax.Array]
+# A kind's consistency term: (scalar loss, scalar diagnostics, next state or None).
+KindResult = tuple[jax.Array, dict[str, jax.Array], State | None]
 
 
 def masked_mean(
@@ -57,6 +55,211 @@ def masked_mean(
     if axis_name is not None:
         total, count = jax.lax.psum((total, count), axis_name)
     return total / jnp.maximum(count, 1.0)
+
+
+# ---------------------------------------------------------------- the consistency kinds
+
+
+@dataclasses.dataclass(frozen=True)
+class _Inputs:
+    """What `muscle_loss` hands every consistency kind: its own arguments, by name."""
+
+    labeled_logits: ArrayLike
+    labels: ArrayLike
+    view_a_logits: ArrayLike
+    view_b_logits: ArrayLike
+    threshold: float
+    consistency_targets: ArrayLike | None
+    student_logits: ArrayLike | None
+    unlabeled_where: ArrayLike | None
+    axis_name: str | None
+    unlabeled_index: ArrayLike | None
+    step: ArrayLike
+
+
+@dataclasses.dataclass(frozen=True)
+class _Kind:
+    """One consistency kind of `muscle_loss`.
+
+    Attributes:
+      term: ``(inputs, state, options) -> (loss, metrics, next state)``, the
+        loss a scalar, the metrics scalars (``aux`` gets them), the state None
+        for a kind without one.
+      state_from: for a stateful kind (a base's ``*_step``), where its
+        ``consistency_state`` comes from, as the error without it says; None
+        for a per-example kind, whose terms `masked_mean` reduces over the examples
+        ``unlabeled_where`` selects (also across ``axis_name``).
+      needs: `muscle_loss` arguments the kind cannot run without.
+    """
+
+    term: Callable[[_Inputs, State | None, Mapping[str, Any]], KindResult]
+    state_from: str | None = None
+    needs: tuple[str, ...] = ()
+
+
+def _probs(logits: ArrayLike) -> jax.Array:
+    return jax.nn.softmax(jnp.asarray(logits, jnp.float32))
+
+
+def _reduced(inputs: _Inputs, per_example: jax.Array, **metrics: jax.Array) -> KindResult:
+    """A per-example kind's loss and metrics, each a `masked_mean` over the unlabeled batch."""
+
+    def mean(values):
+        return masked_mean(values, inputs.unlabeled_where, axis_name=inputs.axis_name)
+
+    return mean(per_example), {name: mean(values) for name, values in metrics.items()}, None
+
+
+def _fixmatch(inputs: _Inputs, state, options) -> KindResult:
+    per_example, mask = _consistency.fixmatch_consistency(
+        inputs.view_b_logits, inputs.view_a_logits, threshold=inputs.threshold
+    )
+    return _reduced(inputs, per_example, mask_rate=mask)
+
+
+def _mse(inputs: _Inputs, state, options) -> KindResult:
+    per_example = _consistency.mse_consistency(
+        _probs(inputs.view_b_logits), _probs(inputs.view_a_logits)
+    )
+    return _reduced(inputs, per_example)
+
+
+def _mean_teacher(inputs: _Inputs, state, options) -> KindResult:
+    targets = inputs.consistency_targets
+    return _reduced(inputs, _consistency.mse_consistency(_probs(inputs.view_b_logits), targets))
+
+
+def _mixmatch(inputs: _Inputs, state, options) -> KindResult:
+    student = inputs.view_b_logits if inputs.student_logits is None else inputs.student_logits
+    targets = inputs.consistency_targets
+    return _reduced(inputs, _consistency.mse_consistency(_probs(student), targets))
+
+
+def _none(inputs: _Inputs, state, options) -> KindResult:
+    return _reduced(inputs, jnp.zeros(jnp.shape(inputs.view_a_logits)[:1], jnp.float32))
+
+
+def _flexmatch(inputs: _Inputs, state, options) -> KindResult:
+    return _base_steps.flexmatch_step(
+        inputs.view_a_logits, inputs.view_b_logits, state, inputs.unlabeled_index, **options
+    )
+
+
+def _freematch(inputs: _Inputs, state, options) -> KindResult:
+    return _base_steps.freematch_step(inputs.view_a_logits, inputs.view_b_logits, state, **options)
+
+
+def _softmatch(inputs: _Inputs, state, options) -> KindResult:
+    return _base_steps.softmatch_step(inputs.view_a_logits, inputs.view_b_logits, state, **options)
+
+
+def _adamatch(inputs: _Inputs, state, options) -> KindResult:
+    return _base_steps.adamatch_step(
+        inputs.view_a_logits, inputs.view_b_logits, inputs.labeled_logits, state, **options
+    )
+
+
+def _uda(inputs: _Inputs, state, options) -> KindResult:
+    return _base_steps.uda_step(inputs.view_a_logits, inputs.view_b_logits, **options)
+
+
+def _dash(inputs: _Inputs, state, options) -> KindResult:
+    return _base_steps.dash_step(
+        inputs.view_a_logits,
+        inputs.view_b_logits,
+        inputs.labeled_logits,
+        inputs.labels,
+        state,
+        step=inputs.step,
+        **options,
+    )
+
+
+def _debiased_step(inputs: _Inputs, state, options) -> KindResult:
+    return _debiased.debiased_pseudo_label_step(
+        inputs.view_a_logits, inputs.view_b_logits, state, **options
+    )
+
+
+# The one table of the consistency kinds `muscle_loss` takes; `CONSISTENCY_KINDS` and
+# `STATEFUL_CONSISTENCY_KINDS` are read from it. Adding a kind is one row here and, for
+# a new step function, the few lines above that call it.
+#
+# The method registry (`muscle_jax.methods`, one `Term` per method) does not read this
+# table, nor does this package read the registry: `muscle_jax.losses` is the public
+# pure-function API, installed with JAX and NumPy alone (setup.cfg's base install has
+# no ml_collections, etils or Flax, which the registry imports), and the registry
+# imports this package (lazily), so importing it here would be a cycle and a heavy
+# import; and the registry also takes users' own terms, which need no kind here. Each
+# built-in term and its row call the same pure `*_step` function, and one test
+# (tests/test_methods_bases.py) runs every registered consistency term through
+# `muscle_loss` against the term's own loss, so a term registered without a row fails it.
+_KINDS: dict[str, _Kind] = {
+    "fixmatch": _Kind(_fixmatch),
+    "mse": _Kind(_mse),
+    "mean_teacher": _Kind(_mean_teacher, needs=("consistency_targets",)),
+    "mixmatch": _Kind(_mixmatch, needs=("consistency_targets",)),
+    "none": _Kind(_none),
+    "flexmatch": _Kind(_flexmatch, "from losses.flexmatch_init", needs=("unlabeled_index",)),
+    "freematch": _Kind(_freematch, "from losses.freematch_init"),
+    "softmatch": _Kind(_softmatch, "from losses.softmatch_init"),
+    "adamatch": _Kind(_adamatch, "from losses.distribution_alignment_init"),
+    "uda": _Kind(_uda, "{} for UDA, which has none"),
+    "dash": _Kind(_dash, "from losses.dash_init"),
+    "debiased": _Kind(_debiased_step, "from losses.debiased_init"),
+}
+
+CONSISTENCY_KINDS = tuple(_KINDS)
+# The bases that run as a ``*_step``: each carries a state from step to step (UDA's is empty).
+STATEFUL_CONSISTENCY_KINDS = tuple(
+    name for name, kind in _KINDS.items() if kind.state_from is not None
+)
+
+
+def _kind(consistency: str) -> _Kind:
+    if consistency not in _KINDS:
+        raise ValueError(f"Unknown consistency {consistency!r}; choose one of {CONSISTENCY_KINDS}.")
+    return _KINDS[consistency]
+
+
+def _check_views(labeled_logits, view_a_logits, view_b_logits, unlabeled_where) -> None:
+    _validation.check_rank("labeled_logits", labeled_logits, 2, "[batch, num_classes]")
+    _validation.check_rank("view_a_logits", view_a_logits, 2, "[batch, num_classes]")
+    _validation.check_same_shape(("view_a_logits", "view_b_logits"), view_a_logits, view_b_logits)
+    if jnp.shape(labeled_logits)[-1] != jnp.shape(view_a_logits)[-1]:
+        raise ValueError(
+            f"labeled_logits {jnp.shape(labeled_logits)} and view_a_logits "
+            f"{jnp.shape(view_a_logits)} must have the same number of classes."
+        )
+    _validation.check_where(unlabeled_where, jnp.shape(view_a_logits)[0])
+
+
+def _check_kind_inputs(consistency: str, kind: _Kind, inputs: _Inputs, state) -> None:
+    """The arguments ``kind`` cannot run without, in the order the checks always ran."""
+    if kind.state_from is not None:
+        if state is None:
+            raise ValueError(
+                f"consistency={consistency!r} needs consistency_state ({kind.state_from})."
+            )
+        if inputs.unlabeled_where is not None or inputs.axis_name is not None:
+            raise ValueError(
+                f"consistency={consistency!r} takes its batch statistics over the arrays "
+                "passed in: call it under jax.jit on the global batch, without "
+                "unlabeled_where or axis_name."
+            )
+    for name in kind.needs:
+        if getattr(inputs, name) is None:
+            raise ValueError(f"consistency={consistency!r} needs {name}.")
+
+
+def _mi_probs(view_a_logits, view_b_logits, unlabeled_where) -> tuple[jax.Array, jax.Array]:
+    """The two unlabeled views' probabilities, masked rows zeroed."""
+    probs_a, probs_b = _probs(view_a_logits), _probs(view_b_logits)
+    if unlabeled_where is None:
+        return probs_a, probs_b
+    # A zero row adds nothing to the joint, which is renormalised.
+    keep = jnp.asarray(unlabeled_where, jnp.float32)[:, None]
+    return probs_a * keep, probs_b * keep
 
 
 def muscle_loss(
@@ -102,10 +305,13 @@ def muscle_loss(
       targets of the labeled part.
     - ``none``: MUSCLE without a consistency term.
     - the modern bases ``flexmatch``, ``freematch``, ``softmatch``,
-      ``adamatch``, ``uda``, ``dash`` (``STATEFUL_CONSISTENCY_KINDS``): the
-      ``*_step`` function of the same name (the one the trainer's terms
-      call), given ``consistency_state`` (from its ``*_init``; ``{}`` for
-      UDA) and its keyword options as ``consistency_options`` (e.g.
+      ``adamatch``, ``uda``, ``dash`` and debiased pseudo-labelling,
+      ``debiased`` (``STATEFUL_CONSISTENCY_KINDS``): the base's ``*_step``
+      function (:func:`flexmatch_step`, ...,
+      :func:`debiased_pseudo_label_step`; the ones the trainer's terms
+      call), given ``consistency_state`` (from its ``*_init``;
+      :func:`distribution_alignment_init` for AdaMatch, ``{}`` for UDA) and
+      its keyword options as ``consistency_options`` (e.g.
       ``{"threshold": 0.95}`` for FlexMatch; Dash needs
       ``steps_per_decay``). FlexMatch also takes ``unlabeled_index``, Dash
       ``step``. ``aux["consistency_state"]`` is the state for the next step
@@ -125,6 +331,16 @@ def muscle_loss(
       ...     logits[:2], jnp.array([0, 1]), logits, logits[::-1], consistency="mse")
       >>> sorted(aux)
       ['consistency', 'mutual_information', 'supervised', 'total']
+
+      A stateful base takes its state and returns the next one:
+
+      >>> total, aux = losses.muscle_loss(
+      ...     logits[:2], jnp.array([0, 1]), logits, logits[::-1], consistency="debiased",
+      ...     consistency_state=losses.debiased_init(4), consistency_options={"tau": 0.4})
+      >>> sorted(aux)
+      ['consistency', 'consistency_state', 'mask_rate', 'mutual_information', 'supervised', 'total']
+      >>> aux["consistency_state"]["q_hat"].shape  # pass it to the next step
+      (4,)
 
     Args:
       labeled_logits: ``[batch_l, C]`` logits of the labeled examples.
@@ -151,8 +367,8 @@ def muscle_loss(
         masked rows are left out of the consistency and MI terms.
       axis_name: mapped axis for use inside ``shard_map``/``pmap``; None under
         global-view ``jax.jit``.
-      consistency_state: a modern base's state (see the kinds above).
-      consistency_options: a modern base's keyword options.
+      consistency_state: a stateful base's state (see the kinds above).
+      consistency_options: a stateful base's keyword options.
       unlabeled_index: ``[batch_u]`` the unlabeled images' ids (FlexMatch).
       step: the training step (Dash's threshold schedule).
 
@@ -161,40 +377,28 @@ def muscle_loss(
       over its batch) and a dict of scalars with keys
       ``supervised``, ``consistency``, ``mutual_information`` (MI in nats, the
       positive quantity), ``total``, ``mask_rate`` for ``fixmatch``, and for
-      a modern base its diagnostics and ``consistency_state``.
+      a stateful base its diagnostics and ``consistency_state``.
 
     References:
       Xie et al., `MUSCLE <https://arxiv.org/abs/2012.00150>`_, 2021.
     """
-    if consistency not in CONSISTENCY_KINDS:
-        raise ValueError(f"Unknown consistency {consistency!r}; choose one of {CONSISTENCY_KINDS}.")
-    _validation.check_rank("labeled_logits", labeled_logits, 2, "[batch, num_classes]")
-    _validation.check_rank("view_a_logits", view_a_logits, 2, "[batch, num_classes]")
-    _validation.check_same_shape(("view_a_logits", "view_b_logits"), view_a_logits, view_b_logits)
-    if jnp.shape(labeled_logits)[-1] != jnp.shape(view_a_logits)[-1]:
-        raise ValueError(
-            f"labeled_logits {jnp.shape(labeled_logits)} and view_a_logits "
-            f"{jnp.shape(view_a_logits)} must have the same number of classes."
-        )
-    _validation.check_where(unlabeled_where, jnp.shape(view_a_logits)[0])
-    if consistency in ("mean_teacher", "mixmatch") and consistency_targets is None:
-        raise ValueError(f"consistency={consistency!r} needs consistency_targets.")
-    if consistency in STATEFUL_CONSISTENCY_KINDS:
-        if consistency_state is None:
-            raise ValueError(
-                f"consistency={consistency!r} needs consistency_state (from "
-                f"losses.{consistency}_init, or {{}} for uda)."
-            )
-        if unlabeled_where is not None or axis_name is not None:
-            raise ValueError(
-                f"consistency={consistency!r} takes its batch statistics over the arrays "
-                "passed in: call it under jax.jit on the global batch, without "
-                "unlabeled_where or axis_name."
-            )
-        if consistency == "flexmatch" and unlabeled_index is None:
-            raise ValueError("consistency='flexmatch' needs unlabeled_index.")
+    kind = _kind(consistency)
+    _check_views(labeled_logits, view_a_logits, view_b_logits, unlabeled_where)
+    inputs = _Inputs(
+        labeled_logits=labeled_logits,
+        labels=labels,
+        view_a_logits=view_a_logits,
+        view_b_logits=view_b_logits,
+        threshold=threshold,
+        consistency_targets=consistency_targets,
+        student_logits=student_logits,
+        unlabeled_where=unlabeled_where,
+        axis_name=axis_name,
+        unlabeled_index=unlabeled_index,
+        step=step,
+    )
+    _check_kind_inputs(consistency, kind, inputs, consistency_state)
 
-    aux = {}
     supervised = masked_mean(
         _supervised.supervised_loss(
             labeled_logits, labels, label_smoothing=label_smoothing, where=labeled_where
@@ -202,57 +406,17 @@ def muscle_loss(
         labeled_where,
         axis_name=axis_name,
     )
-    aux["supervised"] = supervised
-
-    probs_a = jax.nn.softmax(jnp.asarray(view_a_logits, jnp.float32))
-    probs_b = jax.nn.softmax(jnp.asarray(view_b_logits, jnp.float32))
-    if consistency == "fixmatch":
-        per_example, mask = _consistency.fixmatch_consistency(
-            view_b_logits, view_a_logits, threshold=threshold
-        )
-        aux["mask_rate"] = masked_mean(mask, unlabeled_where, axis_name=axis_name)
-    elif consistency == "mse":
-        per_example = _consistency.mse_consistency(probs_b, probs_a)
-    elif consistency == "mean_teacher":
-        per_example = _consistency.mse_consistency(probs_b, consistency_targets)
-    elif consistency == "mixmatch":
-        student = view_b_logits if student_logits is None else student_logits
-        student_probs = jax.nn.softmax(jnp.asarray(student, jnp.float32))
-        per_example = _consistency.mse_consistency(student_probs, consistency_targets)
-    elif consistency in STATEFUL_CONSISTENCY_KINDS:
-        options = dict(consistency_options or {})
-        state = consistency_state
-        if consistency == "flexmatch":
-            result = _base_steps.flexmatch_step(
-                view_a_logits, view_b_logits, state, unlabeled_index, **options
-            )
-        elif consistency in ("freematch", "softmatch"):
-            step_fn = getattr(_base_steps, f"{consistency}_step")
-            result = step_fn(view_a_logits, view_b_logits, state, **options)
-        elif consistency == "adamatch":
-            result = _base_steps.adamatch_step(
-                view_a_logits, view_b_logits, labeled_logits, state, **options
-            )
-        elif consistency == "uda":
-            result = _base_steps.uda_step(view_a_logits, view_b_logits, **options)
-        else:
-            result = _base_steps.dash_step(
-                view_a_logits, view_b_logits, labeled_logits, labels, state, step=step, **options
-            )
-        consistency_value, metrics, aux["consistency_state"] = result
-        aux.update(metrics)
-    else:
-        per_example = jnp.zeros(jnp.shape(view_a_logits)[:1], jnp.float32)
-    if consistency not in STATEFUL_CONSISTENCY_KINDS:
-        consistency_value = masked_mean(per_example, unlabeled_where, axis_name=axis_name)
+    aux = {"supervised": supervised}
+    consistency_value, metrics, next_state = kind.term(
+        inputs, consistency_state, dict(consistency_options or {})
+    )
+    if kind.state_from is not None:
+        aux["consistency_state"] = next_state
+    aux.update(metrics)
     aux["consistency"] = consistency_value
 
     if mi_probs is None:
-        mi_probs = (probs_a, probs_b)
-        if unlabeled_where is not None:
-            # A zero row adds nothing to the joint, which is renormalised.
-            keep = jnp.asarray(unlabeled_where, jnp.float32)[:, None]
-            mi_probs = (probs_a * keep, probs_b * keep)
+        mi_probs = _mi_probs(view_a_logits, view_b_logits, unlabeled_where)
     mutual_information = _mutual_information.mutual_information(
         *mi_probs, lamb=lamb, axis_name=axis_name
     )

@@ -338,6 +338,6 @@ DASH = register(
 )
 
 # The consistency terms this module registers, in the order tables list them.
-# (`losses.STATEFUL_CONSISTENCY_KINDS` names the same steps for `losses.muscle_loss`;
-# tests/test_methods_bases.py checks that the two lists agree.)
+# (`losses.muscle_loss` runs each through the same `*_step`, from its own table of
+# kinds; tests/test_methods_bases.py runs every registered consistency term through it.)
 MODERN_BASES = tuple(term.name for term in (FLEXMATCH, FREEMATCH, SOFTMATCH, ADAMATCH, UDA, DASH))

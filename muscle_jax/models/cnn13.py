@@ -2,7 +2,8 @@
 
 Three 3x3 convs of 128 channels, max pool, dropout; three of 256, max pool,
 dropout; a valid 3x3 conv of 512, 1x1 convs of 256 and 128; global average
-pool; linear head. Every conv is followed by BatchNorm and leaky ReLU 0.1.
+pool (128 features; `classifier.Classifier` adds the linear head). Every
+conv is followed by BatchNorm and leaky ReLU 0.1.
 
 Differences from the Mean Teacher PyTorch code, kept on purpose:
 - No weight normalisation and no conv biases (BatchNorm follows each conv).
@@ -19,7 +20,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from muscle_jax.models import heads, layers
+from muscle_jax.models import layers
 
 
 class ConvBNAct(nnx.Module):
@@ -70,38 +71,26 @@ _STAGES = (
 
 
 class CNN13(nnx.Module):
-    """CNN-13 classifier for 32x32 images.
+    """CNN-13 backbone for 32x32 images: 128 pooled features.
 
     Args:
-      num_classes: classifier outputs.
       in_channels: image channels.
       dropout_rate: dropout after each max pool (Mean Teacher: 0.5; default 0,
         see the module docstring); when > 0 training calls need ``dropout_key``.
       bn_momentum: running-average decay of BatchNorm (PyTorch default 0.9).
       bn_epsilon: BatchNorm epsilon.
-      overclustering_heads: number of IIC over-clustering heads (0: none).
-      overclustering_factor: each such head has ``factor * num_classes`` outputs.
-      projector_dim: width of the contrastive projector head (0: none), for MIO.
-      balanced_head: a second classifier, ABC's balanced one (`heads.OutputHeads`).
-      mi_head: a linear head that only IIC's mutual information trains (``loss.iic.head``).
-      dtype: compute dtype; logits come back in float32 regardless.
+      dtype: compute dtype.
       param_dtype: parameter dtype.
       rngs: initialisation RNGs.
     """
 
     def __init__(
         self,
-        num_classes: int,
         *,
         in_channels: int = 3,
         dropout_rate: float = 0.0,
         bn_momentum: float = 0.9,
         bn_epsilon: float = 1e-5,
-        overclustering_heads: int = 0,
-        overclustering_factor: int = 5,
-        projector_dim: int = 0,
-        balanced_head: bool = False,
-        mi_head: bool = False,
         dtype: jnp.dtype = jnp.float32,
         param_dtype: jnp.dtype = jnp.float32,
         rngs: nnx.Rngs,
@@ -128,23 +117,12 @@ class CNN13(nnx.Module):
                 channels = out_channels
             stages.append(nnx.List(convs))
         self.stages = nnx.List(stages)
-        self.heads = heads.OutputHeads(
-            channels,
-            num_classes,
-            overclustering_heads=overclustering_heads,
-            overclustering_factor=overclustering_factor,
-            projector_dim=projector_dim,
-            balanced_head=balanced_head,
-            mi_head=mi_head,
-            dtype=dtype,
-            param_dtype=param_dtype,
-            rngs=rngs,
-        )
+        self.num_features = channels
 
     def __call__(
         self, images: jax.Array, *, train: bool, dropout_key: jax.Array | None = None
-    ) -> heads.ModelOutput:
-        """Classify NHWC ``images``; ``train`` selects batch vs running BN statistics."""
+    ) -> jax.Array:
+        """Pooled features ``[batch, num_features]`` of NHWC ``images``; ``train``: batch BN."""
         x = images
         last = len(self.stages) - 1
         for index, stage in enumerate(self.stages):
@@ -154,4 +132,4 @@ class CNN13(nnx.Module):
                 x = nnx.max_pool(x, (2, 2), strides=(2, 2))
                 key = None if dropout_key is None else jax.random.fold_in(dropout_key, index)
                 x = layers.dropout(x, rate=self.dropout_rate, train=train, key=key)
-        return self.heads(layers.global_average_pool(x))
+        return layers.global_average_pool(x)

@@ -23,7 +23,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from muscle_jax.models import heads, layers
+from muscle_jax.models import layers
 
 STEMS = ("cifar", "imagenet")
 
@@ -93,10 +93,9 @@ class BasicBlock(nnx.Module):
 
 
 class ResNet(nnx.Module):
-    """BasicBlock ResNet; the defaults make ResNet-18 for 84x84 images.
+    """BasicBlock ResNet backbone; the defaults make ResNet-18 (512 features) for 84x84 images.
 
     Args:
-      num_classes: classifier outputs.
       stage_sizes: BasicBlocks per stage ((2, 2, 2, 2) is ResNet-18).
       base_width: channels of the first stage; each later stage doubles them.
       stem: "cifar" (3x3 stride-1 conv) or "imagenet" (7x7/2 conv + max pool).
@@ -105,19 +104,13 @@ class ResNet(nnx.Module):
       bn_epsilon: BatchNorm epsilon.
       dropout_rate: dropout on the pooled features; when > 0 the call needs
         ``dropout_key`` in training.
-      overclustering_heads: number of IIC over-clustering heads (0: none).
-      overclustering_factor: each such head has ``factor * num_classes`` outputs.
-      projector_dim: width of the contrastive projector head (0: none), for MIO.
-      balanced_head: a second classifier, ABC's balanced one (`heads.OutputHeads`).
-      mi_head: a linear head that only IIC's mutual information trains (``loss.iic.head``).
-      dtype: compute dtype; logits come back in float32 regardless.
+      dtype: compute dtype.
       param_dtype: parameter dtype.
       rngs: initialisation RNGs.
     """
 
     def __init__(
         self,
-        num_classes: int,
         *,
         stage_sizes: tuple[int, ...] = (2, 2, 2, 2),
         base_width: int = 64,
@@ -126,11 +119,6 @@ class ResNet(nnx.Module):
         bn_momentum: float = 0.9,
         bn_epsilon: float = 1e-5,
         dropout_rate: float = 0.0,
-        overclustering_heads: int = 0,
-        overclustering_factor: int = 5,
-        projector_dim: int = 0,
-        balanced_head: bool = False,
-        mi_head: bool = False,
         dtype: jnp.dtype = jnp.float32,
         param_dtype: jnp.dtype = jnp.float32,
         rngs: nnx.Rngs,
@@ -160,26 +148,16 @@ class ResNet(nnx.Module):
                 )
                 channels = stage_width
         self.blocks = nnx.List(blocks)
-        self.heads = heads.OutputHeads(
-            channels,
-            num_classes,
-            overclustering_heads=overclustering_heads,
-            overclustering_factor=overclustering_factor,
-            projector_dim=projector_dim,
-            balanced_head=balanced_head,
-            mi_head=mi_head,
-            **common,
-        )
+        self.num_features = channels
 
     def __call__(
         self, images: jax.Array, *, train: bool, dropout_key: jax.Array | None = None
-    ) -> heads.ModelOutput:
-        """Classify NHWC ``images``; ``train`` selects batch vs running BN statistics."""
+    ) -> jax.Array:
+        """Pooled features ``[batch, num_features]`` of NHWC ``images``; ``train``: batch BN."""
         x = jax.nn.relu(self.stem_bn(self.stem_conv(images), use_running_average=not train))
         if self.stem_type == "imagenet":
             x = nnx.max_pool(x, (3, 3), strides=(2, 2), padding=((1, 1), (1, 1)))
         for block in self.blocks:
             x = block(x, train=train)
         features = layers.global_average_pool(x)
-        features = layers.dropout(features, rate=self.dropout_rate, train=train, key=dropout_key)
-        return self.heads(features)
+        return layers.dropout(features, rate=self.dropout_rate, train=train, key=dropout_key)

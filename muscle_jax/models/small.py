@@ -1,4 +1,7 @@
-"""CPU-sized models: a small CNN and an MLP, for digits and MNIST-sized runs."""
+"""CPU-sized backbones: a small CNN and an MLP, for digits and MNIST-sized runs.
+
+Both return features; `classifier.Classifier` puts the heads on them.
+"""
 
 import math
 from collections.abc import Sequence
@@ -7,48 +10,37 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from muscle_jax.models import heads, layers
+from muscle_jax.models import layers
 
 
 class SmallCNN(nnx.Module):
-    """A few 3x3 conv -> BatchNorm -> leaky ReLU layers, global pool, linear head.
+    """A few 3x3 conv -> BatchNorm -> leaky ReLU layers, then global average pooling.
 
     Every layer after the first halves the resolution ("SAME" padding), and
-    global average pooling makes the head independent of the input size, so
-    the same model runs on 8x8 digits, 28x28 MNIST and 32x32 CIFAR.
+    global average pooling makes the features (``num_features``: the last
+    width) independent of the input size, so the same backbone runs on 8x8
+    digits, 28x28 MNIST and 32x32 CIFAR.
 
     Args:
-      num_classes: classifier outputs.
       in_channels: image channels (1 for digits and MNIST).
       widths: output channels of each conv layer.
       bn_momentum: running-average decay of BatchNorm.
       bn_epsilon: BatchNorm epsilon.
       dropout_rate: dropout on the pooled features; when > 0 training calls
         need ``dropout_key``.
-      overclustering_heads: number of IIC over-clustering heads (0: none).
-      overclustering_factor: each such head has ``factor * num_classes`` outputs.
-      projector_dim: width of the contrastive projector head (0: none), for MIO.
-      balanced_head: a second classifier, ABC's balanced one (`heads.OutputHeads`).
-      mi_head: a linear head that only IIC's mutual information trains (``loss.iic.head``).
-      dtype: compute dtype; logits come back in float32 regardless.
+      dtype: compute dtype.
       param_dtype: parameter dtype.
       rngs: initialisation RNGs.
     """
 
     def __init__(
         self,
-        num_classes: int,
         *,
         in_channels: int = 3,
         widths: Sequence[int] = (32, 64, 128),
         bn_momentum: float = 0.99,
         bn_epsilon: float = 1e-3,
         dropout_rate: float = 0.0,
-        overclustering_heads: int = 0,
-        overclustering_factor: int = 5,
-        projector_dim: int = 0,
-        balanced_head: bool = False,
-        mi_head: bool = False,
         dtype: jnp.dtype = jnp.float32,
         param_dtype: jnp.dtype = jnp.float32,
         rngs: nnx.Rngs,
@@ -83,36 +75,25 @@ class SmallCNN(nnx.Module):
             channels = width
         self.convs = nnx.List(convs)
         self.norms = nnx.List(norms)
-        self.heads = heads.OutputHeads(
-            channels,
-            num_classes,
-            overclustering_heads=overclustering_heads,
-            overclustering_factor=overclustering_factor,
-            projector_dim=projector_dim,
-            balanced_head=balanced_head,
-            mi_head=mi_head,
-            dtype=dtype,
-            param_dtype=param_dtype,
-            rngs=rngs,
-        )
+        self.num_features = channels
 
     def __call__(
         self, images: jax.Array, *, train: bool, dropout_key: jax.Array | None = None
-    ) -> heads.ModelOutput:
-        """Classify NHWC ``images``; ``train`` selects batch vs running BN statistics."""
+    ) -> jax.Array:
+        """Pooled features ``[batch, num_features]`` of NHWC ``images``; ``train``: batch BN."""
         x = images
         for conv, norm in zip(self.convs, self.norms, strict=True):
             x = layers.leaky_relu(norm(conv(x), use_running_average=not train))
         features = layers.global_average_pool(x)
-        features = layers.dropout(features, rate=self.dropout_rate, train=train, key=dropout_key)
-        return self.heads(features)
+        return layers.dropout(features, rate=self.dropout_rate, train=train, key=dropout_key)
 
 
 class MLP(nnx.Module):
-    """Flatten -> input dropout -> (dense -> ReLU -> dropout) per hidden layer -> heads.
+    """Flatten -> input dropout -> (dense -> ReLU -> dropout) per hidden layer: the features.
+
+    ``num_features`` is the last hidden size (the flattened image without one).
 
     Args:
-      num_classes: classifier outputs.
       input_shape: shape of one image, e.g. ``(8, 8, 1)``; dense layers need
         their input size when they are built.
       hidden_sizes: width of each hidden layer.
@@ -120,29 +101,18 @@ class MLP(nnx.Module):
         need ``dropout_key``.
       input_dropout_rate: dropout on the flattened pixels, before the first
         layer (the self-defined-target MLP's 0.3, `configs/sdt_mlp.py`).
-      overclustering_heads: number of IIC over-clustering heads (0: none).
-      overclustering_factor: each such head has ``factor * num_classes`` outputs.
-      projector_dim: width of the contrastive projector head (0: none), for MIO.
-      balanced_head: a second classifier, ABC's balanced one (`heads.OutputHeads`).
-      mi_head: a linear head that only IIC's mutual information trains (``loss.iic.head``).
-      dtype: compute dtype; logits come back in float32 regardless.
+      dtype: compute dtype.
       param_dtype: parameter dtype.
       rngs: initialisation RNGs.
     """
 
     def __init__(
         self,
-        num_classes: int,
         *,
         input_shape: Sequence[int],
         hidden_sizes: Sequence[int] = (256, 256),
         dropout_rate: float = 0.0,
         input_dropout_rate: float = 0.0,
-        overclustering_heads: int = 0,
-        overclustering_factor: int = 5,
-        projector_dim: int = 0,
-        balanced_head: bool = False,
-        mi_head: bool = False,
         dtype: jnp.dtype = jnp.float32,
         param_dtype: jnp.dtype = jnp.float32,
         rngs: nnx.Rngs,
@@ -165,23 +135,12 @@ class MLP(nnx.Module):
             )
             features = size
         self.hidden = nnx.List(hidden)
-        self.heads = heads.OutputHeads(
-            features,
-            num_classes,
-            overclustering_heads=overclustering_heads,
-            overclustering_factor=overclustering_factor,
-            projector_dim=projector_dim,
-            balanced_head=balanced_head,
-            mi_head=mi_head,
-            dtype=dtype,
-            param_dtype=param_dtype,
-            rngs=rngs,
-        )
+        self.num_features = features
 
     def __call__(
         self, images: jax.Array, *, train: bool, dropout_key: jax.Array | None = None
-    ) -> heads.ModelOutput:
-        """Classify ``images`` of shape ``[batch, *input_shape]``."""
+    ) -> jax.Array:
+        """Features ``[batch, num_features]`` of ``images`` of shape ``[batch, *input_shape]``."""
         if tuple(images.shape[1:]) != self.input_shape:
             raise ValueError(
                 f"MLP built for images of shape {self.input_shape}, got batch of shape "
@@ -195,4 +154,4 @@ class MLP(nnx.Module):
             x = jax.nn.relu(layer(x))
             key = None if dropout_key is None else jax.random.fold_in(dropout_key, index)
             x = layers.dropout(x, rate=self.dropout_rate, train=train, key=key)
-        return self.heads(x)
+        return x

@@ -17,8 +17,9 @@ The contract (checked when the model is built, before anything compiles):
   train step is a pure function of its inputs, so randomness comes in as
   ``dropout_key``.
 
-muscle_jax puts its own heads on the features (`OutputHeads`: the classifier,
-IIC's over-clustering heads, MIO's projector), so every method works with
+It is the contract of the built-in backbones too: `classifier.Classifier`
+puts muscle_jax's heads on the features of either (`heads.OutputHeads`: the
+classifier, and the heads a method asks for), so every method works with
 every backbone.
 """
 
@@ -29,7 +30,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from muscle_jax.models.heads import ModelOutput, OutputHeads
+from muscle_jax.models import classifier
 
 CONTRACT = "see muscle_jax/models/user.py or docs/custom.md for the contract"
 
@@ -64,64 +65,37 @@ def load_class(path: str) -> type:
     return backbone
 
 
-class UserModel(nnx.Module):
-    """A user backbone with muscle_jax's heads on its features (`ModelOutput`, as every model)."""
+def build_backbone(path: str, *, in_channels: int, rngs: nnx.Rngs, **kwargs) -> nnx.Module:
+    """Your backbone ``module:Class``, built as ``Class(in_channels=C, rngs=rngs, **kwargs)``.
 
-    def __init__(
-        self,
-        num_classes: int,
-        *,
-        backbone: str,
-        in_channels: int,
-        overclustering_heads: int = 0,
-        overclustering_factor: int = 5,
-        projector_dim: int = 0,
-        balanced_head: bool = False,
-        mi_head: bool = False,
-        dtype: jnp.dtype = jnp.float32,
-        param_dtype: jnp.dtype = jnp.float32,
-        rngs: nnx.Rngs,
-        **kwargs,
-    ):
-        backbone_cls = load_class(backbone)
-        try:
-            self.backbone = backbone_cls(in_channels=in_channels, rngs=rngs, **kwargs)
-        except TypeError as error:
-            raise UserModelError(
-                f"model.name={backbone!r}: building it as {backbone_cls.__name__}(in_channels="
-                f"{in_channels}, rngs=..., **model.kwargs={kwargs}) failed: {error}; {CONTRACT}."
-            ) from error
-        features = getattr(self.backbone, "num_features", None)
-        if not isinstance(features, int) or isinstance(features, bool) or features < 1:
-            raise UserModelError(
-                f"model.name={backbone!r}: the built module needs an integer attribute "
-                f"num_features (the width of the features it returns), got {features!r}; "
-                f"{CONTRACT}."
-            )
-        self.num_features = features
-        self._takes_dropout_key = "dropout_key" in inspect.signature(self.backbone).parameters
-        self.heads = OutputHeads(
-            features,
-            num_classes,
-            overclustering_heads=overclustering_heads,
-            overclustering_factor=overclustering_factor,
-            projector_dim=projector_dim,
-            balanced_head=balanced_head,
-            mi_head=mi_head,
-            dtype=dtype,
-            param_dtype=param_dtype,
-            rngs=rngs,
-        )
-
-    def __call__(
-        self, images: jax.Array, *, train: bool, dropout_key: jax.Array | None = None
-    ) -> ModelOutput:
-        extra = {"dropout_key": dropout_key} if self._takes_dropout_key else {}
-        return self.heads(self.backbone(images, train=train, **extra))
+    Raises:
+      UserModelError: it cannot be imported or built, or has no integer
+        ``num_features``.
+    """
+    backbone_cls = load_class(path)
+    try:
+        backbone = backbone_cls(in_channels=in_channels, rngs=rngs, **kwargs)
+    except TypeError as error:
+        raise UserModelError(
+            f"model.name={path!r}: building it as {backbone_cls.__name__}(in_channels="
+            f"{in_channels}, rngs=..., **model.kwargs={kwargs}) failed: {error}; {CONTRACT}."
+        ) from error
+    try:
+        classifier.feature_width(backbone)
+    except ValueError:
+        raise UserModelError(
+            f"model.name={path!r}: the built module needs an integer attribute "
+            f"num_features (the width of the features it returns), got "
+            f"{getattr(backbone, 'num_features', None)!r}; {CONTRACT}."
+        ) from None
+    return backbone
 
 
 def check_contract(model: nnx.Module, image_shape: tuple[int, int, int], name: str) -> None:
-    """Checks a (possibly abstract) `UserModel`'s variable kinds and feature shape."""
+    """Checks a (possibly abstract) model's backbone: its variable kinds and feature shape.
+
+    ``model``: `create_model`'s `classifier.Classifier` around the backbone ``name``.
+    """
     _, _, _, rest = nnx.split(model.backbone, nnx.Param, nnx.BatchStat, ...)
     others = sorted(
         f"{'.'.join(map(str, path))} ({type(variable).__name__})"

@@ -2,7 +2,8 @@
 
 Pre-activation residual blocks, group widths 16k, 32k, 64k after a 16-wide
 stem, BatchNorm momentum 0.999 and epsilon 1e-3 (TensorFlow's default, which
-the reference inherits), leaky ReLU 0.1, global average pooling, linear head.
+the reference inherits), leaky ReLU 0.1, global average pooling; the linear
+head is `classifier.Classifier`'s, on the pooled features.
 
 Differences from the TensorFlow reference, kept on purpose:
 - Convolutions have no bias. Every conv output reaches a BatchNorm (directly
@@ -19,7 +20,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from muscle_jax.models import heads, layers
+from muscle_jax.models import layers
 
 
 class PreActBlock(nnx.Module):
@@ -82,10 +83,9 @@ class PreActBlock(nnx.Module):
 
 
 class WideResNet(nnx.Module):
-    """WRN-depth-width classifier for small (e.g. 32x32) images.
+    """WRN-depth-width backbone for small (e.g. 32x32) images: ``64 * width`` features.
 
     Args:
-      num_classes: classifier outputs.
       depth: total depth; ``(depth - 4)`` must be a multiple of 6 (28 gives
         4 blocks per group).
       width: widening factor k (2 for CIFAR-10/SVHN, 8 for CIFAR-100).
@@ -94,19 +94,13 @@ class WideResNet(nnx.Module):
       bn_epsilon: BatchNorm epsilon (FixMatch: TensorFlow's 1e-3).
       dropout_rate: dropout on the pooled features before the heads (FixMatch
         default 0); when > 0 the call needs ``dropout_key`` in training.
-      overclustering_heads: number of IIC over-clustering heads (0: none).
-      overclustering_factor: each such head has ``factor * num_classes`` outputs.
-      projector_dim: width of the contrastive projector head (0: none), for MIO.
-      balanced_head: a second classifier, ABC's balanced one (`heads.OutputHeads`).
-      mi_head: a linear head that only IIC's mutual information trains (``loss.iic.head``).
-      dtype: compute dtype; logits come back in float32 regardless.
+      dtype: compute dtype.
       param_dtype: parameter dtype.
       rngs: initialisation RNGs (``params`` stream).
     """
 
     def __init__(
         self,
-        num_classes: int,
         *,
         depth: int = 28,
         width: int = 2,
@@ -114,11 +108,6 @@ class WideResNet(nnx.Module):
         bn_momentum: float = 0.999,
         bn_epsilon: float = 1e-3,
         dropout_rate: float = 0.0,
-        overclustering_heads: int = 0,
-        overclustering_factor: int = 5,
-        projector_dim: int = 0,
-        balanced_head: bool = False,
-        mi_head: bool = False,
         dtype: jnp.dtype = jnp.float32,
         param_dtype: jnp.dtype = jnp.float32,
         rngs: nnx.Rngs,
@@ -168,27 +157,15 @@ class WideResNet(nnx.Module):
             param_dtype=param_dtype,
             rngs=rngs,
         )
-        self.heads = heads.OutputHeads(
-            channels,
-            num_classes,
-            overclustering_heads=overclustering_heads,
-            overclustering_factor=overclustering_factor,
-            projector_dim=projector_dim,
-            balanced_head=balanced_head,
-            mi_head=mi_head,
-            dtype=dtype,
-            param_dtype=param_dtype,
-            rngs=rngs,
-        )
+        self.num_features = channels
 
     def __call__(
         self, images: jax.Array, *, train: bool, dropout_key: jax.Array | None = None
-    ) -> heads.ModelOutput:
-        """Classify NHWC ``images``; ``train`` selects batch vs running BN statistics."""
+    ) -> jax.Array:
+        """Pooled features ``[batch, num_features]`` of NHWC ``images``; ``train``: batch BN."""
         x = self.stem(images)
         for block in self.blocks:
             x = block(x, train=train)
         x = layers.leaky_relu(self.final_bn(x, use_running_average=not train))
         features = layers.global_average_pool(x)
-        features = layers.dropout(features, rate=self.dropout_rate, train=train, key=dropout_key)
-        return self.heads(features)
+        return layers.dropout(features, rate=self.dropout_rate, train=train, key=dropout_key)
