@@ -219,6 +219,64 @@ def _row(label: str, result: dict, peer: dict | None) -> str:
     )
 
 
+def _measure_workload(name, args, contenders, default_budget, torch_python, skip_reason):
+    """Measures one workload's contenders, prints its table; returns (ratio text, failures)."""
+    workload = scaled(name, args.batch_scale)
+    common = ["--workload", name, "--steps", str(args.steps)]
+    common += ["--batch_scale", str(args.batch_scale)]
+    results = {}
+    for contender in contenders:
+        if contender == "pytorch":
+            continue
+        backward, budget = {
+            "im2col": ("matmul", default_budget),
+            "im2col-unchunked": ("matmul", NO_BUDGET_MB),
+            "xla": ("xla", default_budget),
+        }[contender]
+        arguments = [*common, "--backward", backward, "--budget_mb", repr(budget)]
+        results[contender] = _run_child(sys.executable, arguments, args.timeout)
+    ours = next((r for r in results.values() if "error" not in r), None)
+    peer, peer_note = None, skip_reason
+    if "pytorch" in contenders and ours and torch_python:
+        spec = peer_model(ours["model"], ours["model_kwargs"])
+        if spec is None:
+            peer_note = f"torch_peer.py has no {ours['model']} {ours['model_kwargs']}"
+        else:
+            arguments = [*common, "--peer_model", spec[0], *spec[1]]
+            peer = results["pytorch"] = _run_child(torch_python, arguments, args.timeout)
+    images = workload.batch_size * (1 + 2 * workload.mu)
+    model = f"{ours['model']} {ours['model_kwargs'] or ''}".strip() if ours else "?"
+    print(
+        f"\n{name}: {model}, {workload.side}x{workload.side}x{workload.channels}, "
+        f"B={workload.batch_size}, mu={workload.mu}, {images} img/step"
+        + (f", {ours['params']:,} params" if ours else "")
+    )
+    _print_table(contenders, results, peer, peer_note)
+    failures = [(name, label) for label, result in results.items() if "error" in result]
+    main_result = results.get(contenders[0], {})
+    if peer and "error" not in peer and "error" not in main_result:
+        ours_per_image = (main_result["steps_peak_mib"] - main_result["baseline_mib"]) / images
+        peer_per_image = (peer["steps_peak_mib"] - peer["baseline_mib"]) / images
+        return f"{ours_per_image / peer_per_image:.2f}", failures
+    return "no ratio", failures
+
+
+def _print_table(contenders, results, peer, peer_note) -> None:
+    print(
+        "| contender | process peak MiB | after imports | before steps | steps' peak | "
+        "(peak - imports) / image | / PyTorch | step ms |"
+    )
+    print("|---|---|---|---|---|---|---|---|")
+    for contender in contenders:
+        if contender in results:
+            print(_row(contender, results[contender], peer))
+        elif contender == "pytorch":
+            print(f"| pytorch | skipped: {peer_note} | | | | | | |")
+    for label, result in results.items():
+        if "error" not in result and not result["steps_peak_exact"]:
+            print(f"  ({label}: the peak could not be reset; it includes compilation)")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--workloads", default=",".join(WORKLOADS))
@@ -267,57 +325,11 @@ def main() -> None:
     )
     headline, failures = [], []
     for name in args.workloads.split(","):
-        workload = scaled(name, args.batch_scale)
-        common = ["--workload", name, "--steps", str(args.steps)]
-        common += ["--batch_scale", str(args.batch_scale)]
-        results = {}
-        for contender in contenders:
-            if contender == "pytorch":
-                continue
-            backward, budget = {
-                "im2col": ("matmul", default_budget),
-                "im2col-unchunked": ("matmul", NO_BUDGET_MB),
-                "xla": ("xla", default_budget),
-            }[contender]
-            arguments = [*common, "--backward", backward, "--budget_mb", repr(budget)]
-            results[contender] = _run_child(sys.executable, arguments, args.timeout)
-        ours = next((r for r in results.values() if "error" not in r), None)
-        peer, peer_note = None, skip_reason
-        if "pytorch" in contenders and ours and torch_python:
-            spec = peer_model(ours["model"], ours["model_kwargs"])
-            if spec is None:
-                peer_note = f"torch_peer.py has no {ours['model']} {ours['model_kwargs']}"
-            else:
-                arguments = [*common, "--peer_model", spec[0], *spec[1]]
-                peer = results["pytorch"] = _run_child(torch_python, arguments, args.timeout)
-        images = workload.batch_size * (1 + 2 * workload.mu)
-        model = f"{ours['model']} {ours['model_kwargs'] or ''}".strip() if ours else "?"
-        print(
-            f"\n{name}: {model}, {workload.side}x{workload.side}x{workload.channels}, "
-            f"B={workload.batch_size}, mu={workload.mu}, {images} img/step"
-            + (f", {ours['params']:,} params" if ours else "")
+        ratio, failed_here = _measure_workload(
+            name, args, contenders, default_budget, torch_python, skip_reason
         )
-        print(
-            "| contender | process peak MiB | after imports | before steps | steps' peak | "
-            "(peak - imports) / image | / PyTorch | step ms |"
-        )
-        print("|---|---|---|---|---|---|---|---|")
-        for contender in contenders:
-            if contender in results:
-                print(_row(contender, results[contender], peer))
-            elif contender == "pytorch":
-                print(f"| pytorch | skipped: {peer_note} | | | | | | |")
-        failures += [(name, label) for label, result in results.items() if "error" in result]
-        for label, result in results.items():
-            if "error" not in result and not result["steps_peak_exact"]:
-                print(f"  ({label}: the peak could not be reset; it includes compilation)")
-        main_result = results.get(contenders[0], {})
-        if peer and "error" not in peer and "error" not in main_result:
-            ours_per_image = (main_result["steps_peak_mib"] - main_result["baseline_mib"]) / images
-            peer_per_image = (peer["steps_peak_mib"] - peer["baseline_mib"]) / images
-            headline.append(f"{name} {ours_per_image / peer_per_image:.2f}")
-        else:
-            headline.append(f"{name} no ratio")
+        headline.append(f"{name} {ratio}")
+        failures += failed_here
     failed = [f"{name} {label}" for name, label in failures]
     if failed:
         print(f"\nfailed measurements: {', '.join(failed)}")
