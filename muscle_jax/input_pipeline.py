@@ -173,7 +173,12 @@ def training(
     opened here); ``split_plan`` the run's plan (default: drawn here,
     `plan.for_data_config`).
     """
-    source = open_dataset(data_config) if source is None else source
+    if source is None:
+        source = open_dataset(data_config)
+    else:  # An opened source as it is; an in-memory ArrayDataset opened here.
+        source = sources.open_source(
+            source, data_dir=data_config.data_dir, download=data_config.download
+        )
     validation.check_num_classes(source.info.name, source.info.num_classes, data_config.num_classes)
     if split_plan is None:
         split_plan = plan_lib.for_data_config(data_config, source=source, seed=seed)
