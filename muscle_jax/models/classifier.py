@@ -23,9 +23,9 @@ A model's variables are ``backbone/...`` and ``heads/...``
 """
 
 import inspect
+from typing import Any
 
 import jax
-import jax.numpy as jnp
 from flax import nnx
 
 from muscle_jax.models.heads import ModelOutput, OutputHeads
@@ -54,15 +54,11 @@ class Classifier(nnx.Module):
     Args:
       backbone: the feature extractor (see the module docstring for its contract).
       num_classes: classifier outputs.
-      overclustering_heads: number of IIC over-clustering heads (0: none).
-      overclustering_factor: each such head has ``factor * num_classes`` outputs.
-      projector_dim: width of the contrastive projector head (0: none), for MIO.
-      balanced_head: a second classifier, ABC's balanced one.
-      mi_head: a linear head that only IIC's mutual information trains (``loss.iic.head``).
-      dtype: compute dtype of the heads; their outputs are float32 regardless.
-      param_dtype: parameter dtype of the heads.
       rngs: initialisation RNGs. Build the backbone with the same ``rngs`` first:
         the heads then draw their initial weights after its layers'.
+      **heads: `OutputHeads`' options, passed on as they are (which heads,
+        their sizes, ``dtype`` and ``param_dtype``): a new head is an option
+        of `OutputHeads` alone.
     """
 
     def __init__(
@@ -70,30 +66,13 @@ class Classifier(nnx.Module):
         backbone: nnx.Module,
         num_classes: int,
         *,
-        overclustering_heads: int = 0,
-        overclustering_factor: int = 5,
-        projector_dim: int = 0,
-        balanced_head: bool = False,
-        mi_head: bool = False,
-        dtype: jnp.dtype = jnp.float32,
-        param_dtype: jnp.dtype = jnp.float32,
         rngs: nnx.Rngs,
+        **heads: Any,
     ):
         self.backbone = backbone
         self.num_features = feature_width(backbone)
         self._takes_dropout_key = "dropout_key" in inspect.signature(backbone).parameters
-        self.heads = OutputHeads(
-            self.num_features,
-            num_classes,
-            overclustering_heads=overclustering_heads,
-            overclustering_factor=overclustering_factor,
-            projector_dim=projector_dim,
-            balanced_head=balanced_head,
-            mi_head=mi_head,
-            dtype=dtype,
-            param_dtype=param_dtype,
-            rngs=rngs,
-        )
+        self.heads = OutputHeads(self.num_features, num_classes, rngs=rngs, **heads)
 
     def __call__(
         self, images: jax.Array, *, train: bool, dropout_key: jax.Array | None = None
